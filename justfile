@@ -1,0 +1,13 @@
+# CivicHub tasks. `just --list` shows them.
+
+# Build and run the hub on the embedded default (SQLite under ./data).
+run *ARGS:
+    cargo run --release -- serve {{ARGS}}
+
+# The whole test suite (installs and starts what it needs).
+test:
+    bash tests/run.sh
+
+# OIDC throughput and latency against oidc-provider, RSS, and password logins against raw argon2.
+bench-oidc:
+    bash bench/oidc/run.sh

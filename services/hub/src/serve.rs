@@ -1,0 +1,106 @@
+//! `civichub serve`: open the store, compose every service's routes, serve.
+
+use std::convert::Infallible;
+
+use anyhow::{Context, Result};
+use civichub_identity::{Identity, Settings, Users};
+use civichub_store::Db;
+use tracing_subscriber::EnvFilter;
+use url::Url;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::config::Config;
+
+pub async fn run(config: Config) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let db = Db::connect(&config.database).await.with_context(|| format!("cannot open database {}", config.database))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let issuer = match &config.issuer {
+        Some(url) => url.clone(),
+        None => Url::parse(&format!("http://{addr}"))?,
+    };
+    let identity = Identity::open(db.clone(), Settings::new(issuer)).await?;
+    identity.spawn_workers();
+
+    println!("civichub listening on http://{addr}");
+    println!("issuer: {}", identity.settings.issuer_str());
+    println!("database: {}", config.database);
+    if Users::new(db.clone()).list().await?.is_empty() {
+        let flags = global_flags(&config);
+        println!("no users yet; add the first one and a client:");
+        println!("  echo 'PASSWORD' | civichub user add admin --password-stdin --role admin{flags}");
+        println!("  civichub client add my-app --redirect-uri https://my-app.example/callback{flags}");
+    }
+
+    let routes = civichub_identity::routes(identity.clone())
+        .recover(handle_rejection)
+        .with(warp::log("civichub::http"));
+    warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;
+    tracing::info!("stopped");
+    db.close().await;
+    Ok(())
+}
+
+fn global_flags(config: &Config) -> String {
+    let mut flags = String::new();
+    if config.data_dir.as_os_str() != "data" {
+        flags.push_str(&format!(" --data-dir {}", config.data_dir.display()));
+    }
+    if config.database.backend() == civichub_store::Backend::Postgres {
+        flags.push_str(" --database-url …");
+    }
+    flags
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// The one place rejections become replies: JSON `{"error", "error_description"}`.
+async fn handle_rejection(err: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let (status, error, description) = if err.is_not_found() {
+        (StatusCode::NOT_FOUND, "not_found", "no such endpoint".to_owned())
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed for this endpoint".to_owned())
+    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() || err.find::<civichub_identity::BodyTooLarge>().is_some() {
+        (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large".to_owned())
+    } else if err.find::<warp::reject::LengthRequired>().is_some() {
+        (StatusCode::LENGTH_REQUIRED, "invalid_request", "Content-Length is required".to_owned())
+    } else if let Some(e) = err.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+    } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+    } else if let Some(e) = err.find::<warp::reject::UnsupportedMediaType>() {
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", e.to_string())
+    } else {
+        tracing::error!("unhandled rejection: {err:?}");
+        (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal server error".to_owned())
+    };
+    let body = warp::reply::json(&serde_json::json!({ "error": error, "error_description": description }));
+    Ok(warp::reply::with_status(body, status).into_response())
+}

@@ -1,0 +1,198 @@
+//! `GET|POST /login`: the password login page.
+
+use std::sync::Arc;
+
+use askama::Template;
+use serde::Deserialize;
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::audit::Actor;
+use crate::http::{self, RequestContext, context, form_body, with_identity};
+use crate::password::{self, Verdict};
+use crate::sessions::SESSION_COOKIE;
+use crate::values::{Password, Username};
+use crate::{ACR_SINGLE_FACTOR, Identity};
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    csrf: &'a str,
+    return_to: &'a str,
+    username: &'a str,
+    client: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+#[derive(Deserialize, Default)]
+struct LoginQuery {
+    return_to: Option<String>,
+    login_hint: Option<String>,
+    client: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    csrf: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    return_to: Option<String>,
+}
+
+/// Only local paths may be returned to after login: never another site.
+fn safe_return(to: Option<&str>) -> &str {
+    match to {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.contains(['\r', '\n']) => p,
+        _ => "/",
+    }
+}
+
+/// `GET /login` and `POST /login`.
+pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let show = warp::path!("login")
+        .and(warp::get())
+        .and(warp::query::<LoginQuery>().or(warp::any().map(LoginQuery::default)).unify())
+        .and(with_identity(id.clone()))
+        .and(context())
+        .map(|q: LoginQuery, id: Arc<Identity>, ctx: RequestContext| {
+            let client = q.client.as_deref();
+            page(&id, &ctx, StatusCode::OK, safe_return(q.return_to.as_deref()), q.login_hint.as_deref().unwrap_or(""), client, None)
+        });
+    let submit = warp::path!("login")
+        .and(warp::post())
+        .and(form_body())
+        .and(with_identity(id))
+        .and(context())
+        .then(submit);
+    show.or(submit).unify()
+}
+
+fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, return_to: &str, username: &str, client: Option<&str>, error: Option<&str>) -> Response {
+    let (csrf, fresh) = http::csrf_token(ctx);
+    let page = LoginPage { csrf: &csrf, return_to, username, client, error };
+    http::with_csrf(http::render(status, &page), &csrf, fresh, id.settings.secure_cookies())
+}
+
+fn minutes(secs: i64) -> i64 {
+    (secs + 59) / 60
+}
+
+async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
+    let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
+        return http::error_page(StatusCode::BAD_REQUEST, "登录表单格式错误。");
+    };
+    let return_to = safe_return(form.return_to.as_deref()).to_owned();
+    let typed = form.username.clone().unwrap_or_default();
+    if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
+        return page(&id, &ctx, StatusCode::FORBIDDEN, &return_to, &typed, None, Some("页面已过期，请重新登录。"));
+    }
+    let (Some(username), Some(pw)) = (form.username, form.password) else {
+        return page(&id, &ctx, StatusCode::BAD_REQUEST, &return_to, &typed, None, Some("请输入用户名和密码。"));
+    };
+    let Ok(username) = username.parse::<Username>() else {
+        return page(&id, &ctx, StatusCode::UNAUTHORIZED, &return_to, &typed, None, Some("用户名或密码错误。"));
+    };
+    let s = &id.settings;
+    let user_key = format!("user:{username}");
+    let ip_key = format!("ip:{}", ctx.ip.as_deref().unwrap_or("unknown"));
+    match id.throttle.locked_until(&[user_key.clone(), ip_key.clone()]).await {
+        Ok(Some(until)) => {
+            let _ = id
+                .audit
+                .record("login.throttled", Actor { ip: ctx.ip.as_deref(), ..Default::default() }, json!({ "username": username.as_str() }))
+                .await;
+            let wait = minutes(until - civichub_store::now());
+            let msg = format!("登录失败次数过多，账号或来源地址已被暂时锁定，请 {wait} 分钟后再试。");
+            return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &return_to, username.as_str(), None, Some(&msg));
+        }
+        Ok(None) => {}
+        Err(e) => return http::server_error(e),
+    }
+    let found = match id.users.credentials(&username).await {
+        Ok(f) => f,
+        Err(e) => return http::server_error(e),
+    };
+    let (user, stored) = match found {
+        Some((user, stored)) if !user.disabled => (Some(user), stored),
+        _ => (None, None),
+    };
+    let attempt = Password::attempt(pw);
+    let verdict = password::verify(stored, attempt.clone()).await;
+    let (user, rehash) = match (user, verdict) {
+        (Some(user), Verdict::Match { rehash }) => (user, rehash),
+        _ => {
+            let failed = async {
+                id.throttle.fail(&user_key, s.max_failures_per_account, s).await?;
+                id.throttle.fail(&ip_key, s.max_failures_per_address, s).await?;
+                id.audit
+                    .record("login.failed", Actor { ip: ctx.ip.as_deref(), ..Default::default() }, json!({ "username": username.as_str() }))
+                    .await
+            };
+            if let Err(e) = failed.await {
+                return http::server_error(e);
+            }
+            return page(&id, &ctx, StatusCode::UNAUTHORIZED, &return_to, username.as_str(), None, Some("用户名或密码错误。"));
+        }
+    };
+    if rehash {
+        match password::hash(attempt).await {
+            Ok(h) => {
+                if let Err(e) = id.users.set_password_hash(&user.id, &h).await {
+                    tracing::warn!("storing rehashed password: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("rehashing password: {e}"),
+        }
+    }
+    let started = async {
+        id.throttle.clear(&user_key).await?;
+        // A live session of someone else in this browser ends first.
+        if let Some(old) = id.sessions.from_cookie(ctx.session_cookie.as_deref()).await? {
+            if old.user_id != user.id {
+                id.sessions.end(&old, ctx.ip.as_deref()).await?;
+            } else {
+                id.sessions.reauthenticate(&old, &["pwd"], ACR_SINGLE_FACTOR).await?;
+                return Ok::<_, crate::Error>(None);
+            }
+        }
+        let (cookie, session) = id.sessions.start(&user.id, &["pwd"], ACR_SINGLE_FACTOR, ctx.ip.as_deref(), s).await?;
+        id.audit
+            .record(
+                "login.succeeded",
+                Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() },
+                json!({ "method": "pwd", "sid": session.sid }),
+            )
+            .await?;
+        Ok(Some((cookie, session)))
+    };
+    match started.await {
+        Ok(Some((cookie, _))) => {
+            let reply = http::redirect(StatusCode::SEE_OTHER, &return_to);
+            http::with_cookie(reply, SESSION_COOKIE, &cookie, None, s.secure_cookies())
+        }
+        Ok(None) => {
+            let _ = id
+                .audit
+                .record("login.succeeded", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({ "method": "pwd", "reauthentication": true }))
+                .await;
+            http::redirect(StatusCode::SEE_OTHER, &return_to)
+        }
+        Err(e) => http::server_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_return;
+
+    #[test]
+    fn only_local_paths_are_returned_to() {
+        assert_eq!(safe_return(Some("/authorize?x=1")), "/authorize?x=1");
+        assert_eq!(safe_return(Some("//evil.example/")), "/");
+        assert_eq!(safe_return(Some("https://evil.example/")), "/");
+        assert_eq!(safe_return(Some("/\\evil")), "/");
+        assert_eq!(safe_return(None), "/");
+    }
+}

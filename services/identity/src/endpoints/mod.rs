@@ -1,0 +1,13 @@
+//! One module per endpoint; each exposes `filter(identity)`.
+
+pub mod assets;
+pub mod authorize;
+mod client_auth;
+pub mod consent;
+pub mod discovery;
+pub mod end_session;
+pub mod introspect;
+pub mod login;
+pub mod revoke;
+pub mod token;
+pub mod userinfo;

@@ -1,0 +1,106 @@
+//! `POST /token`: one oxide-auth flow per grant type.
+
+use std::sync::Arc;
+
+use oxide_auth::endpoint::OAuthError;
+use oxide_auth_async::endpoint::access_token::AccessTokenFlow;
+use oxide_auth_async::endpoint::client_credentials::ClientCredentialsFlow;
+use oxide_auth_async::endpoint::refresh::RefreshFlow;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::endpoints::client_auth;
+use crate::http::{self, RequestContext, authorization, context, form_body, with_identity};
+use crate::oauth::{DbAuthorizer, DbIssuer, DbRegistrar, Flow, HubEndpoint, OAuthFailure, OAuthRequest, OAuthResponse, Solicitor};
+use crate::Identity;
+
+/// `POST /token`.
+pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("token")
+        .and(warp::post())
+        .and(form_body())
+        .and(authorization())
+        .and(with_identity(id))
+        .and(context())
+        .then(handle)
+}
+
+fn endpoint(id: &Arc<Identity>, ctx: &RequestContext, flow: Flow, solicitor: Solicitor) -> HubEndpoint {
+    HubEndpoint::new(
+        DbRegistrar::new(id.clone(), flow),
+        DbAuthorizer::new(id.clone(), None, ctx.ip.clone()),
+        DbIssuer::new(id.clone(), ctx.ip.clone()),
+        solicitor,
+        Vec::new(),
+        false,
+    )
+}
+
+fn finish(result: Result<OAuthResponse, OAuthFailure>) -> Response {
+    match result {
+        Ok(response) => response.into_reply(),
+        Err(OAuthFailure::BadRequest(m)) => http::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &m),
+        Err(OAuthFailure::OAuth(OAuthError::DenySilently)) => {
+            http::oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the grant is invalid")
+        }
+        Err(OAuthFailure::OAuth(OAuthError::BadRequest)) => {
+            http::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed token request")
+        }
+        Err(e) => http::server_error_json(format!("{e:?}")),
+    }
+}
+
+async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx: RequestContext) -> Response {
+    let mut req = match OAuthRequest::new("", &body, auth) {
+        Ok(r) => r,
+        Err(OAuthFailure::BadRequest(m)) => return http::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &m),
+        Err(e) => return http::server_error_json(format!("{e:?}")),
+    };
+    match req.body_param("grant_type").as_deref() {
+        Some("authorization_code") => {
+            let endpoint = endpoint(&id, &ctx, Flow::User, Solicitor::Denied);
+            let rejected = endpoint.grant_rejected();
+            let mut flow = match AccessTokenFlow::prepare(endpoint) {
+                Ok(f) => f,
+                Err(e) => return finish(Err(e)),
+            };
+            flow.allow_credentials_in_body(true);
+            let result = flow.execute(req).await;
+            // oxide-auth answers invalid_request for a bad code or verifier;
+            // RFC 6749 §5.2 and RFC 7636 §4.6 say invalid_grant.
+            let bad_request = matches!(&result, Ok(r) if r.status() == StatusCode::BAD_REQUEST);
+            if bad_request && rejected.load(std::sync::atomic::Ordering::Relaxed) {
+                return http::oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "the authorization code or PKCE verifier is invalid, expired or already used",
+                );
+            }
+            finish(result)
+        }
+        Some("refresh_token") => {
+            client_auth::body_credentials_as_basic(&mut req);
+            match RefreshFlow::prepare(endpoint(&id, &ctx, Flow::User, Solicitor::Denied)) {
+                Ok(mut flow) => finish(flow.execute(req).await),
+                Err(e) => finish(Err(e)),
+            }
+        }
+        Some("client_credentials") => {
+            let owner = client_auth::credentials(&req).map(|(client, _)| client).unwrap_or_default();
+            let mut flow = match ClientCredentialsFlow::prepare(endpoint(&id, &ctx, Flow::Service, Solicitor::Authorized(owner))) {
+                Ok(f) => f,
+                Err(e) => return finish(Err(e)),
+            };
+            flow.allow_credentials_in_body(true);
+            flow.allow_refresh_token(false);
+            finish(flow.execute(req).await)
+        }
+        Some(other) => http::oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            &format!("grant_type {other} is not supported"),
+        ),
+        None => http::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+    }
+}

@@ -1,0 +1,79 @@
+//! `GET|POST /userinfo` (OIDC Core §5.3), protected by oxide-auth's resource flow.
+
+use std::sync::Arc;
+
+use oxide_auth::endpoint::Scope;
+use oxide_auth_async::endpoint::resource::ResourceFlow;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::http::{self, RequestContext, authorization, context, form_body, with_identity};
+use crate::oauth::{DbAuthorizer, DbIssuer, DbRegistrar, Flow, HubEndpoint, OAuthRequest, Solicitor, StoredGrant};
+use crate::{Identity, oidc};
+
+/// `GET /userinfo` and `POST /userinfo` (token in the header, or in the form body).
+pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let get = warp::path!("userinfo").and(warp::get()).map(|| bytes::Bytes::new());
+    let post = warp::path!("userinfo").and(warp::post()).and(form_body());
+    get.or(post)
+        .unify()
+        .and(authorization())
+        .and(with_identity(id))
+        .and(context())
+        .then(handle)
+}
+
+fn invalid_token() -> Response {
+    let mut r = http::oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid");
+    r.headers_mut().insert(
+        warp::http::header::WWW_AUTHENTICATE,
+        warp::http::HeaderValue::from_static("Bearer realm=\"civichub\", error=\"invalid_token\""),
+    );
+    r
+}
+
+async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx: RequestContext) -> Response {
+    let Ok(mut req) = OAuthRequest::new("", &body, auth) else { return invalid_token() };
+    if req.auth().is_none() {
+        if let Some(token) = req.body_param("access_token") {
+            req.set_auth(Some(format!("Bearer {token}")));
+        }
+    }
+    let openid: Scope = match "openid".parse() {
+        Ok(s) => s,
+        Err(_) => return http::server_error_json("scope"),
+    };
+    let endpoint = HubEndpoint::new(
+        DbRegistrar::new(id.clone(), Flow::User),
+        DbAuthorizer::new(id.clone(), None, ctx.ip.clone()),
+        DbIssuer::new(id.clone(), ctx.ip.clone()),
+        Solicitor::Denied,
+        vec![openid],
+        false,
+    );
+    let mut flow = match ResourceFlow::prepare(endpoint) {
+        Ok(f) => f,
+        Err(e) => return http::server_error_json(format!("{e:?}")),
+    };
+    let grant = match flow.execute(req).await {
+        Ok(grant) => grant,
+        Err(Ok(response)) => {
+            // oxide-auth's challenge already names the error; add the realm-less body.
+            return response.into_reply();
+        }
+        Err(Err(e)) => return http::server_error_json(format!("{e:?}")),
+    };
+    let stored = match StoredGrant::from_grant(&grant) {
+        Ok(s) => s,
+        Err(e) => return http::server_error_json(e),
+    };
+    if stored.login.is_none() {
+        return invalid_token();
+    }
+    match id.users.get(&stored.owner_id).await {
+        Ok(user) if !user.disabled => http::json(StatusCode::OK, &oidc::userinfo(&user, &stored.scopes())),
+        Ok(_) => invalid_token(),
+        Err(e) => http::server_error_json(e),
+    }
+}

@@ -1,0 +1,127 @@
+//! CivicHub's OpenID Connect provider and single sign-on hub, as a library.
+//!
+//! oxide-auth runs the OAuth 2.0 flows over database-backed primitives
+//! ([`oauth`]); the OpenID Connect layer ([`oidc`]) adds ID tokens,
+//! discovery, JWKS and logout with the `openidconnect` crate; [`routes`]
+//! serves it all over warp. Nothing here knows about the `civichub` binary.
+
+mod audit;
+mod backchannel;
+mod clients;
+mod endpoints;
+mod error;
+mod http;
+mod keys;
+pub mod oauth;
+pub mod oidc;
+mod password;
+mod sessions;
+mod settings;
+mod throttle;
+mod users;
+mod values;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use civichub_store::Db;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+
+pub use audit::{Actor, Audit, AuditEvent};
+pub use clients::{Client, Clients, NewClient, STANDARD_SCOPES};
+pub use error::{Error, Result};
+pub use http::BodyTooLarge;
+pub use keys::{Keys, RETIRED_KEY_PUBLISHED_SECS};
+pub use password::{Verdict, current_params as password_params, hash_blocking, verify_blocking};
+pub use sessions::{BACKCHANNEL_TOPIC, Session, Sessions};
+pub use settings::Settings;
+pub use throttle::Throttle;
+pub use users::{NewUser, User, Users};
+pub use values::{ClientId, Password, RedirectUri, SigningAlg, Username};
+
+/// `acr` of a password (single-factor) login.
+pub const ACR_SINGLE_FACTOR: &str = "1";
+
+/// The identity service: everything the endpoints share.
+pub struct Identity {
+    /// The hub's database.
+    pub db: Db,
+    /// Behaviour and issuer.
+    pub settings: Settings,
+    /// The user directory.
+    pub users: Users,
+    /// Registered clients.
+    pub clients: Clients,
+    /// Signing keys.
+    pub keys: Keys,
+    /// SSO sessions.
+    pub sessions: Sessions,
+    /// The audit trail.
+    pub audit: Audit,
+    /// Login throttling.
+    pub throttle: Throttle,
+    http: reqwest::Client,
+    backchannel_wakeup: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("issuer", &self.settings.issuer.as_str()).finish()
+    }
+}
+
+impl Identity {
+    /// Opens the identity service on `db`, creating signing keys on first start.
+    pub async fn open(db: Db, settings: Settings) -> Result<Arc<Identity>> {
+        let keys = Keys::new(db.clone());
+        keys.ensure().await?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Invalid(format!("HTTP client: {e}")))?;
+        Ok(Arc::new(Identity {
+            users: Users::new(db.clone()),
+            clients: Clients::new(db.clone()),
+            sessions: Sessions::new(db.clone()),
+            audit: Audit::new(db.clone()),
+            throttle: Throttle::new(db.clone()),
+            keys,
+            db,
+            settings,
+            http,
+            backchannel_wakeup: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// Starts the background work: Back-Channel Logout delivery.
+    pub fn spawn_workers(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(backchannel::relay(self.clone()))
+    }
+}
+
+/// Every identity endpoint.
+pub fn routes(id: Arc<Identity>) -> BoxedFilter<(warp::reply::Response,)> {
+    use endpoints::*;
+    discovery::filter(id.clone())
+        .or(authorize::filter(id.clone()))
+        .unify()
+        .or(login::filter(id.clone()))
+        .unify()
+        .or(consent::filter(id.clone()))
+        .unify()
+        .or(token::filter(id.clone()))
+        .unify()
+        .or(userinfo::filter(id.clone()))
+        .unify()
+        .or(introspect::filter(id.clone()))
+        .unify()
+        .or(revoke::filter(id.clone()))
+        .unify()
+        .or(end_session::filter(id.clone()))
+        .unify()
+        .or(assets::filter(id))
+        .unify()
+        .boxed()
+}

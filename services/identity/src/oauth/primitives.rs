@@ -1,0 +1,412 @@
+//! oxide-auth's registrar, authorizer and issuer, kept in the hub's database
+//! so every hub node sees the same clients, codes and tokens.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use civichub_store::{Row, Tx, now, random_token, sha256_hex};
+use oxide_auth::primitives::grant::Grant;
+use oxide_auth::primitives::issuer::{IssuedToken, RefreshedToken, TokenType};
+use oxide_auth::primitives::registrar::{BoundClient, ClientUrl, ExactUrl, PreGrant, RegisteredUrl, RegistrarError};
+use oxide_auth::primitives::scope::Scope;
+use oxide_auth_async::primitives::{Authorizer, Issuer, Registrar};
+use serde_json::json;
+
+use crate::audit::{Actor, Audit};
+use crate::oauth::grant::StoredGrant;
+use crate::oidc::{self, IdTokenInput, LoginContext};
+use crate::{Error, Identity, Result};
+
+/// Which kind of grant the registrar negotiates a scope for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// A person signs in (authorization code).
+    User,
+    /// A system acts for itself (client credentials): only service scopes.
+    Service,
+}
+
+/// oxide-auth's registrar over the client table.
+pub struct DbRegistrar {
+    id: Arc<Identity>,
+    flow: Flow,
+}
+
+impl DbRegistrar {
+    /// A registrar negotiating scopes for `flow`.
+    pub fn new(id: Arc<Identity>, flow: Flow) -> Self {
+        DbRegistrar { id, flow }
+    }
+
+    async fn client(&self, client_id: &str) -> std::result::Result<crate::Client, RegistrarError> {
+        self.id
+            .clients
+            .get(client_id)
+            .await
+            .map_err(|_| RegistrarError::PrimitiveError)?
+            .ok_or(RegistrarError::Unspecified)
+    }
+}
+
+#[async_trait]
+impl Registrar for DbRegistrar {
+    async fn bound_redirect<'a>(&self, bound: ClientUrl<'a>) -> std::result::Result<BoundClient<'a>, RegistrarError> {
+        let client = self.client(&bound.client_id).await?;
+        let redirect_uri = match bound.redirect_uri {
+            Some(uri) => {
+                if !client.redirect_uris.iter().any(|r| r == uri.as_str()) {
+                    return Err(RegistrarError::Unspecified);
+                }
+                RegisteredUrl::Exact(uri.into_owned())
+            }
+            None => match client.redirect_uris.first() {
+                Some(first) => RegisteredUrl::Exact(ExactUrl::new(first.clone()).map_err(|_| RegistrarError::PrimitiveError)?),
+                // Client credentials: no redirect at all.
+                None => RegisteredUrl::Semantic(
+                    url::Url::parse("urn:ietf:wg:oauth:2.0:oob").map_err(|_| RegistrarError::PrimitiveError)?,
+                ),
+            },
+        };
+        Ok(BoundClient { client_id: bound.client_id, redirect_uri: Cow::Owned(redirect_uri) })
+    }
+
+    async fn negotiate<'a>(&self, bound: BoundClient<'a>, scope: Option<Scope>) -> std::result::Result<PreGrant, RegistrarError> {
+        let client = self.client(&bound.client_id).await?;
+        let requested = scope.map(|s| s.to_string()).unwrap_or_default();
+        let granted: Vec<&str> = match self.flow {
+            Flow::User => {
+                let asked: Vec<&str> = requested.split_whitespace().filter(|s| client.allows_scope(s)).collect();
+                if asked.is_empty() { vec!["openid"] } else { asked }
+            }
+            Flow::Service => {
+                let asked: Vec<&str> = requested
+                    .split_whitespace()
+                    .filter(|s| client.extra_scopes.iter().any(|e| e == s))
+                    .collect();
+                if requested.trim().is_empty() {
+                    client.extra_scopes.iter().map(String::as_str).collect()
+                } else {
+                    asked
+                }
+            }
+        };
+        let scope_text = if granted.is_empty() { "service".to_owned() } else { granted.join(" ") };
+        Ok(PreGrant {
+            client_id: bound.client_id.into_owned(),
+            redirect_uri: bound.redirect_uri.into_owned(),
+            scope: scope_text.parse().map_err(|_| RegistrarError::Unspecified)?,
+        })
+    }
+
+    async fn check(&self, client_id: &str, passphrase: Option<&[u8]>) -> std::result::Result<(), RegistrarError> {
+        let client = self.client(client_id).await?;
+        match (client.public, passphrase) {
+            (true, None) => Ok(()),
+            (false, Some(secret)) if client.secret_matches(secret) => Ok(()),
+            _ => Err(RegistrarError::Unspecified),
+        }
+    }
+}
+
+/// oxide-auth's authorizer over the `auth_codes` table. Carries the login of
+/// the request it serves, which the code remembers for the ID token.
+pub struct DbAuthorizer {
+    id: Arc<Identity>,
+    login: Option<LoginContext>,
+    ip: Option<String>,
+    pub(crate) rejected: GrantRejected,
+}
+
+/// Set when a presented grant (code, PKCE verifier) was refused, so the token
+/// endpoint can answer RFC 6749's `invalid_grant` where oxide-auth says
+/// `invalid_request`.
+pub type GrantRejected = Arc<std::sync::atomic::AtomicBool>;
+
+impl DbAuthorizer {
+    /// An authorizer issuing codes for `login`.
+    pub fn new(id: Arc<Identity>, login: Option<LoginContext>, ip: Option<String>) -> Self {
+        DbAuthorizer { id, login, ip, rejected: GrantRejected::default() }
+    }
+
+    async fn extract_code(&self, code: &str) -> Result<Option<Grant>> {
+        let mut tx = self.id.db.begin().await?;
+        let row = sqlx::query("SELECT grant_json, family, expires_at, used_at FROM auth_codes WHERE code_hash = $1")
+            .bind(sha256_hex(code))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let family: String = row.try_get("family")?;
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        let now = now();
+        let first_use = used_at.is_none()
+            && sqlx::query("UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
+                .bind(now)
+                .bind(sha256_hex(code))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
+        if !first_use {
+            // RFC 6749 §4.1.2: a replayed code revokes what it issued.
+            let revoked = revoke_family(&mut tx, &family).await?;
+            Audit::record_in(
+                &mut tx,
+                "code.replayed",
+                Actor { user_id: Some(&stored.owner_id), client_id: Some(&stored.client_id), ip: self.ip.as_deref() },
+                json!({ "revoked_tokens": revoked }),
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        if row.try_get::<i64, _>("expires_at")? < now {
+            return Ok(None);
+        }
+        Ok(Some(stored.to_grant()?))
+    }
+}
+
+/// Revokes every token of a family; returns how many were live.
+pub(crate) async fn revoke_family(tx: &mut Tx, family: &str) -> Result<u64> {
+    Ok(sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
+        .bind(now())
+        .bind(family)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+#[async_trait]
+impl Authorizer for DbAuthorizer {
+    async fn authorize(&mut self, grant: Grant) -> std::result::Result<String, ()> {
+        let code = random_token(32);
+        let mut stored = StoredGrant::from_grant(&grant).map_err(|_| ())?;
+        stored.login = self.login.clone();
+        stored.family = Some(random_token(16));
+        let expires_at = now() + self.id.settings.code_ttl;
+        stored.until = expires_at;
+        let json = serde_json::to_string(&stored).map_err(|_| ())?;
+        sqlx::query("INSERT INTO auth_codes (code_hash, grant_json, family, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(sha256_hex(&code))
+            .bind(json)
+            .bind(stored.family.as_deref().unwrap_or_default())
+            .bind(expires_at)
+            .execute(self.id.db.pool())
+            .await
+            .map_err(|e| tracing::error!("storing authorization code: {e}"))?;
+        Ok(code)
+    }
+
+    async fn extract(&mut self, code: &str) -> std::result::Result<Option<Grant>, ()> {
+        let grant = self.extract_code(code).await.map_err(|e| tracing::error!("redeeming authorization code: {e}"))?;
+        if grant.is_none() {
+            self.rejected.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(grant)
+    }
+}
+
+/// oxide-auth's issuer over the `tokens` table: opaque bearer tokens, stored
+/// hashed, with rotating refresh tokens. It also signs the ID token, which
+/// the endpoint adds to oxide-auth's token response.
+pub struct DbIssuer {
+    id: Arc<Identity>,
+    ip: Option<String>,
+    /// The ID token signed beside the last issued access token.
+    pub id_token: Option<String>,
+}
+
+struct Minted {
+    access: String,
+    refresh: Option<String>,
+    until: i64,
+}
+
+impl DbIssuer {
+    /// An issuer for a request from `ip`.
+    pub fn new(id: Arc<Identity>, ip: Option<String>) -> Self {
+        DbIssuer { id, ip, id_token: None }
+    }
+
+    fn refresh_expiry(&self, grant: &StoredGrant) -> i64 {
+        let s = &self.id.settings;
+        match &grant.login {
+            Some(_) if grant.has_scope("offline_access") => now() + s.offline_token_ttl,
+            Some(login) => login.auth_time + s.session_ttl,
+            None => now(),
+        }
+    }
+
+    async fn insert(&self, tx: &mut Tx, kind: &str, token: &str, grant: &StoredGrant, expires_at: i64) -> Result<()> {
+        let json = serde_json::to_string(grant)?;
+        sqlx::query(
+            "INSERT INTO tokens (token_hash, kind, family, client_id, user_id, sid, scope, grant_json, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(sha256_hex(token))
+        .bind(kind)
+        .bind(grant.family.as_deref().unwrap_or_default())
+        .bind(&grant.client_id)
+        .bind(grant.login.as_ref().map(|_| grant.owner_id.clone()))
+        .bind(grant.login.as_ref().map(|l| l.sid.clone()))
+        .bind(&grant.scope)
+        .bind(json)
+        .bind(now())
+        .bind(expires_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Mints an access token (and a refresh token for a person's grant) in
+    /// `tx`, and the ID token when `openid` was granted.
+    async fn mint(&mut self, tx: &mut Tx, grant: &mut StoredGrant, with_nonce: bool, event: &str) -> Result<Minted> {
+        if grant.family.is_none() {
+            grant.family = Some(random_token(16));
+        }
+        let access = random_token(32);
+        let until = now() + self.id.settings.access_token_ttl;
+        self.insert(tx, "access", &access, grant, until).await?;
+        let refresh = match grant.login {
+            Some(_) => {
+                let refresh = random_token(32);
+                let expiry = self.refresh_expiry(grant);
+                self.insert(tx, "refresh", &refresh, grant, expiry).await?;
+                Some(refresh)
+            }
+            None => None,
+        };
+        if let (Some(login), true) = (&grant.login, grant.has_scope("openid")) {
+            let user = self.id.users.get(&grant.owner_id).await?;
+            let client = self.id.clients.get(&grant.client_id).await?.ok_or_else(|| Error::NotFound("client".into()))?;
+            let key = self.id.keys.signing_key(client.signing_alg()).await?;
+            let scopes = grant.scopes();
+            self.id_token = Some(oidc::id_token(
+                &self.id.settings,
+                &key,
+                IdTokenInput { user: &user, client_id: &grant.client_id, scopes: &scopes, login, with_nonce, access_token: &access },
+            )?);
+        }
+        let user_id = grant.login.as_ref().map(|_| grant.owner_id.as_str());
+        Audit::record_in(
+            tx,
+            event,
+            Actor { user_id, client_id: Some(&grant.client_id), ip: self.ip.as_deref() },
+            json!({ "scope": grant.scope, "refresh_token": refresh.is_some(), "id_token": self.id_token.is_some() }),
+        )
+        .await?;
+        Ok(Minted { access, refresh, until })
+    }
+
+    async fn issue_grant(&mut self, grant: Grant) -> Result<IssuedToken> {
+        let mut stored = StoredGrant::from_grant(&grant)?;
+        let mut tx = self.id.db.begin().await?;
+        let minted = self.mint(&mut tx, &mut stored, true, "token.issued").await?;
+        tx.commit().await?;
+        Ok(IssuedToken {
+            token: minted.access,
+            refresh: minted.refresh,
+            until: Utc.timestamp_opt(minted.until, 0).single().unwrap_or_else(Utc::now),
+            token_type: TokenType::Bearer,
+        })
+    }
+
+    async fn rotate(&mut self, old: &str, grant: Grant) -> Result<Option<RefreshedToken>> {
+        let mut stored = StoredGrant::from_grant(&grant)?;
+        let mut tx = self.id.db.begin().await?;
+        let rotated = sqlx::query(
+            "UPDATE tokens SET rotated_at = $1 WHERE token_hash = $2 AND kind = 'refresh' \
+             AND rotated_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(sha256_hex(old))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if rotated != 1 {
+            // Lost a race with another use of the same refresh token: treat as reuse.
+            if let Some(family) = &stored.family {
+                revoke_family(&mut tx, family).await?;
+            }
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let minted = self.mint(&mut tx, &mut stored, false, "token.refreshed").await?;
+        tx.commit().await?;
+        Ok(Some(RefreshedToken {
+            token: minted.access,
+            refresh: minted.refresh,
+            until: Utc.timestamp_opt(minted.until, 0).single().unwrap_or_else(Utc::now),
+            token_type: TokenType::Bearer,
+        }))
+    }
+
+    async fn recover(&self, token: &str, kind: &str) -> Result<Option<Grant>> {
+        let row = sqlx::query(
+            "SELECT grant_json, family, expires_at, rotated_at, revoked_at, user_id, client_id FROM tokens \
+             WHERE token_hash = $1 AND kind = $2",
+        )
+        .bind(sha256_hex(token))
+        .bind(kind)
+        .fetch_optional(self.id.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+            return Ok(None);
+        }
+        if row.try_get::<Option<i64>, _>("rotated_at")?.is_some() {
+            // A rotated refresh token came back: it leaked. Revoke the whole family.
+            let family: String = row.try_get("family")?;
+            let user_id: Option<String> = row.try_get("user_id")?;
+            let client_id: String = row.try_get("client_id")?;
+            let mut tx = self.id.db.begin().await?;
+            let revoked = revoke_family(&mut tx, &family).await?;
+            Audit::record_in(
+                &mut tx,
+                "token.refresh_reuse_detected",
+                Actor { user_id: user_id.as_deref(), client_id: Some(&client_id), ip: self.ip.as_deref() },
+                json!({ "revoked_tokens": revoked }),
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let expires_at: i64 = row.try_get("expires_at")?;
+        if expires_at <= now() {
+            return Ok(None);
+        }
+        let mut stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
+        stored.until = expires_at;
+        Ok(Some(stored.to_grant()?))
+    }
+}
+
+#[async_trait]
+impl Issuer for DbIssuer {
+    async fn issue(&mut self, grant: Grant) -> std::result::Result<IssuedToken, ()> {
+        self.issue_grant(grant).await.map_err(|e| tracing::error!("issuing token: {e}"))
+    }
+
+    async fn refresh(&mut self, token: &str, grant: Grant) -> std::result::Result<RefreshedToken, ()> {
+        match self.rotate(token, grant).await {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Err(()),
+            Err(e) => {
+                tracing::error!("refreshing token: {e}");
+                Err(())
+            }
+        }
+    }
+
+    async fn recover_token(&mut self, token: &str) -> std::result::Result<Option<Grant>, ()> {
+        self.recover(token, "access").await.map_err(|e| tracing::error!("reading access token: {e}"))
+    }
+
+    async fn recover_refresh(&mut self, token: &str) -> std::result::Result<Option<Grant>, ()> {
+        self.recover(token, "refresh").await.map_err(|e| tracing::error!("reading refresh token: {e}"))
+    }
+}

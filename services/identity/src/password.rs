@@ -1,0 +1,107 @@
+//! Password hashing with argon2id in PHC strings, on the blocking pool.
+
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+
+use crate::values::Password;
+use crate::{Error, Result};
+
+/// The argon2id parameters new hashes use: OWASP's m=19456 KiB, t=2, p=1.
+pub fn current_params() -> Params {
+    Params::new(19 * 1024, 2, 1, None).unwrap_or(Params::DEFAULT)
+}
+
+fn hasher() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, current_params())
+}
+
+/// What a password check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The password is right; `rehash` says the stored hash uses older parameters.
+    Match {
+        /// Whether to store a new hash with the current parameters.
+        rehash: bool,
+    },
+    /// The password is wrong.
+    Mismatch,
+}
+
+/// Hashes a password (CPU-heavy: call from the blocking pool).
+pub fn hash_blocking(password: &Password) -> Result<String> {
+    hasher()
+        .hash_password(password.expose().as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Crypto(e.to_string()))
+}
+
+/// Checks a password against a PHC string (CPU-heavy: blocking pool).
+pub fn verify_blocking(stored: &str, password: &Password) -> Verdict {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return Verdict::Mismatch;
+    };
+    let params = match Params::try_from(&parsed) {
+        Ok(p) => p,
+        Err(_) => return Verdict::Mismatch,
+    };
+    let algorithm = parsed.algorithm.as_str().parse::<Algorithm>().unwrap_or(Algorithm::Argon2id);
+    let verifier = Argon2::new(algorithm, Version::V0x13, params.clone());
+    if verifier.verify_password(password.expose().as_bytes(), &parsed).is_err() {
+        return Verdict::Mismatch;
+    }
+    let want = current_params();
+    let rehash = algorithm != Algorithm::Argon2id
+        || params.m_cost() < want.m_cost()
+        || params.t_cost() < want.t_cost()
+        || params.p_cost() < want.p_cost();
+    Verdict::Match { rehash }
+}
+
+/// [`hash_blocking`] on tokio's blocking pool.
+pub async fn hash(password: Password) -> Result<String> {
+    tokio::task::spawn_blocking(move || hash_blocking(&password))
+        .await
+        .map_err(|e| Error::Crypto(e.to_string()))?
+}
+
+/// [`verify_blocking`] on tokio's blocking pool. With no stored hash (unknown
+/// user) it still spends the same work, so timing does not reveal accounts.
+pub async fn verify(stored: Option<String>, password: Password) -> Verdict {
+    tokio::task::spawn_blocking(move || match stored {
+        Some(stored) => verify_blocking(&stored, &password),
+        None => {
+            let _ = verify_blocking(dummy_hash(), &password);
+            Verdict::Mismatch
+        }
+    })
+    .await
+    .unwrap_or(Verdict::Mismatch)
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        hash_blocking(&Password::attempt("civichub-timing-equaliser".into())).unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_phc_with_owasp_parameters() {
+        let h = hash_blocking(&Password::attempt("correct horse".into())).unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert_eq!(verify_blocking(&h, &Password::attempt("correct horse".into())), Verdict::Match { rehash: false });
+        assert_eq!(verify_blocking(&h, &Password::attempt("wrong".into())), Verdict::Mismatch);
+    }
+
+    #[test]
+    fn weaker_hashes_ask_for_a_rehash() {
+        let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8 * 1024, 1, 1, None).unwrap())
+            .hash_password(b"pw-123456")
+            .unwrap()
+            .to_string();
+        assert_eq!(verify_blocking(&weak, &Password::attempt("pw-123456".into())), Verdict::Match { rehash: true });
+    }
+}

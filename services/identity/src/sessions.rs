@@ -1,0 +1,207 @@
+//! SSO sessions: one per browser login, shared by every client the person
+//! then reaches without logging in again.
+
+use civichub_store::{Db, Outbox, Row, Tx, now, random_token, sha256_hex};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::audit::{Actor, Audit};
+use crate::{Result, Settings};
+
+/// The cookie that carries the session.
+pub const SESSION_COOKIE: &str = "civichub_session";
+
+/// The outbox topic of Back-Channel Logout deliveries.
+pub const BACKCHANNEL_TOPIC: &str = "identity.backchannel_logout";
+
+/// A live SSO session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Hash of the cookie value: the database key.
+    pub id: String,
+    /// The public session id (`sid` claim).
+    pub sid: String,
+    /// Whose session.
+    pub user_id: String,
+    /// When the person authenticated (Unix seconds).
+    pub auth_time: i64,
+    /// How (`pwd`, …).
+    pub amr: Vec<String>,
+    /// The assurance level reached.
+    pub acr: String,
+    /// When the session ends by itself.
+    pub expires_at: i64,
+}
+
+/// A pending Back-Channel Logout delivery, as kept in the outbox.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackchannelLogout {
+    /// The client to tell.
+    pub client_id: String,
+    /// Its back-channel logout URI.
+    pub uri: String,
+    /// The user.
+    pub sub: String,
+    /// The ended session.
+    pub sid: String,
+}
+
+/// SSO sessions in the database.
+#[derive(Clone, Debug)]
+pub struct Sessions {
+    db: Db,
+}
+
+impl Sessions {
+    /// Sessions in `db`.
+    pub fn new(db: Db) -> Self {
+        Sessions { db }
+    }
+
+    /// Starts a session; returns the cookie value (shown only to the browser)
+    /// and the session.
+    pub async fn start(&self, user_id: &str, amr: &[&str], acr: &str, ip: Option<&str>, settings: &Settings) -> Result<(String, Session)> {
+        let cookie = random_token(32);
+        let now = now();
+        let session = Session {
+            id: sha256_hex(&cookie),
+            sid: random_token(16),
+            user_id: user_id.to_owned(),
+            auth_time: now,
+            amr: amr.iter().map(|s| (*s).to_owned()).collect(),
+            acr: acr.to_owned(),
+            expires_at: now + settings.session_ttl,
+        };
+        sqlx::query(
+            "INSERT INTO sso_sessions (id, sid, user_id, auth_time, amr, acr, ip, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&session.id)
+        .bind(&session.sid)
+        .bind(&session.user_id)
+        .bind(session.auth_time)
+        .bind(session.amr.join(" "))
+        .bind(&session.acr)
+        .bind(ip)
+        .bind(now)
+        .bind(session.expires_at)
+        .execute(self.db.pool())
+        .await?;
+        Ok((cookie, session))
+    }
+
+    /// The live session a cookie value names, if any: not ended, not expired,
+    /// and its user not disabled.
+    pub async fn from_cookie(&self, cookie: Option<&str>) -> Result<Option<Session>> {
+        let Some(cookie) = cookie.filter(|c| !c.is_empty() && c.len() < 200) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT s.id, s.sid, s.user_id, s.auth_time, s.amr, s.acr, s.expires_at FROM sso_sessions s \
+             JOIN users u ON u.id = s.user_id \
+             WHERE s.id = $1 AND s.ended_at IS NULL AND s.expires_at > $2 AND u.disabled = 0",
+        )
+        .bind(sha256_hex(cookie))
+        .bind(now())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let amr: String = row.try_get("amr")?;
+        Ok(Some(Session {
+            id: row.try_get("id")?,
+            sid: row.try_get("sid")?,
+            user_id: row.try_get("user_id")?,
+            auth_time: row.try_get("auth_time")?,
+            amr: amr.split_whitespace().map(str::to_owned).collect(),
+            acr: row.try_get("acr")?,
+            expires_at: row.try_get("expires_at")?,
+        }))
+    }
+
+    /// Remembers that `client_id` received tokens in session `sid`, so logout
+    /// can tell it.
+    pub async fn add_client(&self, sid: &str, client_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO session_clients (sid, client_id) VALUES ($1, $2) ON CONFLICT (sid, client_id) DO NOTHING",
+        )
+        .bind(sid)
+        .bind(client_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Ends a session: revokes its session-bound tokens and, in the same
+    /// transaction, queues a Back-Channel Logout for every client of the
+    /// session that registered a back-channel URI.
+    pub async fn end(&self, session: &Session, ip: Option<&str>) -> Result<usize> {
+        let mut tx = self.db.begin().await?;
+        let queued = end_in(&mut tx, session, ip).await?;
+        tx.commit().await?;
+        Ok(queued)
+    }
+}
+
+async fn end_in(tx: &mut Tx, session: &Session, ip: Option<&str>) -> Result<usize> {
+    let now = now();
+    let ended = sqlx::query("UPDATE sso_sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL")
+        .bind(now)
+        .bind(&session.id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if ended == 0 {
+        return Ok(0);
+    }
+    // Tokens granted with offline_access outlive the session on purpose.
+    sqlx::query(
+        "UPDATE tokens SET revoked_at = $1 WHERE sid = $2 AND revoked_at IS NULL \
+         AND (' ' || scope || ' ') NOT LIKE '% offline_access %'",
+    )
+    .bind(now)
+    .bind(&session.sid)
+    .execute(&mut **tx)
+    .await?;
+    let rows = sqlx::query(
+        "SELECT c.client_id, c.backchannel_logout_uri FROM session_clients sc \
+         JOIN clients c ON c.client_id = sc.client_id \
+         WHERE sc.sid = $1 AND c.backchannel_logout_uri IS NOT NULL",
+    )
+    .bind(&session.sid)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut queued = 0;
+    for row in rows {
+        let message = BackchannelLogout {
+            client_id: row.try_get("client_id")?,
+            uri: row.try_get("backchannel_logout_uri")?,
+            sub: session.user_id.clone(),
+            sid: session.sid.clone(),
+        };
+        Outbox::enqueue(tx, BACKCHANNEL_TOPIC, &message).await?;
+        queued += 1;
+    }
+    Audit::record_in(
+        tx,
+        "logout",
+        Actor { user_id: Some(&session.user_id), client_id: None, ip },
+        json!({ "sid": session.sid, "backchannel_notices": queued }),
+    )
+    .await?;
+    Ok(queued)
+}
+
+impl Sessions {
+    /// Records a fresh authentication in an existing session (prompt=login,
+    /// max_age): same `sid`, new `auth_time`.
+    pub async fn reauthenticate(&self, session: &Session, amr: &[&str], acr: &str) -> Result<()> {
+        sqlx::query("UPDATE sso_sessions SET auth_time = $1, amr = $2, acr = $3 WHERE id = $4")
+            .bind(now())
+            .bind(amr.join(" "))
+            .bind(acr)
+            .bind(&session.id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+}

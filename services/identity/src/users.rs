@@ -1,0 +1,191 @@
+//! The user directory.
+
+use civichub_store::{Db, Row, now, random_token};
+use serde::Serialize;
+
+use crate::password;
+use crate::values::{Password, Username};
+use crate::{Error, Result};
+
+/// A person who can sign in.
+#[derive(Clone, Debug, Serialize)]
+pub struct User {
+    /// Stable subject identifier (`sub`), never reused.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Mobile number.
+    pub phone: Option<String>,
+    /// Department (承办单位) the person works in.
+    pub department: Option<String>,
+    /// Employee number.
+    pub employee_no: Option<String>,
+    /// Roles: agent, handler, supervisor, leader, admin …
+    pub roles: Vec<String>,
+    /// A disabled user cannot sign in and loses every session.
+    pub disabled: bool,
+    /// When the profile last changed (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// What an administrator gives when adding a user.
+#[derive(Clone, Debug, Default)]
+pub struct NewUser {
+    /// Display name.
+    pub name: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Mobile number.
+    pub phone: Option<String>,
+    /// Department.
+    pub department: Option<String>,
+    /// Employee number.
+    pub employee_no: Option<String>,
+    /// Roles.
+    pub roles: Vec<String>,
+}
+
+const COLUMNS: &str = "id, username, name, email, phone, department, employee_no, roles, disabled, updated_at";
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<User> {
+    let roles: String = row.try_get("roles")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        name: row.try_get("name")?,
+        email: row.try_get("email")?,
+        phone: row.try_get("phone")?,
+        department: row.try_get("department")?,
+        employee_no: row.try_get("employee_no")?,
+        roles: roles.split_whitespace().map(str::to_owned).collect(),
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// The user directory on the hub's database.
+#[derive(Clone, Debug)]
+pub struct Users {
+    db: Db,
+}
+
+impl Users {
+    /// The directory in `db`.
+    pub fn new(db: Db) -> Self {
+        Users { db }
+    }
+
+    /// Adds a user with a password.
+    pub async fn add(&self, username: &Username, password: Password, profile: NewUser) -> Result<User> {
+        if self.find(username).await?.is_some() {
+            return Err(Error::Conflict(format!("user {username}")));
+        }
+        let hash = password::hash(password).await?;
+        let id = random_token(16);
+        let now = now();
+        for role in &profile.roles {
+            if role.is_empty() || role.chars().any(char::is_whitespace) {
+                return Err(Error::Invalid(format!("invalid role {role:?}")));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, name, email, email_verified, phone, department, \
+             employee_no, roles, disabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12)",
+        )
+        .bind(&id)
+        .bind(username.as_str())
+        .bind(hash)
+        .bind(profile.name)
+        .bind(profile.email.clone())
+        .bind(i64::from(profile.email.is_some()))
+        .bind(profile.phone)
+        .bind(profile.department)
+        .bind(profile.employee_no)
+        .bind(profile.roles.join(" "))
+        .bind(now)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        self.get(&id).await
+    }
+
+    /// A user by subject id.
+    pub async fn get(&self, id: &str) -> Result<User> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {id}")))?;
+        from_row(&row)
+    }
+
+    /// A user by login name.
+    pub async fn find(&self, username: &Username) -> Result<Option<User>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE username = $1")))
+            .bind(username.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// The stored password hash and the user, for a login attempt.
+    pub async fn credentials(&self, username: &Username) -> Result<Option<(User, Option<String>)>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, password_hash FROM users WHERE username = $1"
+        )))
+        .bind(username.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(Some((from_row(&row)?, row.try_get("password_hash")?))),
+        }
+    }
+
+    /// Replaces a user's password hash (after a rehash or a change).
+    pub async fn set_password_hash(&self, id: &str, hash: &str) -> Result<()> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Every user, by login name.
+    pub async fn list(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users ORDER BY username")))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Disables a user: no new logins, every SSO session ended, every token revoked.
+    pub async fn disable(&self, username: &Username) -> Result<User> {
+        let user = self.find(username).await?.ok_or_else(|| Error::NotFound(format!("user {username}")))?;
+        let now = now();
+        let mut tx = self.db.begin().await?;
+        sqlx::query("UPDATE users SET disabled = 1, updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE sso_sessions SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL")
+            .bind(now)
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.get(&user.id).await
+    }
+}

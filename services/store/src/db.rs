@@ -1,0 +1,215 @@
+use std::borrow::Cow;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor, SqlSafeStr};
+
+use crate::{Error, Result};
+
+/// A transaction on whichever engine the hub runs on.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: one file under the data directory.
+    Sqlite,
+    /// A shared server, for several hub nodes.
+    Postgres,
+}
+
+/// A database URL, parsed at the edge. Its `Debug` and `Display` hide any
+/// password it carries.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbUrl {
+    url: String,
+    backend: Backend,
+}
+
+impl DbUrl {
+    /// The SQLite database of the embedded default, inside `data_dir`.
+    pub fn sqlite_in(data_dir: &Path) -> Self {
+        DbUrl {
+            url: format!("sqlite://{}?mode=rwc", data_dir.join("civichub.db").display()),
+            backend: Backend::Sqlite,
+        }
+    }
+
+    /// The engine this URL names.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL itself, password included: only for handing to the driver.
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+}
+
+impl FromStr for DbUrl {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let backend = if s.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(Error::UnsupportedUrl(redact(s)));
+        };
+        let mut url = s.to_owned();
+        if backend == Backend::Sqlite && !url.contains('?') && !url.contains(":memory:") {
+            url.push_str("?mode=rwc");
+        }
+        Ok(DbUrl { url, backend })
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DbUrl({})", redact(&self.url))
+    }
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.url))
+    }
+}
+
+/// The hub's database: a connection pool plus the engine it runs on.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db").field("backend", &self.backend).finish()
+    }
+}
+
+impl Db {
+    /// Connects and brings the schema up to date.
+    ///
+    /// Several nodes may call this at once against one PostgreSQL database:
+    /// sqlx serialises the migrations with an advisory lock.
+    pub async fn connect(url: &DbUrl) -> Result<Db> {
+        install_default_drivers();
+        if url.backend == Backend::Sqlite {
+            if let Some(dir) = sqlite_parent_dir(&url.url) {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|source| Error::DataDir { path: dir.clone(), source })?;
+            }
+        }
+        let backend = url.backend;
+        let options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA synchronous=NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout=10000").await?;
+                        conn.execute("PRAGMA foreign_keys=ON").await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(&url.url).await?;
+        let db = Db { pool, backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// The connection pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The engine behind this pool.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers never deadlock on lock upgrade.
+    pub async fn begin(&self) -> Result<Tx> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let sources: &[(i64, &str, &str, &str)] = &[(
+            1,
+            "identity",
+            include_str!("../migrations/sqlite/0001_identity.sql"),
+            include_str!("../migrations/postgres/0001_identity.sql"),
+        )];
+        let migrations = sources
+            .iter()
+            .map(|&(version, name, sqlite, postgres)| {
+                let sql = match self.backend {
+                    Backend::Sqlite => sqlite,
+                    Backend::Postgres => postgres,
+                };
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations).run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection; pending work finishes first.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn sqlite_parent_dir(url: &str) -> Option<String> {
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next()?;
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    let parent = Path::new(path).parent()?.to_str()?.to_owned();
+    (!parent.is_empty()).then_some(parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_parsed_and_redacted() {
+        let pg: DbUrl = "postgres://hub:s3cret@db.example/civichub".parse().unwrap();
+        assert_eq!(pg.backend(), Backend::Postgres);
+        assert_eq!(pg.to_string(), "postgres://***@db.example/civichub");
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        let lite: DbUrl = "sqlite:///tmp/x.db".parse().unwrap();
+        assert_eq!(lite.expose(), "sqlite:///tmp/x.db?mode=rwc");
+        assert!("mysql://x".parse::<DbUrl>().is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! Storage for CivicHub.
+//!
+//! One schema runs on two engines: SQLite for the embedded default and
+//! PostgreSQL for several hub nodes sharing one database. Queries go through
+//! sqlx's `Any` driver with `$N` placeholders, which both engines accept, and
+//! column types both engines map alike (`TEXT`, `BIGINT`), so every query in
+//! the project is written once.
+
+mod db;
+mod error;
+mod outbox;
+mod tokens;
+
+pub use db::{Backend, Db, DbUrl, Tx};
+pub use error::{Error, Result};
+pub use outbox::{Outbox, OutboxMessage, backoff_secs};
+pub use tokens::{now, random_token, sha256_hex};
+pub use sqlx::Row;

@@ -1,0 +1,41 @@
+//! Discovery and JWKS, read by the `openidconnect` crate.
+
+use openidconnect::JsonWebKey;
+
+use crate::helpers::{TestApp, http};
+
+async fn discovery_document_is_complete(app: &TestApp) {
+    let meta = app.metadata().await;
+    assert_eq!(meta.issuer().as_str(), app.base);
+    assert_eq!(meta.authorization_endpoint().as_str(), app.url("/authorize"));
+    assert_eq!(meta.token_endpoint().unwrap().as_str(), app.url("/token"));
+    assert_eq!(meta.userinfo_endpoint().unwrap().as_str(), app.url("/userinfo"));
+    // Both signing algorithms are published with their keys.
+    let kty: Vec<String> = meta.jwks().keys().iter().map(|k| format!("{:?}", k.key_type())).collect();
+    assert!(kty.iter().any(|k| k.contains("RSA")), "{kty:?}");
+    assert!(kty.iter().any(|k| k.contains("EllipticCurve")), "{kty:?}");
+
+    let raw: serde_json::Value = http().get(app.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    for field in ["introspection_endpoint", "revocation_endpoint", "end_session_endpoint"] {
+        assert!(raw[field].as_str().unwrap().starts_with(&app.base), "{field}: {raw}");
+    }
+    assert_eq!(raw["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(raw["backchannel_logout_supported"], true);
+    for grant in ["authorization_code", "refresh_token", "client_credentials"] {
+        assert!(raw["grant_types_supported"].as_array().unwrap().contains(&serde_json::json!(grant)), "{raw}");
+    }
+    for scope in ["openid", "profile", "email", "phone", "offline_access", "department"] {
+        assert!(raw["scopes_supported"].as_array().unwrap().contains(&serde_json::json!(scope)), "{raw}");
+    }
+}
+
+async fn unknown_paths_and_methods_get_json_errors(app: &TestApp) {
+    let r = http().get(app.url("/no-such-thing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    let r = http().post(app.url("/token")).body(vec![b'a'; 100 * 1024]).header("content-type", "application/x-www-form-urlencoded").send().await.unwrap();
+    assert_eq!(r.status(), 413);
+}
+
+crate::both!(discovery_document_is_complete, unknown_paths_and_methods_get_json_errors);

@@ -1,0 +1,423 @@
+//! `TestApp`: one running `civichub serve` with its own store.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use openidconnect::core::{CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl,
+    Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+};
+use reqwest::redirect::Policy;
+use url::Url;
+
+/// Which database the app under test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs one scenario on both backends: `both!(name)` expects `async fn name(app: &TestApp)`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await;
+                    super::$name(&app).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await;
+                    super::$name(&app).await;
+                }
+            }
+        )*
+    };
+}
+
+pub const PASSWORD: &str = "correct-horse-9";
+pub const CALLBACK: &str = "http://rp.example/callback";
+
+pub struct TestApp {
+    pub base: String,
+    pub backend: Backend,
+    pub data_dir: tempfile::TempDir,
+    database_url: Option<String>,
+    pg_database: Option<String>,
+    child: Child,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("CIVICHUB_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn create_pg_database() -> (String, String) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let admin = pg_admin_url();
+    let name = format!("civichub_t_{}", random_hex(8));
+    let mut conn = sqlx::AnyConnection::connect(&admin).await.expect("PostgreSQL must be running (see tests/run.sh)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin);
+    (format!("{base}/{name}"), name)
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let (database_url, pg_database) = match backend {
+            Backend::Sqlite => (None, None),
+            Backend::Postgres => {
+                let (url, name) = create_pg_database().await;
+                (Some(url), Some(name))
+            }
+        };
+        let log = std::fs::File::create(data_dir.path().join("server.log")).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_civichub"));
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir.path());
+        if let Some(url) = &database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        cmd.env("CIVICHUB_LOG", "info,civichub::http=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd.spawn().expect("start civichub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(addr) = line.strip_prefix("civichub listening on ") {
+                        let _ = tx.send(addr.to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(data_dir.path().join("server.log")).unwrap_or_default();
+                panic!("civichub did not start:\n{log}");
+            }
+        };
+        TestApp { base, backend, data_dir, database_url, pg_database, child }
+    }
+
+    /// The server's log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Runs an admin subcommand against this app's store.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_civichub"));
+        cmd.args(args).arg("--data-dir").arg(self.data_dir.path());
+        if let Some(url) = &self.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run civichub");
+        if let Some(input) = stdin {
+            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("civichub output")
+    }
+
+    pub fn cli_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.cli(args, stdin);
+        assert!(
+            out.status.success(),
+            "civichub {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn add_user(&self, username: &str, extra: &[&str]) {
+        let mut args = vec!["user", "add", username, "--password-stdin"];
+        args.extend_from_slice(extra);
+        self.cli_ok(&args, Some(&format!("{PASSWORD}\n")));
+    }
+
+    /// Registers a client; returns its secret for a confidential one.
+    pub fn add_client(&self, client_id: &str, extra: &[&str]) -> Option<String> {
+        let mut args = vec!["client", "add", client_id];
+        if !extra.contains(&"--redirect-uri") {
+            args.extend_from_slice(&["--redirect-uri", CALLBACK]);
+        }
+        args.extend_from_slice(extra);
+        let out = self.cli_ok(&args, None);
+        out.lines().find_map(|l| l.strip_prefix("client_secret: ")).map(str::to_owned)
+    }
+
+    pub async fn metadata(&self) -> CoreProviderMetadata {
+        CoreProviderMetadata::discover_async(IssuerUrl::new(self.base.clone()).unwrap(), &http())
+            .await
+            .expect("discovery")
+    }
+
+    /// A relying party for `client_id`, configured from discovery.
+    pub async fn rp(&self, client_id: &str, secret: Option<String>) -> Rp {
+        let client = CoreClient::from_provider_metadata(
+            self.metadata().await,
+            ClientId::new(client_id.to_owned()),
+            secret.map(ClientSecret::new),
+        )
+        .set_redirect_uri(RedirectUrl::new(CALLBACK.into()).unwrap());
+        Rp { client }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(name) = &self.pg_database {
+            let _ = Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+                .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// An HTTP client that does not follow redirects (the RP's back channel).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
+}
+
+pub type RpClient =
+    CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+
+pub struct Rp {
+    pub client: RpClient,
+}
+
+pub struct AuthRequest {
+    pub url: Url,
+    pub state: CsrfToken,
+    pub nonce: Nonce,
+    pub verifier: PkceCodeVerifier,
+}
+
+impl Rp {
+    pub fn authorize(&self, scopes: &[&str]) -> AuthRequest {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut req = self
+            .client
+            .authorize_url(
+                openidconnect::core::CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for s in scopes {
+            req = req.add_scope(Scope::new((*s).to_owned()));
+        }
+        let (url, state, nonce) = req.url();
+        AuthRequest { url, state, nonce, verifier }
+    }
+
+    pub async fn exchange(&self, code: &str, verifier: PkceCodeVerifier) -> openidconnect::core::CoreTokenResponse {
+        self.client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .expect("token endpoint")
+            .set_pkce_verifier(verifier)
+            .request_async(&http())
+            .await
+            .expect("code exchange")
+    }
+}
+
+/// A browser: keeps cookies, follows nothing by itself.
+pub struct Browser {
+    pub client: reqwest::Client,
+}
+
+/// What a browser ended on.
+pub enum Landing {
+    /// Redirected to the relying party's callback.
+    Callback(Url),
+    /// Stopped on a page of the provider.
+    Page { status: u16, url: Url, body: String },
+}
+
+impl Landing {
+    pub fn callback(self) -> Url {
+        match self {
+            Landing::Callback(u) => u,
+            Landing::Page { status, url, body } => panic!("expected a redirect to the callback, got {status} at {url}:\n{body}"),
+        }
+    }
+
+    pub fn page(self) -> (u16, String) {
+        match self {
+            Landing::Page { status, body, .. } => (status, body),
+            Landing::Callback(u) => panic!("expected a page, got a redirect to {u}"),
+        }
+    }
+}
+
+pub fn query_param(url: &Url, key: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Browser { client: reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap() }
+    }
+
+    /// Follows redirects from `url` until the RP callback or a page.
+    pub async fn visit(&self, url: &str) -> Landing {
+        let resp = self.client.get(url).send().await.expect("GET");
+        self.follow(resp).await
+    }
+
+    pub async fn follow(&self, mut resp: reqwest::Response) -> Landing {
+        for _ in 0..10 {
+            let here = resp.url().clone();
+            if resp.status().is_redirection() {
+                let location = resp.headers()["location"].to_str().unwrap().to_owned();
+                let next = here.join(&location).unwrap();
+                if next.as_str().starts_with(CALLBACK) || !next.as_str().starts_with(&format!("{}://{}", here.scheme(), here.authority())) {
+                    return Landing::Callback(next);
+                }
+                resp = self.client.get(next).send().await.expect("GET");
+                continue;
+            }
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            return Landing::Page { status, url: here, body };
+        }
+        panic!("redirect loop");
+    }
+
+    /// Submits the page's form with `fields` filled in (hidden fields kept).
+    pub async fn submit(&self, page_url: &Url, body: &str, fields: &[(&str, &str)]) -> Landing {
+        let form = Form::parse(body).expect("page has a form");
+        let mut values = form.inputs.clone();
+        for (k, v) in fields {
+            values.retain(|(name, _)| name != k);
+            values.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let action = page_url.join(&form.action).unwrap();
+        let resp = self.client.post(action).form(&values).send().await.expect("POST");
+        self.follow(resp).await
+    }
+
+    /// Goes through login (and consent, if asked) until the callback.
+    pub async fn sign_in(&self, start: &str, username: &str, password: &str) -> Url {
+        let mut landing = self.visit(start).await;
+        for _ in 0..3 {
+            match landing {
+                Landing::Callback(u) => return u,
+                Landing::Page { url, body, status } => {
+                    landing = if body.contains("name=\"password\"") {
+                        self.submit(&url, &body, &[("username", username), ("password", password)]).await
+                    } else if body.contains("name=\"decision\"") {
+                        self.submit(&url, &body, &[("decision", "allow")]).await
+                    } else {
+                        panic!("unexpected page {status} at {url}:\n{body}");
+                    }
+                }
+            }
+        }
+        landing.callback()
+    }
+}
+
+/// The first form of a page: its action and its inputs with values.
+pub struct Form {
+    pub action: String,
+    pub inputs: Vec<(String, String)>,
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let key = format!(" {name}=\"");
+    let start = tag.find(&key)? + key.len();
+    let end = tag[start..].find('"')? + start;
+    Some(unescape(&tag[start..end]))
+}
+
+/// Decodes the HTML entities a template engine may write in attribute values.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "quot" => Some('"'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "apos" => Some('\''),
+            e if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16).ok().and_then(char::from_u32),
+            e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Form {
+    pub fn parse(html: &str) -> Option<Form> {
+        let start = html.find("<form")?;
+        let end = html[start..].find("</form>")? + start;
+        let form = &html[start..end];
+        let open = &form[..form.find('>')?];
+        let action = attr(open, "action").unwrap_or_default();
+        let mut inputs = Vec::new();
+        let mut rest = form;
+        while let Some(i) = rest.find("<input") {
+            let tag_end = rest[i..].find('>').map(|e| e + i)?;
+            let tag = &rest[i..tag_end];
+            if let Some(name) = attr(tag, "name") {
+                if attr(tag, "type").as_deref() == Some("hidden") {
+                    inputs.push((name, attr(tag, "value").unwrap_or_default()));
+                }
+            }
+            rest = &rest[tag_end..];
+        }
+        Some(Form { action, inputs })
+    }
+}

@@ -1,0 +1,154 @@
+//! RP-Initiated Logout and Back-Channel Logout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use openidconnect::{JsonWebKey, OAuth2TokenResponse, TokenResponse};
+use serde_json::Value;
+use warp::Filter;
+
+use crate::code_flow::urlencode;
+use crate::helpers::{Browser, CALLBACK, PASSWORD, TestApp, http, query_param};
+
+/// A relying party's back-channel endpoint: records logout tokens per path;
+/// answers 500 to the first delivery on paths starting with `flaky`.
+struct Receiver {
+    base: String,
+    received: Arc<Mutex<HashMap<String, Vec<String>>>>,
+}
+
+async fn receiver() -> Receiver {
+    let received: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
+    let attempts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let store = received.clone();
+    let route = warp::post().and(warp::path::param::<String>()).and(warp::body::form::<HashMap<String, String>>()).map(
+        move |path: String, form: HashMap<String, String>| {
+            let n = {
+                let mut a = attempts.lock().unwrap();
+                let n = a.entry(path.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            if path.starts_with("flaky") && n == 1 {
+                return warp::http::StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            store.lock().unwrap().entry(path).or_default().push(form.get("logout_token").cloned().unwrap_or_default());
+            warp::http::StatusCode::OK
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    Receiver { base, received }
+}
+
+fn claims(jwt: &str) -> (Value, Value) {
+    let mut parts = jwt.split('.');
+    let header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
+    let payload = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
+    (header, payload)
+}
+
+fn verify_signature(jwks: &CoreJsonWebKeySet, jwt: &str) {
+    let (header, _) = claims(jwt);
+    let kid = header["kid"].as_str().unwrap();
+    let key = jwks.keys().iter().find(|k| k.key_id().map(|id| id.as_str()) == Some(kid)).expect("kid published");
+    let (input, sig) = jwt.rsplit_once('.').unwrap();
+    key.verify_signature(&CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256, input.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap())
+        .expect("logout token signature verifies");
+}
+
+async fn logout_ends_sso_and_notifies_every_client(app: &TestApp) {
+    let rx = receiver().await;
+    app.add_user("sunqi", &[]);
+    let a = app
+        .add_client(
+            "app-a",
+            &["--first-party", "--post-logout-redirect-uri", "http://rp.example/bye", "--backchannel-logout-uri", &format!("{}/a", rx.base)],
+        )
+        .unwrap();
+    let b = app.add_client("app-b", &["--first-party", "--backchannel-logout-uri", &format!("{}/flaky-b", rx.base)]).unwrap();
+    let browser = Browser::new();
+    let rp_a = app.rp("app-a", Some(a)).await;
+    let req = rp_a.authorize(&["offline_access"]);
+    let cb = browser.sign_in(req.url.as_str(), "sunqi", PASSWORD).await;
+    let tokens_a = rp_a.exchange(&query_param(&cb, "code").unwrap(), req.verifier).await;
+    let rp_b = app.rp("app-b", Some(b)).await;
+    let req_b = rp_b.authorize(&[]);
+    let cb = browser.visit(req_b.url.as_str()).await.callback();
+    let tokens_b = rp_b.exchange(&query_param(&cb, "code").unwrap(), req_b.verifier).await;
+    let id_claims = tokens_a.id_token().unwrap().claims(&rp_a.client.id_token_verifier(), &req.nonce).unwrap();
+    let (_, raw_claims) = claims(&tokens_a.id_token().unwrap().to_string());
+    let sid = raw_claims["sid"].as_str().unwrap().to_owned();
+
+    let logout = format!(
+        "{}?id_token_hint={}&post_logout_redirect_uri={}&state=bye-state",
+        app.url("/end-session"),
+        tokens_a.id_token().unwrap(),
+        urlencode("http://rp.example/bye")
+    );
+    let landed = browser.visit(&logout).await.callback();
+    assert!(landed.as_str().starts_with("http://rp.example/bye"), "{landed}");
+    assert_eq!(query_param(&landed, "state").as_deref(), Some("bye-state"));
+
+    // The SSO session is over.
+    let silent = browser.visit(&format!("{}&prompt=none", rp_b.authorize(&[]).url)).await.callback();
+    assert_eq!(query_param(&silent, "error").as_deref(), Some("login_required"));
+    // app-b's session-bound refresh token is revoked; app-a's offline one survives.
+    assert!(rp_b.client.exchange_refresh_token(tokens_b.refresh_token().unwrap()).unwrap().request_async(&http()).await.is_err());
+    assert!(rp_a.client.exchange_refresh_token(tokens_a.refresh_token().unwrap()).unwrap().request_async(&http()).await.is_ok());
+
+    // Both clients hear of it; the flaky one after a retry.
+    let mut got = HashMap::new();
+    for _ in 0..60 {
+        got = rx.received.lock().unwrap().clone();
+        if got.contains_key("a") && got.contains_key("flaky-b") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(got.contains_key("a") && got.contains_key("flaky-b"), "deliveries: {got:?}\n{}", app.log());
+    let jwks = app.metadata().await.jwks().clone();
+    for (path, client) in [("a", "app-a"), ("flaky-b", "app-b")] {
+        let token = &got[path][0];
+        verify_signature(&jwks, token);
+        let (header, c) = claims(token);
+        assert_eq!(header["typ"], "logout+jwt");
+        assert_eq!(c["iss"], app.base.as_str());
+        assert_eq!(c["aud"], client);
+        assert_eq!(c["sid"], sid.as_str());
+        assert_eq!(c["sub"], id_claims.subject().as_str());
+        assert!(c["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object());
+        assert!(c.get("nonce").is_none());
+        assert!(c["jti"].is_string());
+    }
+}
+
+async fn logout_without_hint_asks_to_confirm(app: &TestApp) {
+    app.add_user("sunqi", &[]);
+    app.add_client("app-a", &["--first-party", "--post-logout-redirect-uri", "http://rp.example/bye"]);
+    let browser = Browser::new();
+    let rp = app.rp("app-a", None).await;
+    browser.sign_in(rp.authorize(&[]).url.as_str(), "sunqi", PASSWORD).await;
+    // A bare GET (say, an image tag on another site) does not log anyone out.
+    let url = app.url("/end-session");
+    let crate::helpers::Landing::Page { url: page_url, body, .. } = browser.visit(&url).await else { panic!("confirmation page") };
+    assert!(body.contains("退出登录"));
+    let silent = browser.visit(&format!("{}&prompt=none", rp.authorize(&[]).url)).await.callback();
+    assert!(query_param(&silent, "code").is_some(), "still signed in");
+    let (status, done) = browser.submit(&page_url, &body, &[("confirm", "yes")]).await.page();
+    assert_eq!(status, 200);
+    assert!(done.contains("已退出"), "{done}");
+    let silent = browser.visit(&format!("{}&prompt=none", rp.authorize(&[]).url)).await.callback();
+    assert_eq!(query_param(&silent, "error").as_deref(), Some("login_required"));
+    // An unregistered post-logout target is refused, not followed.
+    let bad = format!("{}?client_id=app-a&post_logout_redirect_uri={}", app.url("/end-session"), urlencode("http://evil.example/"));
+    let (status, _) = browser.visit(&bad).await.page();
+    assert_eq!(status, 400);
+    let _ = CALLBACK;
+}
+
+crate::both!(logout_ends_sso_and_notifies_every_client, logout_without_hint_asks_to_confirm);

@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `civichub` binary on a free port with a
+//! temporary store, driven over HTTP by the `openidconnect` crate as relying
+//! party and by a cookie-keeping HTTP client as the browser. Every scenario
+//! runs on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod admin_cli;
+mod code_flow;
+mod discovery;
+mod logout;
+mod sso;
+mod tokens;

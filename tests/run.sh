@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and end-to-end tests on SQLite and
+# PostgreSQL, then the interop test with a relying party we did not write.
+# Installs and starts what the tests need (Debian, as root) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=
+need_pkg() { # need_pkg COMMAND PACKAGE...
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  shift
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# PostgreSQL on 127.0.0.1:5432 with trust auth (the CI machine runs one already).
+need_pkg pg_isready postgresql-client
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  need_pkg pg_ctlcluster postgresql
+  cluster=$(ls /etc/postgresql | head -n1)
+  as_root pg_ctlcluster --skip-systemctl-redirect "$cluster" main start || true
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
+need_pkg psql postgresql-client
+
+cargo test --workspace --locked
+
+if [ -f tests/interop/run.sh ]; then
+  need_pkg node nodejs
+  need_pkg npm npm
+  CIVICHUB_BIN="$PWD/target/debug/civichub" bash tests/interop/run.sh
+fi
