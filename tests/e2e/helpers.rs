@@ -78,6 +78,11 @@ pub fn random_hex(bytes: usize) -> String {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    /// Starts the app with extra `serve` arguments.
+    pub async fn spawn_with(backend: Backend, extra: &[&str]) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let (database_url, pg_database) = match backend {
             Backend::Sqlite => (None, None),
@@ -92,6 +97,7 @@ impl TestApp {
         if let Some(url) = &database_url {
             cmd.arg("--database-url").arg(url);
         }
+        cmd.args(extra);
         cmd.env("CIVICHUB_LOG", "info,civichub::http=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -119,6 +125,17 @@ impl TestApp {
             }
         };
         TestApp { base, backend, data_dir, database_url, pg_database, child }
+    }
+
+    /// A direct connection to this app's database, for checking what is stored.
+    pub async fn db(&self) -> sqlx::AnyConnection {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let url = match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.path().join("civichub.db").display()),
+        };
+        sqlx::AnyConnection::connect(&url).await.expect("connect to the app's database")
     }
 
     /// The server's log so far, for assertion messages.

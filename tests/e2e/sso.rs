@@ -139,7 +139,43 @@ async fn login_form_is_csrf_protected(app: &TestApp) {
     assert!(!cookie.contains("Secure"), "no Secure flag on a plain-http issuer");
 }
 
+async fn repeated_failures_lock_the_source_address(app: &TestApp) {
+    two_clients(app);
+    let browser = Browser::new();
+    let login_url = url::Url::parse(&app.url("/login")).unwrap();
+    let (_, mut body) = browser.visit(&app.url("/login")).await.page();
+    // Twenty failures spread over many accounts, so no single account locks.
+    for i in 0..20 {
+        let name = format!("guess{i}");
+        let (_, next) = browser.submit(&login_url, &body, &[("username", name.as_str()), ("password", "wrong-password")]).await.page();
+        body = next;
+    }
+    let (status, locked) = browser.submit(&login_url, &body, &[("username", "zhaoliu"), ("password", PASSWORD)]).await.page();
+    assert_eq!(status, 429, "this address is locked even for a good password");
+    assert!(locked.contains("分钟后再试"));
+}
+
+async fn weaker_password_hashes_are_upgraded_at_login(app: &TestApp) {
+    use argon2::PasswordHasher;
+    two_clients(app);
+    let weak = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon2::Params::new(8 * 1024, 1, 1, None).unwrap())
+        .hash_password(PASSWORD.as_bytes())
+        .unwrap()
+        .to_string();
+    let mut db = app.db().await;
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE username = 'zhaoliu'").bind(&weak).execute(&mut db).await.unwrap();
+    let cb = Browser::new().sign_in(&authorize_url(app, "kb-portal", ""), "zhaoliu", PASSWORD).await;
+    assert!(query_param(&cb, "code").is_some(), "the weak hash still verifies");
+    let stored: String = sqlx::Row::get(
+        &sqlx::query("SELECT password_hash FROM users WHERE username = 'zhaoliu'").fetch_one(&mut db).await.unwrap(),
+        "password_hash",
+    );
+    assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "rehashed at the current parameters: {stored}");
+}
+
 crate::both!(
+    repeated_failures_lock_the_source_address,
+    weaker_password_hashes_are_upgraded_at_login,
     second_system_needs_no_login,
     prompt_none_without_session_is_login_required,
     prompt_login_and_max_age_force_a_fresh_login,

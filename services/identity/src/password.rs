@@ -56,8 +56,19 @@ pub fn verify_blocking(stored: &str, password: &Password) -> Verdict {
     Verdict::Match { rehash }
 }
 
+/// At most one argon2 computation per core at a time: more would not go
+/// faster, and each holds 19 MiB.
+fn permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 /// [`hash_blocking`] on tokio's blocking pool.
 pub async fn hash(password: Password) -> Result<String> {
+    let _permit = permits().acquire().await.map_err(|e| Error::Crypto(e.to_string()))?;
     tokio::task::spawn_blocking(move || hash_blocking(&password))
         .await
         .map_err(|e| Error::Crypto(e.to_string()))?
@@ -66,6 +77,7 @@ pub async fn hash(password: Password) -> Result<String> {
 /// [`verify_blocking`] on tokio's blocking pool. With no stored hash (unknown
 /// user) it still spends the same work, so timing does not reveal accounts.
 pub async fn verify(stored: Option<String>, password: Password) -> Verdict {
+    let Ok(_permit) = permits().acquire().await else { return Verdict::Mismatch };
     tokio::task::spawn_blocking(move || match stored {
         Some(stored) => verify_blocking(&stored, &password),
         None => {
