@@ -36,14 +36,22 @@ pub fn credentials(req: &OAuthRequest) -> Option<(String, Option<String>)> {
     Some((req.body_param("client_id")?, req.body_param("client_secret")))
 }
 
-/// Authenticates a confidential client, or answers 401 `invalid_client`.
-pub async fn confidential_client(id: &Identity, req: &OAuthRequest) -> Result<Client, Response> {
-    let Some((client_id, Some(secret))) = credentials(req) else { return Err(unauthorized()) };
-    match id.clients.get(&client_id).await {
-        Ok(Some(client)) if !client.public && client.secret_matches(secret.as_bytes()) => Ok(client),
-        Ok(_) => Err(unauthorized()),
-        Err(e) => Err(http::server_error_json(e)),
-    }
+/// Authenticates the calling client, or answers 401 `invalid_client`.
+/// A public client identifies itself by id alone, where `allow_public` says
+/// that is enough (revocation, RFC 7009 §2.1); a confidential one needs its secret.
+pub async fn authenticate(id: &Identity, req: &OAuthRequest, allow_public: bool) -> Result<Client, Response> {
+    let Some((client_id, secret)) = credentials(req) else { return Err(unauthorized()) };
+    let client = match id.clients.get(&client_id).await {
+        Ok(Some(client)) => client,
+        Ok(None) => return Err(unauthorized()),
+        Err(e) => return Err(http::server_error_json(e)),
+    };
+    let ok = match (client.public, secret) {
+        (true, None) => allow_public,
+        (false, Some(secret)) => client.secret_matches(secret.as_bytes()),
+        _ => false,
+    };
+    if ok { Ok(client) } else { Err(unauthorized()) }
 }
 
 /// Turns `client_secret_post` credentials into a Basic header, for the flows

@@ -28,7 +28,7 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>) -> 
         Ok(r) => r,
         Err(_) => return http::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed form body"),
     };
-    if let Err(reply) = client_auth::confidential_client(&id, &req).await {
+    if let Err(reply) = client_auth::authenticate(&id, &req, false).await {
         return reply;
     }
     let Some(token) = req.body_param("token") else {

@@ -30,17 +30,9 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
         Ok(r) => r,
         Err(_) => return http::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed form body"),
     };
-    // Public clients authenticate with their id alone (RFC 7009 §2.1).
-    let client_id = match client_auth::credentials(&req) {
-        Some((client_id, None)) => match id.clients.get(&client_id).await {
-            Ok(Some(c)) if c.public => c.client_id,
-            Ok(_) => return client_auth::confidential_client(&id, &req).await.err().unwrap_or_else(|| http::server_error_json("auth")),
-            Err(e) => return http::server_error_json(e),
-        },
-        _ => match client_auth::confidential_client(&id, &req).await {
-            Ok(c) => c.client_id,
-            Err(reply) => return reply,
-        },
+    let client_id = match client_auth::authenticate(&id, &req, true).await {
+        Ok(c) => c.client_id,
+        Err(reply) => return reply,
     };
     let Some(token) = req.body_param("token") else {
         return http::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");

@@ -58,10 +58,8 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
     };
     let grant = match flow.execute(req).await {
         Ok(grant) => grant,
-        Err(Ok(response)) => {
-            // oxide-auth's challenge already names the error; add the realm-less body.
-            return response.into_reply();
-        }
+        // oxide-auth's 401 with its `WWW-Authenticate: Bearer …` challenge.
+        Err(Ok(response)) => return response.into_reply(),
         Err(Err(e)) => return http::server_error_json(format!("{e:?}")),
     };
     let stored = match StoredGrant::from_grant(&grant) {
