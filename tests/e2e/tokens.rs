@@ -124,6 +124,17 @@ async fn client_credentials_for_service_scopes(app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(bad.status(), 401);
+    // RFC 6749 §2.3.1: Basic credentials are form-encoded before base64 ("-" may come as %2D).
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("records:{}", secret.replace('-', "%2D").replace('_', "%5F")));
+    let basic = http()
+        .post(app.url("/token"))
+        .header("authorization", format!("Basic {encoded}"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 200, "form-encoded Basic credentials are decoded");
     // A public client cannot use it.
     app.add_client("spa", &["--public"]);
     let public = http().post(app.url("/token")).form(&[("grant_type", "client_credentials"), ("client_id", "spa")]).send().await.unwrap();

@@ -56,29 +56,59 @@ pub fn verify_blocking(stored: &str, password: &Password) -> Verdict {
     Verdict::Match { rehash }
 }
 
-/// At most one argon2 computation per core at a time: more would not go
-/// faster, and each holds 19 MiB.
-fn permits() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
+type Job = Box<dyn FnOnce() + Send>;
+
+/// argon2 runs on a fixed set of threads, one per core: more would not go
+/// faster, and each computation takes 19 MiB that a fixed thread reuses
+/// instead of leaving it with whichever blocking thread ran last.
+fn workers() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>> {
+    static WORKERS: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> = std::sync::OnceLock::new();
+    WORKERS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        tokio::sync::Semaphore::new(cores)
+        for i in 0..cores {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("civichub-argon2-{i}")).spawn(move || loop {
+                let job = match rx.lock() {
+                    Ok(guard) => guard.recv(),
+                    Err(_) => return,
+                };
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start an argon2 worker: {e}");
+            }
+        }
+        std::sync::Mutex::new(tx)
     })
 }
 
-/// [`hash_blocking`] on tokio's blocking pool.
-pub async fn hash(password: Password) -> Result<String> {
-    let _permit = permits().acquire().await.map_err(|e| Error::Crypto(e.to_string()))?;
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
-        .await
-        .map_err(|e| Error::Crypto(e.to_string()))?
+async fn on_worker<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    workers()
+        .lock()
+        .map_err(|_| Error::Crypto("argon2 workers are gone".into()))?
+        .send(job)
+        .map_err(|_| Error::Crypto("argon2 workers are gone".into()))?;
+    rx.await.map_err(|_| Error::Crypto("argon2 worker stopped".into()))
 }
 
-/// [`verify_blocking`] on tokio's blocking pool. With no stored hash (unknown
+/// [`hash_blocking`] on an argon2 worker.
+pub async fn hash(password: Password) -> Result<String> {
+    on_worker(move || hash_blocking(&password)).await?
+}
+
+/// [`verify_blocking`] on an argon2 worker. With no stored hash (unknown
 /// user) it still spends the same work, so timing does not reveal accounts.
 pub async fn verify(stored: Option<String>, password: Password) -> Verdict {
-    let Ok(_permit) = permits().acquire().await else { return Verdict::Mismatch };
-    tokio::task::spawn_blocking(move || match stored {
+    on_worker(move || match stored {
         Some(stored) => verify_blocking(&stored, &password),
         None => {
             let _ = verify_blocking(dummy_hash(), &password);

@@ -58,9 +58,9 @@ impl Sessions {
         Sessions { db }
     }
 
-    /// Starts a session; returns the cookie value (shown only to the browser)
-    /// and the session.
-    pub async fn start(&self, user_id: &str, amr: &[&str], acr: &str, ip: Option<&str>, settings: &Settings) -> Result<(String, Session)> {
+    /// Starts a session in `tx`; returns the cookie value (shown only to the
+    /// browser) and the session.
+    pub async fn start_in(tx: &mut Tx, user_id: &str, amr: &[&str], acr: &str, ip: Option<&str>, settings: &Settings) -> Result<(String, Session)> {
         let cookie = random_token(32);
         let now = now();
         let session = Session {
@@ -85,7 +85,7 @@ impl Sessions {
         .bind(ip)
         .bind(now)
         .bind(session.expires_at)
-        .execute(self.db.pool())
+        .execute(&mut **tx)
         .await?;
         Ok((cookie, session))
     }

@@ -18,23 +18,26 @@ impl Throttle {
         Throttle { db }
     }
 
-    /// Until when (Unix seconds) any of `keys` is locked, if it is.
-    pub async fn locked_until(&self, keys: &[String]) -> Result<Option<i64>> {
+    /// Until when (Unix seconds) any of `keys` is locked, if it is, and
+    /// which of them have failures counted.
+    pub async fn check(&self, keys: &[&str]) -> Result<(Option<i64>, Vec<String>)> {
         let now = now();
         let mut until = None;
+        let mut counted = Vec::new();
         for key in keys {
             let row = sqlx::query("SELECT locked_until FROM login_throttle WHERE key = $1")
-                .bind(key)
+                .bind(*key)
                 .fetch_optional(self.db.pool())
                 .await?;
             if let Some(row) = row {
+                counted.push((*key).to_owned());
                 let t: i64 = row.try_get("locked_until")?;
                 if t > now {
                     until = Some(until.map_or(t, |u: i64| u.max(t)));
                 }
             }
         }
-        Ok(until)
+        Ok((until, counted))
     }
 
     /// Counts a failure against `key`, locking it when it reaches `limit`

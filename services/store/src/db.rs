@@ -156,12 +156,20 @@ impl Db {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let sources: &[(i64, &str, &str, &str)] = &[(
-            1,
-            "identity",
-            include_str!("../migrations/sqlite/0001_identity.sql"),
-            include_str!("../migrations/postgres/0001_identity.sql"),
-        )];
+        let sources: &[(i64, &str, &str, &str)] = &[
+            (
+                1,
+                "identity",
+                include_str!("../migrations/sqlite/0001_identity.sql"),
+                include_str!("../migrations/postgres/0001_identity.sql"),
+            ),
+            (
+                2,
+                "knowledge_base",
+                include_str!("../migrations/sqlite/0002_knowledge_base.sql"),
+                include_str!("../migrations/postgres/0002_knowledge_base.sql"),
+            ),
+        ];
         let migrations = sources
             .iter()
             .map(|&(version, name, sqlite, postgres)| {

@@ -54,15 +54,22 @@ pub async fn authenticate(id: &Identity, req: &OAuthRequest, allow_public: bool)
     if ok { Ok(client) } else { Err(unauthorized()) }
 }
 
-/// Turns `client_secret_post` credentials into a Basic header, for the flows
-/// of oxide-auth that read only the header.
-pub fn body_credentials_as_basic(req: &mut OAuthRequest) {
+/// Prepares credentials for oxide-auth, which reads the Basic header
+/// without the form-decoding RFC 6749 §2.3.1 asks for: a Basic header is
+/// decoded and written back raw; with `body_as_basic`, `client_secret_post`
+/// credentials become such a header too (oxide-auth's refresh flow reads
+/// only the header).
+pub fn normalize_for_oxide(req: &mut OAuthRequest, body_as_basic: bool) {
+    let raw = |id: &str, secret: &str| Some(format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))));
     if req.auth().is_some() {
+        if let Some((id, Some(secret))) = credentials(req) {
+            req.set_auth(raw(&id, &secret));
+        }
         return;
     }
-    if let (Some(id), Some(secret)) = (req.body_param("client_id"), req.body_param("client_secret")) {
-        let enc = |s: &str| serde_urlencoded::to_string([("v", s)]).unwrap_or_default().trim_start_matches("v=").to_owned();
-        let basic = STANDARD.encode(format!("{}:{}", enc(&id), enc(&secret)));
-        req.set_auth(Some(format!("Basic {basic}")));
+    if body_as_basic {
+        if let (Some(id), Some(secret)) = (req.body_param("client_id"), req.body_param("client_secret")) {
+            req.set_auth(raw(&id, &secret));
+        }
     }
 }

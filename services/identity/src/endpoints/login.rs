@@ -9,10 +9,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use crate::audit::Actor;
+use crate::audit::{Actor, Audit};
 use crate::http::{self, RequestContext, context, form_body, with_identity};
 use crate::password::{self, Verdict};
-use crate::sessions::SESSION_COOKIE;
+use crate::sessions::{SESSION_COOKIE, Sessions};
 use crate::values::{Password, Username};
 use crate::{ACR_SINGLE_FACTOR, Identity};
 
@@ -97,8 +97,8 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     let s = &id.settings;
     let user_key = format!("user:{username}");
     let ip_key = format!("ip:{}", ctx.ip.as_deref().unwrap_or("unknown"));
-    match id.throttle.locked_until(&[user_key.clone(), ip_key.clone()]).await {
-        Ok(Some(until)) => {
+    let counted = match id.throttle.check(&[&user_key, &ip_key]).await {
+        Ok((Some(until), _)) => {
             let _ = id
                 .audit
                 .record("login.throttled", Actor { ip: ctx.ip.as_deref(), ..Default::default() }, json!({ "username": username.as_str() }))
@@ -107,9 +107,9 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
             let msg = format!("登录失败次数过多，账号或来源地址已被暂时锁定，请 {wait} 分钟后再试。");
             return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &return_to, username.as_str(), None, Some(&msg));
         }
-        Ok(None) => {}
+        Ok((None, counted)) => counted,
         Err(e) => return http::server_error(e),
-    }
+    };
     let found = match id.users.credentials(&username).await {
         Ok(f) => f,
         Err(e) => return http::server_error(e),
@@ -147,7 +147,9 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         }
     }
     let started = async {
-        id.throttle.clear(&user_key).await?;
+        if counted.contains(&user_key) {
+            id.throttle.clear(&user_key).await?;
+        }
         // A live session of someone else in this browser ends first.
         if let Some(old) = id.sessions.from_cookie(ctx.session_cookie.as_deref()).await? {
             if old.user_id != user.id {
@@ -157,14 +159,16 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
                 return Ok::<_, crate::Error>(None);
             }
         }
-        let (cookie, session) = id.sessions.start(&user.id, &["pwd"], ACR_SINGLE_FACTOR, ctx.ip.as_deref(), s).await?;
-        id.audit
-            .record(
-                "login.succeeded",
-                Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() },
-                json!({ "method": "pwd", "sid": session.sid }),
-            )
-            .await?;
+        let mut tx = id.db.begin().await?;
+        let (cookie, session) = Sessions::start_in(&mut tx, &user.id, &["pwd"], ACR_SINGLE_FACTOR, ctx.ip.as_deref(), s).await?;
+        Audit::record_in(
+            &mut tx,
+            "login.succeeded",
+            Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() },
+            json!({ "method": "pwd", "sid": session.sid }),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(Some((cookie, session)))
     };
     match started.await {

@@ -57,7 +57,9 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
         Err(OAuthFailure::BadRequest(m)) => return http::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &m),
         Err(e) => return http::server_error_json(format!("{e:?}")),
     };
-    match req.body_param("grant_type").as_deref() {
+    let grant_type = req.body_param("grant_type");
+    client_auth::normalize_for_oxide(&mut req, grant_type.as_deref() == Some("refresh_token"));
+    match grant_type.as_deref() {
         Some("authorization_code") => {
             let endpoint = endpoint(&id, &ctx, Flow::User, Solicitor::Denied);
             let rejected = endpoint.grant_rejected();
@@ -80,7 +82,6 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
             finish(result)
         }
         Some("refresh_token") => {
-            client_auth::body_credentials_as_basic(&mut req);
             match RefreshFlow::prepare(endpoint(&id, &ctx, Flow::User, Solicitor::Denied)) {
                 Ok(mut flow) => finish(flow.execute(req).await),
                 Err(e) => finish(Err(e)),

@@ -32,21 +32,33 @@ pub enum Flow {
 pub struct DbRegistrar {
     id: Arc<Identity>,
     flow: Flow,
+    /// The client this request is about: oxide-auth asks for it up to three times.
+    seen: std::sync::Mutex<Option<crate::Client>>,
 }
 
 impl DbRegistrar {
     /// A registrar negotiating scopes for `flow`.
     pub fn new(id: Arc<Identity>, flow: Flow) -> Self {
-        DbRegistrar { id, flow }
+        DbRegistrar { id, flow, seen: std::sync::Mutex::new(None) }
     }
 
     async fn client(&self, client_id: &str) -> std::result::Result<crate::Client, RegistrarError> {
-        self.id
+        if let Ok(seen) = self.seen.lock() {
+            if let Some(client) = seen.as_ref().filter(|c| c.client_id == client_id) {
+                return Ok(client.clone());
+            }
+        }
+        let client = self
+            .id
             .clients
             .get(client_id)
             .await
             .map_err(|_| RegistrarError::PrimitiveError)?
-            .ok_or(RegistrarError::Unspecified)
+            .ok_or(RegistrarError::Unspecified)?;
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(client.clone());
+        }
+        Ok(client)
     }
 }
 
@@ -262,24 +274,16 @@ impl DbIssuer {
         Ok(())
     }
 
-    /// Mints an access token (and a refresh token for a person's grant) in
-    /// `tx`, and the ID token when `openid` was granted.
-    async fn mint(&mut self, tx: &mut Tx, grant: &mut StoredGrant, with_nonce: bool, event: &str) -> Result<Minted> {
+    /// Mints an access token, a refresh token for a person's grant, and the
+    /// ID token when `openid` was granted. Reads only: no transaction is
+    /// open while it uses the pool.
+    async fn mint(&mut self, grant: &mut StoredGrant, with_nonce: bool) -> Result<Minted> {
         if grant.family.is_none() {
             grant.family = Some(random_token(16));
         }
         let access = random_token(32);
         let until = now() + self.id.settings.access_token_ttl;
-        self.insert(tx, "access", &access, grant, until).await?;
-        let refresh = match grant.login {
-            Some(_) => {
-                let refresh = random_token(32);
-                let expiry = self.refresh_expiry(grant);
-                self.insert(tx, "refresh", &refresh, grant, expiry).await?;
-                Some(refresh)
-            }
-            None => None,
-        };
+        let refresh = grant.login.as_ref().map(|_| random_token(32));
         if let (Some(login), true) = (&grant.login, grant.has_scope("openid")) {
             let user = self.id.users.get(&grant.owner_id).await?;
             let client = self.id.clients.get(&grant.client_id).await?.ok_or_else(|| Error::NotFound("client".into()))?;
@@ -291,21 +295,30 @@ impl DbIssuer {
                 IdTokenInput { user: &user, client_id: &grant.client_id, scopes: &scopes, login, with_nonce, access_token: &access },
             )?);
         }
+        Ok(Minted { access, refresh, until })
+    }
+
+    /// Stores what [`mint`](Self::mint) made, with its audit record, in `tx`.
+    async fn persist(&self, tx: &mut Tx, grant: &StoredGrant, minted: &Minted, event: &str) -> Result<()> {
+        self.insert(tx, "access", &minted.access, grant, minted.until).await?;
+        if let Some(refresh) = &minted.refresh {
+            self.insert(tx, "refresh", refresh, grant, self.refresh_expiry(grant)).await?;
+        }
         let user_id = grant.login.as_ref().map(|_| grant.owner_id.as_str());
         Audit::record_in(
             tx,
             event,
             Actor { user_id, client_id: Some(&grant.client_id), ip: self.ip.as_deref() },
-            json!({ "scope": grant.scope, "refresh_token": refresh.is_some(), "id_token": self.id_token.is_some() }),
+            json!({ "scope": grant.scope, "refresh_token": minted.refresh.is_some(), "id_token": self.id_token.is_some() }),
         )
-        .await?;
-        Ok(Minted { access, refresh, until })
+        .await
     }
 
     async fn issue_grant(&mut self, grant: Grant) -> Result<IssuedToken> {
         let mut stored = StoredGrant::from_grant(&grant)?;
+        let minted = self.mint(&mut stored, true).await?;
         let mut tx = self.id.db.begin().await?;
-        let minted = self.mint(&mut tx, &mut stored, true, "token.issued").await?;
+        self.persist(&mut tx, &stored, &minted, "token.issued").await?;
         tx.commit().await?;
         Ok(IssuedToken {
             token: minted.access,
@@ -317,6 +330,7 @@ impl DbIssuer {
 
     async fn rotate(&mut self, old: &str, grant: Grant) -> Result<Option<RefreshedToken>> {
         let mut stored = StoredGrant::from_grant(&grant)?;
+        let minted = self.mint(&mut stored, false).await?;
         let mut tx = self.id.db.begin().await?;
         let rotated = sqlx::query(
             "UPDATE tokens SET rotated_at = $1 WHERE token_hash = $2 AND kind = 'refresh' \
@@ -333,9 +347,10 @@ impl DbIssuer {
                 revoke_family(&mut tx, family).await?;
             }
             tx.commit().await?;
+            self.id_token = None;
             return Ok(None);
         }
-        let minted = self.mint(&mut tx, &mut stored, false, "token.refreshed").await?;
+        self.persist(&mut tx, &stored, &minted, "token.refreshed").await?;
         tx.commit().await?;
         Ok(Some(RefreshedToken {
             token: minted.access,
