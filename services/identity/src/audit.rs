@@ -66,7 +66,10 @@ impl Audit {
 
     /// Records an event on its own.
     pub async fn record(&self, event: &str, actor: Actor<'_>, detail: Value) -> Result<()> {
-        insert(self.db.pool(), event, actor, detail).await
+        let mut tx = self.db.begin().await?;
+        insert(&mut *tx, event, actor, detail).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Records an event inside the transaction of the change it describes.

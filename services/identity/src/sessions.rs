@@ -118,19 +118,6 @@ impl Sessions {
         }))
     }
 
-    /// Remembers that `client_id` received tokens in session `sid`, so logout
-    /// can tell it.
-    pub async fn add_client(&self, sid: &str, client_id: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO session_clients (sid, client_id) VALUES ($1, $2) ON CONFLICT (sid, client_id) DO NOTHING",
-        )
-        .bind(sid)
-        .bind(client_id)
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
-    }
-
     /// Ends a session: revokes its session-bound tokens and, in the same
     /// transaction, queues a Back-Channel Logout for every client of the
     /// session that registered a back-channel URI.
@@ -140,6 +127,17 @@ impl Sessions {
         tx.commit().await?;
         Ok(queued)
     }
+}
+
+/// Remembers, in `tx`, that `client_id` received a grant in session `sid`,
+/// so logout can tell it.
+pub(crate) async fn add_client_in(tx: &mut Tx, sid: &str, client_id: &str) -> Result<()> {
+    sqlx::query("INSERT INTO session_clients (sid, client_id) VALUES ($1, $2) ON CONFLICT (sid, client_id) DO NOTHING")
+        .bind(sid)
+        .bind(client_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn end_in(tx: &mut Tx, session: &Session, ip: Option<&str>) -> Result<usize> {

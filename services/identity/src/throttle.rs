@@ -45,6 +45,7 @@ impl Throttle {
     pub async fn fail(&self, key: &str, limit: i64, settings: &Settings) -> Result<()> {
         let now = now();
         let window_start = now - settings.lockout_secs;
+        let mut tx = self.db.begin().await?;
         sqlx::query(
             "INSERT INTO login_throttle (key, failures, window_start, locked_until) VALUES ($1, 1, $2, 0) \
              ON CONFLICT (key) DO UPDATE SET \
@@ -54,20 +55,23 @@ impl Throttle {
         .bind(key)
         .bind(now)
         .bind(window_start)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2 AND failures >= $3")
             .bind(now + settings.lockout_secs)
             .bind(key)
             .bind(limit)
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Clears the counter of `key` after a success.
     pub async fn clear(&self, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(key).execute(self.db.pool()).await?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(key).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -10,8 +10,42 @@ use sqlx::{AnyPool, Executor, SqlSafeStr};
 
 use crate::{Error, Result};
 
-/// A transaction on whichever engine the hub runs on.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A write transaction on whichever engine the hub runs on. It derefs to the
+/// connection, so queries run on `&mut *tx`.
+///
+/// On SQLite it also holds this process's writer lock: SQLite admits one
+/// writer at a time, and writers queueing on an async lock cost nothing,
+/// while writers queueing in SQLite's busy handler sleep in steps of
+/// milliseconds.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    /// Makes the transaction's changes durable and visible.
+    pub async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    /// Abandons the transaction's changes.
+    pub async fn rollback(self) -> std::result::Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.inner
+    }
+}
 
 /// Which engine a [`Db`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +127,7 @@ impl fmt::Display for DbUrl {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for Db {
@@ -130,7 +165,7 @@ impl Db {
                 })
             });
         let pool = options.connect(&url.url).await?;
-        let db = Db { pool, backend };
+        let db = Db { pool, backend, writer: Default::default() };
         db.migrate().await?;
         Ok(db)
     }
@@ -145,14 +180,18 @@ impl Db {
         self.backend
     }
 
-    /// Starts a transaction. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so two writers never deadlock on lock upgrade.
+    /// Starts a write transaction. On SQLite it first takes this process's
+    /// writer lock, then SQLite's (`BEGIN IMMEDIATE`), so two writers never
+    /// deadlock on lock upgrade.
     pub async fn begin(&self) -> Result<Tx> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
-        Ok(tx)
+        match self.backend {
+            Backend::Sqlite => {
+                let writer = self.writer.clone().lock_owned().await;
+                let inner = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(Tx { inner, _writer: Some(writer) })
+            }
+            Backend::Postgres => Ok(Tx { inner: self.pool.begin().await?, _writer: None }),
+        }
     }
 
     async fn migrate(&self) -> Result<()> {

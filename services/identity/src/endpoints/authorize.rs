@@ -180,9 +180,6 @@ async fn handle(raw: String, id: Arc<Identity>, ctx: RequestContext) -> Response
             if let Some(location) = response.location_mut() {
                 location.query_pairs_mut().append_pair("iss", &id.settings.issuer_str());
             }
-            if let Err(e) = id.sessions.add_client(&session.sid, &client.client_id).await {
-                return http::server_error(e);
-            }
             response.into_reply()
         }
         Err(OAuthFailure::BadRequest(m)) => http::error_page(StatusCode::BAD_REQUEST, &m),

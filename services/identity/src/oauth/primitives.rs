@@ -202,14 +202,23 @@ impl Authorizer for DbAuthorizer {
         let expires_at = now() + self.id.settings.code_ttl;
         stored.until = expires_at;
         let json = serde_json::to_string(&stored).map_err(|_| ())?;
-        sqlx::query("INSERT INTO auth_codes (code_hash, grant_json, family, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(sha256_hex(&code))
-            .bind(json)
-            .bind(stored.family.as_deref().unwrap_or_default())
-            .bind(expires_at)
-            .execute(self.id.db.pool())
-            .await
-            .map_err(|e| tracing::error!("storing authorization code: {e}"))?;
+        let stored_code = async {
+            let mut tx = self.id.db.begin().await?;
+            sqlx::query("INSERT INTO auth_codes (code_hash, grant_json, family, expires_at) VALUES ($1, $2, $3, $4)")
+                .bind(sha256_hex(&code))
+                .bind(json)
+                .bind(stored.family.as_deref().unwrap_or_default())
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+            // Remember the client in the session, so logout can tell it.
+            if let Some(login) = &self.login {
+                crate::sessions::add_client_in(&mut tx, &login.sid, &stored.client_id).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, Error>(())
+        };
+        stored_code.await.map_err(|e| tracing::error!("storing authorization code: {e}"))?;
         Ok(code)
     }
 
