@@ -11,3 +11,7 @@ test:
 # OIDC throughput and latency against oidc-provider, RSS, and password logins against raw argon2.
 bench-oidc:
     bash bench/oidc/run.sh
+
+# Search quality: nDCG@10 and Recall@5 of the knowledge base on knowledge-base/eval/.
+kb-eval:
+    cargo run --release -p civichub-kb --example relevance_evaluation

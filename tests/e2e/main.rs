@@ -8,6 +8,7 @@ mod helpers;
 mod admin_cli;
 mod code_flow;
 mod discovery;
+mod kb;
 mod logout;
 mod sso;
 mod tokens;

@@ -31,6 +31,12 @@ pub struct GlobalArgs {
     /// Log filter, e.g. info or civichub=debug.
     #[arg(long, env = "CIVICHUB_LOG", global = true, value_name = "FILTER")]
     pub log: Option<String>,
+    /// A website origin allowed to call the public knowledge-base API from browsers (repeatable).
+    #[arg(long = "kb-cors-origin", env = "CIVICHUB_KB_CORS_ORIGINS", value_delimiter = ',', global = true, value_name = "ORIGIN")]
+    pub kb_cors_origins: Vec<String>,
+    /// Public knowledge-base requests per minute per source address (0: unlimited).
+    #[arg(long, env = "CIVICHUB_KB_RATE_LIMIT", global = true, value_name = "N")]
+    pub kb_rate_limit: Option<u32>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -41,6 +47,8 @@ struct FileConfig {
     issuer: Option<String>,
     database_url: Option<String>,
     log: Option<String>,
+    kb_cors_origins: Option<Vec<String>>,
+    kb_rate_limit: Option<u32>,
 }
 
 /// The configuration in force.
@@ -56,6 +64,10 @@ pub struct Config {
     pub database: DbUrl,
     /// Log filter.
     pub log: String,
+    /// Origins allowed to call the public knowledge-base API.
+    pub kb_cors_origins: Vec<String>,
+    /// Public knowledge-base requests per minute per address.
+    pub kb_rate_limit: u32,
 }
 
 impl Config {
@@ -85,7 +97,15 @@ impl Config {
             None => DbUrl::sqlite_in(&data_dir),
         };
         let log = args.log.clone().or(file.log).unwrap_or_else(|| "info".into());
-        Ok(Config { listen, data_dir, issuer, database, log })
+        let kb_cors_origins = if args.kb_cors_origins.is_empty() { file.kb_cors_origins.unwrap_or_default() } else { args.kb_cors_origins.clone() };
+        for origin in &kb_cors_origins {
+            let url = Url::parse(origin).with_context(|| format!("invalid CORS origin {origin:?}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.path() != "/" || origin.ends_with('/') {
+                bail!("CORS origin {origin:?} must be scheme://host[:port], e.g. https://www.example.gov.cn");
+            }
+        }
+        let kb_rate_limit = args.kb_rate_limit.or(file.kb_rate_limit).unwrap_or(120);
+        Ok(Config { listen, data_dir, issuer, database, log, kb_cors_origins, kb_rate_limit })
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod kb;
 mod serve;
 
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ enum Command {
     /// Read the audit trail.
     #[command(subcommand)]
     Audit(admin::AuditCommand),
+    /// Manage the knowledge base.
+    #[command(subcommand)]
+    Kb(kb::KbCommand),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
             Command::Client(cmd) => admin::client(&config, cmd).await,
             Command::Keys(cmd) => admin::keys(&config, cmd).await,
             Command::Audit(cmd) => admin::audit(&config, cmd).await,
+            Command::Kb(cmd) => kb::run(&config, cmd).await,
         }
     });
     match result {

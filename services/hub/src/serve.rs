@@ -4,6 +4,7 @@ use std::convert::Infallible;
 
 use anyhow::{Context, Result};
 use civichub_identity::{Identity, Settings, Users};
+use civichub_kb::KnowledgeBase;
 use civichub_store::Db;
 use tracing_subscriber::EnvFilter;
 use url::Url;
@@ -28,6 +29,10 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let identity = Identity::open(db.clone(), Settings::new(issuer)).await?;
     identity.spawn_workers();
+    let kb = KnowledgeBase::open(db.clone(), Some(&config.data_dir.join("kb-index")))
+        .await
+        .context("cannot open the knowledge base index")?;
+    kb.spawn_follower();
 
     println!("civichub listening on http://{addr}");
     println!("issuer: {}", identity.settings.issuer_str());
@@ -39,7 +44,16 @@ pub async fn run(config: Config) -> Result<()> {
         println!("  civichub client add my-app --redirect-uri https://my-app.example/callback{flags}");
     }
 
+    let kb_api = civichub_kb::api::routes(
+        kb.clone(),
+        identity.clone(),
+        civichub_kb::api::ApiSettings {
+            cors_origins: config.kb_cors_origins.clone(),
+            public_requests_per_minute: config.kb_rate_limit,
+        },
+    );
     let routes = civichub_identity::routes(identity.clone())
+        .or(kb_api)
         .recover(handle_rejection)
         .with(warp::log("civichub::http"));
     warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;
@@ -91,6 +105,8 @@ async fn handle_rejection(err: Rejection) -> Result<warp::reply::Response, Infal
         (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large".to_owned())
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
         (StatusCode::LENGTH_REQUIRED, "invalid_request", "Content-Length is required".to_owned())
+    } else if err.find::<warp::filters::cors::CorsForbidden>().is_some() {
+        (StatusCode::FORBIDDEN, "cors_forbidden", "this origin may not call the API from a browser".to_owned())
     } else if let Some(e) = err.find::<warp::reject::InvalidQuery>() {
         (StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
     } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {

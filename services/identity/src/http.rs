@@ -60,16 +60,22 @@ impl warp::reject::Reject for BodyTooLarge {}
 /// A url-encoded form body of at most [`MAX_FORM_BYTES`], with or without a
 /// `Content-Length` (an absent body is an empty form).
 pub fn form_body() -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection> + Clone {
+    limited_body(MAX_FORM_BYTES)
+}
+
+/// A request body of at most `max` bytes, read whole; over the limit the
+/// request is rejected with [`BodyTooLarge`] (413).
+pub fn limited_body(max: u64) -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
-        .and_then(|len: Option<u64>| async move {
-            if len.is_some_and(|l| l > MAX_FORM_BYTES) { Err(warp::reject::custom(BodyTooLarge)) } else { Ok(()) }
+        .and_then(move |len: Option<u64>| async move {
+            if len.is_some_and(|l| l > max) { Err(warp::reject::custom(BodyTooLarge)) } else { Ok(()) }
         })
         .untuple_one()
         .and(warp::body::stream())
-        .and_then(collect_limited)
+        .and_then(move |body| collect_limited(body, max))
 }
 
-async fn collect_limited<S, B>(body: S) -> Result<bytes::Bytes, warp::Rejection>
+async fn collect_limited<S, B>(body: S, max: u64) -> Result<bytes::Bytes, warp::Rejection>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
@@ -79,7 +85,7 @@ where
     let mut out = bytes::BytesMut::new();
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|_| warp::reject::custom(BodyTooLarge))?;
-        if out.len() as u64 + chunk.remaining() as u64 > MAX_FORM_BYTES {
+        if out.len() as u64 + chunk.remaining() as u64 > max {
             return Err(warp::reject::custom(BodyTooLarge));
         }
         while chunk.has_remaining() {

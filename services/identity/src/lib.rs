@@ -7,6 +7,7 @@
 
 mod audit;
 mod backchannel;
+mod bearer;
 mod clients;
 mod endpoints;
 mod error;
@@ -29,9 +30,10 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 
 pub use audit::{Actor, Audit, AuditEvent};
+pub use bearer::{BearerError, Principal};
 pub use clients::{Client, Clients, NewClient, STANDARD_SCOPES};
 pub use error::{Error, Result};
-pub use http::BodyTooLarge;
+pub use http::{BodyTooLarge, limited_body};
 pub use keys::{Keys, RETIRED_KEY_PUBLISHED_SECS};
 pub use password::{Verdict, current_params as password_params, hash_blocking, verify_blocking};
 pub use sessions::{BACKCHANNEL_TOPIC, Session, Sessions};

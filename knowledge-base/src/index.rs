@@ -1,0 +1,497 @@
+//! The search index: derived from the entry table, rebuilt at will, kept
+//! current from `kb_changes`. One per hub node, under its data directory.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tantivy::collector::{Count, FacetCollector, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery};
+use tantivy::schema::{
+    FAST, Facet, FacetOptions, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TantivyDocument,
+    TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::{TextAnalyzer, Tokenizer};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher, SegmentReader, Term};
+
+use crate::analysis::{self, BIGRAM, BigramTokenizer, PINYIN, PREFIX, PinyinTokenizer, PrefixTokenizer, Synonyms, ZH, ZhTokenizer};
+use crate::entry::{Audience, Entry};
+use crate::{Error, Result};
+
+/// What a search may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visibility {
+    /// Citizens and websites: public entries only.
+    Public,
+    /// Hotline agents: internal entries too.
+    Internal,
+}
+
+/// A search as the API receives it, already checked.
+#[derive(Clone, Debug)]
+pub struct SearchRequest {
+    /// The words typed.
+    pub q: String,
+    /// Only this category.
+    pub category: Option<String>,
+    /// Only this department.
+    pub department: Option<String>,
+    /// 1-based page.
+    pub page: usize,
+    /// Hits per page (1–100).
+    pub size: usize,
+}
+
+/// One hit.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hit {
+    /// Entry id.
+    pub id: String,
+    /// Entry title.
+    pub title: String,
+    /// Passage of the body with matched terms in `<em>`; HTML-escaped.
+    pub snippet: String,
+    /// Category name.
+    pub category: Option<String>,
+    /// Department.
+    pub department: Option<String>,
+    /// Relevance.
+    pub score: f32,
+}
+
+/// Counts per category and department over every match.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Facets {
+    /// Category name → matches.
+    pub category: HashMap<String, u64>,
+    /// Department → matches.
+    pub department: HashMap<String, u64>,
+}
+
+/// A page of results.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchResponse {
+    /// Matches in all.
+    pub total: usize,
+    /// Time spent searching.
+    pub took_ms: u64,
+    /// This page.
+    pub hits: Vec<Hit>,
+    /// Facet counts.
+    pub facets: Facets,
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    title: Field,
+    title_bigram: Field,
+    title_pinyin: Field,
+    title_prefix: Field,
+    body: Field,
+    body_bigram: Field,
+    body_pinyin: Field,
+    tags: Field,
+    category: Field,
+    category_name: Field,
+    department: Field,
+    department_name: Field,
+    audience: Field,
+    effective_from: Field,
+    effective_until: Field,
+    updated_at: Field,
+}
+
+fn text(tokenizer: &str, stored: bool, positions: bool) -> TextOptions {
+    let record = if positions { IndexRecordOption::WithFreqsAndPositions } else { IndexRecordOption::WithFreqs };
+    let options = TextOptions::default()
+        .set_indexing_options(TextFieldIndexing::default().set_tokenizer(tokenizer).set_index_option(record));
+    if stored { options.set_stored() } else { options }
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        title: b.add_text_field("title", text(ZH, true, true)),
+        title_bigram: b.add_text_field("title_bigram", text(BIGRAM, false, false)),
+        title_pinyin: b.add_text_field("title_pinyin", text(PINYIN, false, false)),
+        title_prefix: b.add_text_field("title_prefix", text(PREFIX, false, false)),
+        body: b.add_text_field("body", text(ZH, true, true)),
+        body_bigram: b.add_text_field("body_bigram", text(BIGRAM, false, false)),
+        body_pinyin: b.add_text_field("body_pinyin", text(PINYIN, false, false)),
+        tags: b.add_text_field("tags", text(ZH, false, false)),
+        category: b.add_facet_field("category", FacetOptions::default()),
+        category_name: b.add_text_field("category_name", STORED),
+        department: b.add_facet_field("department", FacetOptions::default()),
+        department_name: b.add_text_field("department_name", STORED),
+        audience: b.add_text_field("audience", STRING),
+        effective_from: b.add_i64_field("effective_from", INDEXED),
+        effective_until: b.add_i64_field("effective_until", INDEXED),
+        updated_at: b.add_i64_field("updated_at", FAST),
+    };
+    (b.build(), fields)
+}
+
+fn register_analysers(index: &Index) {
+    let t = index.tokenizers();
+    t.register(ZH, TextAnalyzer::from(ZhTokenizer::default()));
+    t.register(BIGRAM, TextAnalyzer::from(BigramTokenizer));
+    t.register(PINYIN, TextAnalyzer::from(PinyinTokenizer));
+    t.register(PREFIX, TextAnalyzer::from(PrefixTokenizer));
+}
+
+/// A facet with one path segment, whatever characters the name has.
+fn facet(name: &str) -> Facet {
+    Facet::from_path([name])
+}
+
+/// The index and its single writer.
+pub struct KbIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter<TantivyDocument>>,
+    fields: Fields,
+    synonyms: Synonyms,
+}
+
+impl std::fmt::Debug for KbIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KbIndex")
+    }
+}
+
+const WRITER_HEAP: usize = 30_000_000;
+
+impl KbIndex {
+    /// Opens the index in `dir` (created if missing; recreated empty if its
+    /// schema is not this one's), or in memory when `dir` is `None`.
+    pub fn open(dir: Option<&Path>, synonyms: Synonyms) -> Result<KbIndex> {
+        let (schema, fields) = schema();
+        let index = match dir {
+            None => Index::create_in_ram(schema),
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+                let mmap = MmapDirectory::open(dir).map_err(|e| Error::Invalid(format!("index directory: {e}")))?;
+                match Index::open_or_create(mmap, schema.clone()) {
+                    Ok(index) => index,
+                    Err(_) => {
+                        // Derived data with another schema: start over; the follower rebuilds it.
+                        tracing::warn!("search index at {} has another schema; rebuilding", dir.display());
+                        std::fs::remove_dir_all(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+                        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+                        let mmap = MmapDirectory::open(dir).map_err(|e| Error::Invalid(format!("index directory: {e}")))?;
+                        Index::open_or_create(mmap, schema)?
+                    }
+                }
+            }
+        };
+        register_analysers(&index);
+        let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(KbIndex { index, reader, writer: Mutex::new(writer), fields, synonyms })
+    }
+
+    /// The last change (`kb_changes.seq`) this index has applied.
+    pub fn applied(&self) -> Result<i64> {
+        let metas = self.index.load_metas()?;
+        Ok(metas.payload.and_then(|p| p.parse().ok()).unwrap_or(0))
+    }
+
+    fn document(&self, entry: &Entry) -> TantivyDocument {
+        let f = &self.fields;
+        let mut doc = TantivyDocument::default();
+        doc.add_text(f.id, &entry.id);
+        for field in [f.title, f.title_bigram, f.title_pinyin, f.title_prefix] {
+            doc.add_text(field, &entry.title);
+        }
+        for field in [f.body, f.body_bigram, f.body_pinyin] {
+            doc.add_text(field, &entry.body);
+        }
+        for tag in &entry.tags {
+            doc.add_text(f.tags, tag);
+        }
+        if let Some(c) = &entry.category_name {
+            doc.add_facet(f.category, facet(c));
+            doc.add_text(f.category_name, c);
+        }
+        if let Some(d) = &entry.department {
+            doc.add_facet(f.department, facet(d));
+            doc.add_text(f.department_name, d);
+        }
+        doc.add_text(f.audience, entry.audience.as_str());
+        doc.add_i64(f.effective_from, entry.effective_from.unwrap_or(i64::MIN));
+        doc.add_i64(f.effective_until, entry.effective_until.unwrap_or(i64::MAX));
+        doc.add_i64(f.updated_at, entry.updated_at);
+        doc
+    }
+
+    /// Brings `ids` up to date: each is removed, then added again if its
+    /// current row (`entries`, by id) is published. Records `seq` as applied
+    /// and makes the result visible to searches.
+    pub fn apply(&self, ids: &[String], entries: &[Entry], seq: i64) -> Result<()> {
+        let writer = self.writer.lock().map_err(|_| Error::Invalid("index writer poisoned".into()))?;
+        for id in ids {
+            writer.delete_term(Term::from_field_text(self.fields.id, id));
+        }
+        self.add_and_commit(writer, entries, seq)
+    }
+
+    /// Adds the published `entries`, commits with `seq` as the payload, and
+    /// makes the result visible.
+    fn add_and_commit(&self, mut writer: std::sync::MutexGuard<'_, IndexWriter<TantivyDocument>>, entries: &[Entry], seq: i64) -> Result<()> {
+        for entry in entries.iter().filter(|e| e.status == crate::entry::Status::Published) {
+            writer.add_document(self.document(entry))?;
+        }
+        let mut commit = writer.prepare_commit()?;
+        commit.set_payload(&seq.to_string());
+        commit.commit()?;
+        drop(writer);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Replaces the whole index with `entries`, as of change `seq`.
+    pub fn rebuild(&self, entries: &[Entry], seq: i64) -> Result<()> {
+        let writer = self.writer.lock().map_err(|_| Error::Invalid("index writer poisoned".into()))?;
+        writer.delete_all_documents()?;
+        self.add_and_commit(writer, entries, seq)
+    }
+
+    /// Number of searchable documents.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Whether the index holds no document.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn tokens<T: Tokenizer>(mut tokenizer: T, text: &str) -> Vec<String> {
+        let mut stream = tokenizer.token_stream(text);
+        let mut out = Vec::new();
+        while tantivy::tokenizer::TokenStream::advance(&mut stream) {
+            out.push(tantivy::tokenizer::TokenStream::token(&stream).text.clone());
+        }
+        out
+    }
+
+    /// The relevance part of a query: words (with synonyms) in title, tags
+    /// and body, CJK bigrams, pinyin bigrams, and the whole query as a
+    /// phrase for proximity.
+    fn relevance(&self, q: &str) -> Option<Box<dyn Query>> {
+        let f = &self.fields;
+        let folded = analysis::fold(q);
+        let words = ZhTokenizer::default().words(q);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut term = |field: Field, text: &str, boost: f32| {
+            let query: Box<dyn Query> = Box::new(TermQuery::new(Term::from_field_text(field, text), IndexRecordOption::WithFreqs));
+            clauses.push((Occur::Should, Box::new(BoostQuery::new(query, boost))));
+        };
+        let mut seen = Vec::new();
+        for word in &words {
+            if seen.contains(word) {
+                continue;
+            }
+            seen.push(word.clone());
+            term(f.title, word, 3.0);
+            term(f.tags, word, 2.0);
+            term(f.body, word, 1.0);
+            for synonym in self.synonyms.of(word) {
+                term(f.title, synonym, 2.4);
+                term(f.tags, synonym, 1.6);
+                term(f.body, synonym, 0.8);
+            }
+        }
+        for synonym in self.synonyms.expand(&folded) {
+            for word in ZhTokenizer::default().words(&synonym) {
+                term(f.title, &word, 2.0);
+                term(f.body, &word, 0.7);
+            }
+        }
+        for gram in Self::tokens(BigramTokenizer, q) {
+            term(f.title_bigram, &gram, 1.2);
+            term(f.body_bigram, &gram, 0.4);
+        }
+        for gram in Self::tokens(PinyinTokenizer, q) {
+            term(f.title_pinyin, &gram, 0.9);
+            term(f.body_pinyin, &gram, 0.3);
+        }
+        let phrase_words = ZhTokenizer::whole_words().words(q);
+        if phrase_words.len() >= 2 {
+            for (field, boost) in [(f.title, 2.0), (f.body, 1.0)] {
+                let terms: Vec<(usize, Term)> = phrase_words
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (i, Term::from_field_text(field, w)))
+                    .collect();
+                let mut phrase = PhraseQuery::new_with_offset(terms);
+                phrase.set_slop(8);
+                clauses.push((Occur::Should, Box::new(BoostQuery::new(Box::new(phrase), boost))));
+            }
+        }
+        if clauses.is_empty() { None } else { Some(Box::new(BooleanQuery::new(clauses))) }
+    }
+
+    fn filters(&self, visibility: Visibility, category: Option<&str>, department: Option<&str>, now: i64) -> Vec<(Occur, Box<dyn Query>)> {
+        let f = &self.fields;
+        let mut must: Vec<(Occur, Box<dyn Query>)> = vec![
+            (
+                Occur::Must,
+                Box::new(RangeQuery::new(Bound::Unbounded, Bound::Included(Term::from_field_i64(f.effective_from, now)))),
+            ),
+            (
+                Occur::Must,
+                Box::new(RangeQuery::new(Bound::Excluded(Term::from_field_i64(f.effective_until, now)), Bound::Unbounded)),
+            ),
+        ];
+        if visibility == Visibility::Public {
+            must.push((
+                Occur::Must,
+                Box::new(TermQuery::new(Term::from_field_text(f.audience, Audience::Public.as_str()), IndexRecordOption::Basic)),
+            ));
+        }
+        if let Some(c) = category {
+            must.push((Occur::Must, Box::new(TermQuery::new(Term::from_facet(f.category, &facet(c)), IndexRecordOption::Basic))));
+        }
+        if let Some(d) = department {
+            must.push((Occur::Must, Box::new(TermQuery::new(Term::from_facet(f.department, &facet(d)), IndexRecordOption::Basic))));
+        }
+        must
+    }
+
+    fn stored(doc: &TantivyDocument, field: Field) -> Option<String> {
+        doc.get_first(field).and_then(|v| v.as_str()).map(str::to_owned)
+    }
+
+    /// Searches; `now` decides which entries are in effect.
+    pub fn search(&self, req: &SearchRequest, visibility: Visibility, now: i64) -> Result<SearchResponse> {
+        let started = std::time::Instant::now();
+        let f = self.fields;
+        let relevance = self.relevance(&req.q).ok_or_else(|| Error::Invalid("the query has no searchable words".into()))?;
+        let mut clauses = self.filters(visibility, req.category.as_deref(), req.department.as_deref(), now);
+        clauses.push((Occur::Must, relevance.box_clone()));
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let offset = (req.page - 1) * req.size;
+        let top = TopDocs::with_limit(req.size).and_offset(offset).tweak_score(move |segment: &SegmentReader| {
+            let updated = segment.fast_fields().i64("updated_at").ok().map(|c| c.first_or_default_col(0));
+            move |doc, score: Score| {
+                // A mild freshness prior: a year-old entry keeps ~92 % of its score.
+                let age_days = updated.as_ref().map_or(0.0, |c| ((now - c.get_val(doc)).max(0) as f32) / 86400.0);
+                score * (1.0 + 0.1 * (0.5f32).powf(age_days / 365.0)) / 1.1
+            }
+        });
+        let mut categories = FacetCollector::for_field("category");
+        categories.add_facet(Facet::root());
+        let mut departments = FacetCollector::for_field("department");
+        departments.add_facet(Facet::root());
+        let (total, hits, categories, departments) = searcher.search(&query, &(Count, top, categories, departments))?;
+        if total > 0 && offset >= total {
+            let last = total.div_ceil(req.size);
+            return Err(Error::Invalid(format!("page {} is past the last page ({last})", req.page)));
+        }
+        let mut snippets = SnippetGenerator::create(&searcher, &*relevance, f.body)?;
+        snippets.set_max_num_chars(120);
+        let hits = hits
+            .into_iter()
+            .map(|(score, address)| self.hit(&searcher, &snippets, score, address))
+            .collect::<Result<Vec<_>>>()?;
+        let count = |counts: &tantivy::collector::FacetCounts| {
+            counts
+                .get(Facet::root())
+                .map(|(facet, n)| (facet.to_path().first().map(|s| (*s).to_owned()).unwrap_or_default(), n))
+                .collect::<HashMap<_, _>>()
+        };
+        Ok(SearchResponse {
+            total,
+            took_ms: started.elapsed().as_millis() as u64,
+            hits,
+            facets: Facets { category: count(&categories), department: count(&departments) },
+        })
+    }
+
+    fn hit(&self, searcher: &Searcher, snippets: &SnippetGenerator, score: Score, address: DocAddress) -> Result<Hit> {
+        let f = &self.fields;
+        let doc: TantivyDocument = searcher.doc(address)?;
+        let body = Self::stored(&doc, f.body).unwrap_or_default();
+        let mut snippet = snippets.snippet(&body);
+        snippet.set_snippet_prefix_postfix("<em>", "</em>");
+        let mut html = snippet.to_html();
+        if html.is_empty() {
+            let start: String = body.chars().take(120).collect();
+            html = html_escape(&start);
+        }
+        Ok(Hit {
+            id: Self::stored(&doc, f.id).unwrap_or_default(),
+            title: Self::stored(&doc, f.title).unwrap_or_default(),
+            snippet: html,
+            category: Self::stored(&doc, f.category_name),
+            department: Self::stored(&doc, f.department_name),
+            score,
+        })
+    }
+
+    /// Titles that begin with what has been typed, then titles that contain it.
+    pub fn suggest(&self, q: &str, visibility: Visibility, limit: usize, now: i64) -> Result<Vec<String>> {
+        let f = &self.fields;
+        let prefix: String = analysis::fold(q).chars().filter(|c| !c.is_whitespace()).take(20).collect();
+        if prefix.is_empty() {
+            return Ok(Vec::new());
+        }
+        let searcher = self.reader.searcher();
+        let mut out: Vec<String> = Vec::new();
+        let collect = |query: Box<dyn Query>, out: &mut Vec<String>| -> Result<()> {
+            let mut clauses = self.filters(visibility, None, None, now);
+            clauses.push((Occur::Must, query));
+            let top = searcher.search(&BooleanQuery::new(clauses), &TopDocs::with_limit(limit).order_by_score())?;
+            for (_, address) in top {
+                let doc: TantivyDocument = searcher.doc(address)?;
+                if let Some(title) = Self::stored(&doc, f.title) {
+                    if !out.contains(&title) && out.len() < limit {
+                        out.push(title);
+                    }
+                }
+            }
+            Ok(())
+        };
+        collect(Box::new(TermQuery::new(Term::from_field_text(f.title_prefix, &prefix), IndexRecordOption::Basic)), &mut out)?;
+        if out.len() < limit {
+            let words = ZhTokenizer::default().words(q);
+            let clauses: Vec<(Occur, Box<dyn Query>)> = words
+                .iter()
+                .map(|w| -> (Occur, Box<dyn Query>) {
+                    (Occur::Should, Box::new(TermQuery::new(Term::from_field_text(f.title, w), IndexRecordOption::WithFreqs)))
+                })
+                .chain(Self::tokens(BigramTokenizer, q).into_iter().map(|g| -> (Occur, Box<dyn Query>) {
+                    (Occur::Should, Box::new(TermQuery::new(Term::from_field_text(f.title_bigram, &g), IndexRecordOption::WithFreqs)))
+                }))
+                .collect();
+            if !clauses.is_empty() {
+                collect(Box::new(BooleanQuery::new(clauses)), &mut out)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Escapes text for HTML.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

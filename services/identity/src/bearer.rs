@@ -1,0 +1,96 @@
+//! Bearer tokens for CivicHub's own APIs (knowledge base, hotline,
+//! messaging): who is calling, with which scopes.
+
+use civichub_store::{Row, now, sha256_hex};
+
+use crate::{Identity, Result};
+
+/// The caller behind a live access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The user's subject id, or the client id for client credentials.
+    pub subject: String,
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// The user, when a person signed in.
+    pub user_id: Option<String>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    /// Whether `scope` was granted.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Why a bearer token was not accepted (RFC 6750 §3.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BearerError {
+    /// No token was sent.
+    Missing,
+    /// The token is unknown, expired or revoked.
+    InvalidToken,
+    /// The token lacks the scope.
+    InsufficientScope(String),
+}
+
+impl BearerError {
+    /// The `WWW-Authenticate` challenge.
+    pub fn challenge(&self) -> String {
+        match self {
+            BearerError::Missing => "Bearer realm=\"civichub\"".into(),
+            BearerError::InvalidToken => "Bearer realm=\"civichub\", error=\"invalid_token\"".into(),
+            BearerError::InsufficientScope(s) => format!("Bearer realm=\"civichub\", error=\"insufficient_scope\", scope=\"{s}\""),
+        }
+    }
+
+    /// 401, or 403 for a missing scope.
+    pub fn status(&self) -> u16 {
+        match self {
+            BearerError::InsufficientScope(_) => 403,
+            _ => 401,
+        }
+    }
+}
+
+impl Identity {
+    /// The caller behind an `Authorization: Bearer …` header, if it names a
+    /// live access token.
+    pub async fn principal(&self, authorization: Option<&str>) -> Result<Option<Principal>> {
+        let Some(token) = authorization.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT client_id, user_id, scope, grant_json FROM tokens WHERE token_hash = $1 AND kind = 'access' \
+             AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(sha256_hex(token.trim()))
+        .bind(now())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let client_id: String = row.try_get("client_id")?;
+        let user_id: Option<String> = row.try_get("user_id")?;
+        let scope: String = row.try_get("scope")?;
+        Ok(Some(Principal {
+            subject: user_id.clone().unwrap_or_else(|| client_id.clone()),
+            client_id,
+            user_id,
+            scopes: scope.split_whitespace().map(str::to_owned).collect(),
+        }))
+    }
+
+    /// The caller, required to hold `scope`.
+    pub async fn require_scope(&self, authorization: Option<&str>, scope: &str) -> Result<std::result::Result<Principal, BearerError>> {
+        if authorization.is_none() {
+            return Ok(Err(BearerError::Missing));
+        }
+        Ok(match self.principal(authorization).await? {
+            None => Err(BearerError::InvalidToken),
+            Some(p) if p.has_scope(scope) => Ok(p),
+            Some(_) => Err(BearerError::InsufficientScope(scope.to_owned())),
+        })
+    }
+}
