@@ -495,3 +495,108 @@ pub fn html_escape(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Audience, Status};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn entry(id: &str, title: &str, body: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            title: title.into(),
+            body: body.into(),
+            category_code: None,
+            category_name: Some("测试/分类".into()),
+            department: Some("测试局".into()),
+            tags: Vec::new(),
+            audience: Audience::Public,
+            status: Status::Published,
+            effective_from: None,
+            effective_until: None,
+            source_url: None,
+            version: 1,
+            updated_at: NOW,
+            updated_by: None,
+        }
+    }
+
+    fn index(entries: &[Entry]) -> KbIndex {
+        let index = KbIndex::open(None, Synonyms::builtin()).unwrap();
+        index.rebuild(entries, 1).unwrap();
+        index
+    }
+
+    fn ids(index: &KbIndex, q: &str, visibility: Visibility) -> Vec<String> {
+        let req = SearchRequest { q: q.into(), category: None, department: None, page: 1, size: 10 };
+        index.search(&req, visibility, NOW).unwrap().hits.into_iter().map(|h| h.id).collect()
+    }
+
+    #[test]
+    fn a_title_match_outranks_a_body_match() {
+        let i = index(&[
+            entry("body", "办事指南", "办理居住证需要提供租房合同和身份证。"),
+            entry("title", "居住证怎么办理", "携带材料到派出所办理。"),
+        ]);
+        assert_eq!(ids(&i, "居住证", Visibility::Public), ["title", "body"]);
+    }
+
+    #[test]
+    fn words_close_together_outrank_words_far_apart() {
+        let i = index(&[
+            entry("far", "咨询", "公积金的问题很多，例如贷款、缴存、转移，另外还有离职以后的提取。"),
+            entry("near", "咨询", "离职后公积金提取怎么办，公积金提取需要什么。"),
+        ]);
+        assert_eq!(ids(&i, "公积金提取", Visibility::Public)[0], "near");
+    }
+
+    #[test]
+    fn fresher_entries_win_ties() {
+        let mut old = entry("old", "停水通知查询", "停水通知可在官网查询。");
+        old.updated_at = NOW - 3 * 365 * 86400;
+        let new = entry("new", "停水通知查询", "停水通知可在官网查询。");
+        let i = index(&[old, new]);
+        assert_eq!(ids(&i, "停水通知", Visibility::Public), ["new", "old"]);
+    }
+
+    #[test]
+    fn audience_and_effective_dates_decide_visibility() {
+        let mut internal = entry("internal", "欠薪派单口径", "欠薪诉求派至劳动监察。");
+        internal.audience = Audience::Internal;
+        let mut lapsed = entry("lapsed", "欠薪旧规定", "欠薪旧办法。");
+        lapsed.effective_until = Some(NOW - 1);
+        let mut future = entry("future", "欠薪新规定", "欠薪新办法。");
+        future.effective_from = Some(NOW + 86400);
+        let mut draft = entry("draft", "欠薪草稿", "欠薪草稿。");
+        draft.status = Status::Draft;
+        let i = index(&[internal, lapsed, future, draft, entry("public", "欠薪投诉", "欠薪可以投诉。")]);
+        assert_eq!(ids(&i, "欠薪", Visibility::Public), ["public"]);
+        let mut agent = ids(&i, "欠薪", Visibility::Internal);
+        agent.sort();
+        assert_eq!(agent, ["internal", "public"]);
+    }
+
+    #[test]
+    fn bigrams_synonyms_and_pinyin_widen_recall() {
+        let i = index(&[
+            entry("street", "三甲街道办事处地址", "三甲街道办事处位于路桥区。"),
+            entry("insurance", "社会保险断缴怎么办", "社会保险中断后可以补缴。"),
+            entry("claim", "医保报销流程", "医疗费用报销需要发票。"),
+        ]);
+        assert_eq!(ids(&i, "甲街", Visibility::Public), ["street"], "a bigram across word boundaries");
+        assert_eq!(ids(&i, "社保断缴", Visibility::Public)[0], "insurance", "社保 means 社会保险");
+        assert_eq!(ids(&i, "医保报消", Visibility::Public)[0], "claim", "报消 sounds like 报销");
+        assert_eq!(ids(&i, "醫保報銷", Visibility::Public)[0], "claim", "traditional characters fold");
+    }
+
+    #[test]
+    fn snippets_mark_matches_and_escape_html() {
+        let i = index(&[entry("x", "公积金", "<b>注意</b>：公积金提取需要身份证。")]);
+        let req = SearchRequest { q: "公积金".into(), category: None, department: None, page: 1, size: 10 };
+        let hit = &i.search(&req, Visibility::Public, NOW).unwrap().hits[0];
+        assert!(hit.snippet.contains("<em>公积金</em>"), "{}", hit.snippet);
+        assert!(hit.snippet.contains("&lt;b&gt;"), "{}", hit.snippet);
+    }
+}

@@ -81,9 +81,15 @@ impl TestApp {
         Self::spawn_with(backend, &[]).await
     }
 
+    /// A second hub node on this app's PostgreSQL database, with its own data
+    /// directory (and so its own search index). The first app owns the database.
+    pub async fn another_node(&self) -> TestApp {
+        let url = self.database_url.clone().expect("several nodes share PostgreSQL");
+        Self::start(self.backend, Some(url), None, &[]).await
+    }
+
     /// Starts the app with extra `serve` arguments.
     pub async fn spawn_with(backend: Backend, extra: &[&str]) -> TestApp {
-        let data_dir = tempfile::tempdir().expect("temp dir");
         let (database_url, pg_database) = match backend {
             Backend::Sqlite => (None, None),
             Backend::Postgres => {
@@ -91,6 +97,11 @@ impl TestApp {
                 (Some(url), Some(name))
             }
         };
+        Self::start(backend, database_url, pg_database, extra).await
+    }
+
+    async fn start(backend: Backend, database_url: Option<String>, pg_database: Option<String>, extra: &[&str]) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(data_dir.path().join("server.log")).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_civichub"));
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir.path());
