@@ -27,8 +27,11 @@ need_pkg psql postgresql-client
 
 cargo test --workspace --locked
 
-if [ -f tests/interop/run.sh ]; then
-  need_pkg node nodejs
-  need_pkg npm npm
-  CIVICHUB_BIN="$PWD/target/debug/civichub" bash tests/interop/run.sh
-fi
+need_pkg node nodejs
+need_pkg npm npm
+export CIVICHUB_BIN="$PWD/target/debug/civichub"
+bash tests/interop/run.sh
+
+# Pages in headless Chromium (Debian's; a browser download would fail here).
+need_pkg chromium chromium
+bash tests/browser/run.sh

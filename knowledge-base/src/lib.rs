@@ -13,6 +13,7 @@ mod entry;
 mod error;
 pub mod import;
 mod index;
+pub mod pages;
 mod store;
 
 use std::path::Path;

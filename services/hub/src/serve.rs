@@ -54,6 +54,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let routes = civichub_identity::routes(identity.clone())
         .or(kb_api)
+        .or(civichub_kb::pages::routes(kb.clone(), identity.clone()))
         .recover(handle_rejection)
         .with(warp::log("civichub::http"));
     warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;

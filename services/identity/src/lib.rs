@@ -36,7 +36,7 @@ pub use error::{Error, Result};
 pub use http::{BodyTooLarge, limited_body};
 pub use keys::{Keys, RETIRED_KEY_PUBLISHED_SECS};
 pub use password::{Verdict, current_params as password_params, hash_blocking, verify_blocking};
-pub use sessions::{BACKCHANNEL_TOPIC, Session, Sessions};
+pub use sessions::{BACKCHANNEL_TOPIC, SESSION_COOKIE, Session, Sessions};
 pub use settings::Settings;
 pub use throttle::Throttle;
 pub use users::{NewUser, User, Users};
