@@ -183,3 +183,38 @@ pub async fn load(
     }
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_are_read_with_their_line_numbers() {
+        let csv = "id,title,body,tags,audience\n\
+                   kb-1,社保卡挂失,\"拨打12333或通过浙里办挂失。\n多行正文也可以。\",社保卡;挂失,public\n\
+                   kb-2,只有两列\n\
+                   kb-3,公积金查询,登录浙里办查询,公积金,public\n";
+        let rows = read(csv.as_bytes(), Format::Csv).unwrap();
+        assert_eq!(rows.len(), 3);
+        let (line, first) = rows[0].as_ref().unwrap();
+        assert_eq!(*line, 2);
+        assert_eq!(first.title.as_deref(), Some("社保卡挂失"));
+        // A short row reads with its missing fields empty; validation then names its line.
+        let (line, short) = rows[1].as_ref().unwrap();
+        assert_eq!(*line, 4, "the quoted body spans lines 2-3");
+        assert!(short.clone().validate(Status::Published).is_err());
+        let (line, _) = rows[2].as_ref().unwrap();
+        assert_eq!(*line, 5);
+    }
+
+    #[test]
+    fn json_lines_errors_name_their_line_and_blank_lines_are_skipped() {
+        let text = "{\"title\":\"a\",\"body\":\"b\"}\n\n{oops}\n{\"title\":\"c\",\"body\":\"d\",\"colour\":1}\n";
+        let rows = read(text.as_bytes(), Format::JsonLines).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1].as_ref().unwrap_err().line, 3);
+        let unknown = rows[2].as_ref().unwrap_err();
+        assert_eq!(unknown.line, 4);
+        assert!(unknown.message.contains("colour"), "unknown fields are refused by name: {}", unknown.message);
+    }
+}
