@@ -65,6 +65,7 @@ pub struct Identity {
     pub throttle: Throttle,
     http: reqwest::Client,
     backchannel_wakeup: tokio::sync::Notify,
+    token_writer: oauth::TokenWriter,
 }
 
 impl std::fmt::Debug for Identity {
@@ -90,6 +91,7 @@ impl Identity {
             audit: Audit::new(db.clone()),
             throttle: Throttle::new(db.clone()),
             keys,
+            token_writer: oauth::TokenWriter::start(db.clone()),
             db,
             settings,
             http,

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::audit::{Actor, Audit};
 use crate::oauth::grant::StoredGrant;
+use crate::oauth::writer::{AuditRow, TokenRow, insert_audit, insert_tokens};
 use crate::oidc::{self, IdTokenInput, LoginContext};
 use crate::{Error, Identity, Result};
 
@@ -262,27 +263,6 @@ impl DbIssuer {
         }
     }
 
-    async fn insert(&self, tx: &mut Tx, kind: &str, token: &str, grant: &StoredGrant, expires_at: i64) -> Result<()> {
-        let json = serde_json::to_string(grant)?;
-        sqlx::query(
-            "INSERT INTO tokens (token_hash, kind, family, client_id, user_id, sid, scope, grant_json, issued_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(sha256_hex(token))
-        .bind(kind)
-        .bind(grant.family.as_deref().unwrap_or_default())
-        .bind(&grant.client_id)
-        .bind(grant.login.as_ref().map(|_| grant.owner_id.clone()))
-        .bind(grant.login.as_ref().map(|l| l.sid.clone()))
-        .bind(&grant.scope)
-        .bind(json)
-        .bind(now())
-        .bind(expires_at)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
     /// Mints an access token, a refresh token for a person's grant, and the
     /// ID token when `openid` was granted. Reads only: no transaction is
     /// open while it uses the pool.
@@ -307,28 +287,42 @@ impl DbIssuer {
         Ok(Minted { access, refresh, until })
     }
 
-    /// Stores what [`mint`](Self::mint) made, with its audit record, in `tx`.
-    async fn persist(&self, tx: &mut Tx, grant: &StoredGrant, minted: &Minted, event: &str) -> Result<()> {
-        self.insert(tx, "access", &minted.access, grant, minted.until).await?;
+    /// The rows that store what [`mint`](Self::mint) made, with its audit record.
+    fn rows(&self, grant: &StoredGrant, minted: &Minted, event: &'static str) -> Result<(Vec<TokenRow>, AuditRow)> {
+        let json = serde_json::to_string(grant)?;
+        let now = now();
+        let row = |kind: &'static str, token: &str, expires_at: i64| TokenRow {
+            token_hash: sha256_hex(token),
+            kind,
+            family: grant.family.clone().unwrap_or_default(),
+            client_id: grant.client_id.clone(),
+            user_id: grant.login.as_ref().map(|_| grant.owner_id.clone()),
+            sid: grant.login.as_ref().map(|l| l.sid.clone()),
+            scope: grant.scope.clone(),
+            grant_json: json.clone(),
+            issued_at: now,
+            expires_at,
+        };
+        let mut tokens = vec![row("access", &minted.access, minted.until)];
         if let Some(refresh) = &minted.refresh {
-            self.insert(tx, "refresh", refresh, grant, self.refresh_expiry(grant)).await?;
+            tokens.push(row("refresh", refresh, self.refresh_expiry(grant)));
         }
-        let user_id = grant.login.as_ref().map(|_| grant.owner_id.as_str());
-        Audit::record_in(
-            tx,
+        let audit = AuditRow {
+            at: now,
             event,
-            Actor { user_id, client_id: Some(&grant.client_id), ip: self.ip.as_deref() },
-            json!({ "scope": grant.scope, "refresh_token": minted.refresh.is_some(), "id_token": self.id_token.is_some() }),
-        )
-        .await
+            user_id: grant.login.as_ref().map(|_| grant.owner_id.clone()),
+            client_id: Some(grant.client_id.clone()),
+            ip: self.ip.clone(),
+            detail: json!({ "scope": grant.scope, "refresh_token": minted.refresh.is_some(), "id_token": self.id_token.is_some() }).to_string(),
+        };
+        Ok((tokens, audit))
     }
 
     async fn issue_grant(&mut self, grant: Grant) -> Result<IssuedToken> {
         let mut stored = StoredGrant::from_grant(&grant)?;
         let minted = self.mint(&mut stored, true).await?;
-        let mut tx = self.id.db.begin().await?;
-        self.persist(&mut tx, &stored, &minted, "token.issued").await?;
-        tx.commit().await?;
+        let (tokens, audit) = self.rows(&stored, &minted, "token.issued")?;
+        self.id.token_writer.write(tokens, audit).await?;
         Ok(IssuedToken {
             token: minted.access,
             refresh: minted.refresh,
@@ -359,7 +353,9 @@ impl DbIssuer {
             self.id_token = None;
             return Ok(None);
         }
-        self.persist(&mut tx, &stored, &minted, "token.refreshed").await?;
+        let (tokens, audit) = self.rows(&stored, &minted, "token.refreshed")?;
+        insert_tokens(&mut tx, tokens.iter()).await?;
+        insert_audit(&mut tx, std::iter::once(&audit)).await?;
         tx.commit().await?;
         Ok(Some(RefreshedToken {
             token: minted.access,

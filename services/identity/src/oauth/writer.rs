@@ -1,0 +1,191 @@
+//! Group commit for token issue: concurrent requests' token and audit rows
+//! are written together, in one transaction with one multi-row INSERT per
+//! table, and each request is answered once its rows are durable.
+//!
+//! On SQLite every write transaction runs alone; batching turns N
+//! transactions of four statements each into one of four.
+
+use civichub_store::{Db, Result as StoreResult, Tx};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Error, Result};
+
+/// One row of `tokens`.
+#[derive(Clone, Debug)]
+#[allow(missing_docs)]
+pub struct TokenRow {
+    pub token_hash: String,
+    pub kind: &'static str,
+    pub family: String,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub sid: Option<String>,
+    pub scope: String,
+    pub grant_json: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+/// One row of `audit_events`.
+#[derive(Clone, Debug)]
+#[allow(missing_docs)]
+pub struct AuditRow {
+    pub at: i64,
+    pub event: &'static str,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    pub detail: String,
+}
+
+struct Job {
+    tokens: Vec<TokenRow>,
+    audit: AuditRow,
+    done: oneshot::Sender<std::result::Result<(), String>>,
+}
+
+/// Hands rows to the writer task.
+#[derive(Clone, Debug)]
+pub struct TokenWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+/// The most jobs one transaction takes.
+const BATCH: usize = 64;
+
+impl TokenWriter {
+    /// Starts the writer task on `db`.
+    pub fn start(db: Db) -> TokenWriter {
+        let (jobs, rx) = mpsc::channel(1024);
+        tokio::spawn(run(db, rx));
+        TokenWriter { jobs }
+    }
+
+    /// Writes `tokens` and `audit`; returns once they are committed.
+    pub async fn write(&self, tokens: Vec<TokenRow>, audit: AuditRow) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send(Job { tokens, audit, done })
+            .await
+            .map_err(|_| Error::Invalid("the token writer has stopped".into()))?;
+        wait.await
+            .map_err(|_| Error::Invalid("the token writer has stopped".into()))?
+            .map_err(Error::Invalid)
+    }
+}
+
+async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match commit(&db, &batch).await {
+            Ok(()) => {
+                for job in batch {
+                    let _ = job.done.send(Ok(()));
+                }
+            }
+            // One bad job must not fail the others: write each on its own.
+            Err(e) if batch.len() > 1 => {
+                tracing::warn!("token batch of {} failed ({e}); writing one by one", batch.len());
+                for job in batch {
+                    let outcome = commit(&db, std::slice::from_ref(&job)).await.map_err(|e| e.to_string());
+                    let _ = job.done.send(outcome);
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.done.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+async fn commit(db: &Db, batch: &[Job]) -> StoreResult<()> {
+    let mut tx = db.begin().await?;
+    insert_tokens(&mut tx, batch.iter().flat_map(|j| j.tokens.iter())).await?;
+    insert_audit(&mut tx, batch.iter().map(|j| &j.audit)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) async fn insert_tokens<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a TokenRow>) -> StoreResult<()> {
+    let rows: Vec<&TokenRow> = rows.collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO tokens (token_hash, kind, family, client_id, user_id, sid, scope, grant_json, issued_at, expires_at) VALUES {}",
+        placeholders(rows.len(), 10)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for r in rows {
+        query = query
+            .bind(r.token_hash.clone())
+            .bind(r.kind)
+            .bind(r.family.clone())
+            .bind(r.client_id.clone())
+            .bind(r.user_id.clone())
+            .bind(r.sid.clone())
+            .bind(r.scope.clone())
+            .bind(r.grant_json.clone())
+            .bind(r.issued_at)
+            .bind(r.expires_at);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_audit<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a AuditRow>) -> StoreResult<()> {
+    let rows: Vec<&AuditRow> = rows.collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO audit_events (at, event, user_id, client_id, ip, detail) VALUES {}",
+        placeholders(rows.len(), 6)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for r in rows {
+        query = query
+            .bind(r.at)
+            .bind(r.event)
+            .bind(r.user_id.clone())
+            .bind(r.client_id.clone())
+            .bind(r.ip.clone())
+            .bind(r.detail.clone());
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_number_every_cell() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
+}
