@@ -216,7 +216,7 @@ pub fn routes(kb: Arc<KnowledgeBase>, id: Arc<Identity>, settings: ApiSettings) 
             .allow_methods(vec!["GET"])
             .allow_headers(vec!["content-type"])
             .max_age(600);
-        public.with(cors).map(|r| Reply::into_response(r)).boxed()
+        public.with(cors).map(Reply::into_response).boxed()
     };
 
     let agent_search = warp::path!("api" / "kb" / "search")

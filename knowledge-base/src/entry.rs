@@ -275,11 +275,10 @@ impl EntryInput {
     /// Checks every field; `default_status` applies when none is given.
     pub fn validate(self, default_status: Status) -> Result<ValidEntry> {
         let id = clean(self.id);
-        if let Some(id) = &id {
-            if !valid_id(id) {
+        if let Some(id) = &id
+            && !valid_id(id) {
                 return Err(Error::Invalid(format!("invalid id {id:?}: use 1-64 ASCII letters, digits, - or _")));
             }
-        }
         let title = clean(self.title).ok_or_else(|| Error::Invalid("title is required".into()))?;
         if title.chars().count() > 200 {
             return Err(Error::Invalid("title is longer than 200 characters".into()));
@@ -304,17 +303,15 @@ impl EntryInput {
         };
         let effective_from = clean(self.effective_from).map(|d| parse_date(&d)).transpose()?;
         let effective_until = clean(self.effective_until).map(|d| parse_date(&d)).transpose()?;
-        if let (Some(f), Some(u)) = (effective_from, effective_until) {
-            if u <= f {
+        if let (Some(f), Some(u)) = (effective_from, effective_until)
+            && u <= f {
                 return Err(Error::Invalid("effective_until must be after effective_from".into()));
             }
-        }
         let source_url = clean(self.source_url);
-        if let Some(u) = &source_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
+        if let Some(u) = &source_url
+            && !(u.starts_with("http://") || u.starts_with("https://")) {
                 return Err(Error::Invalid(format!("source_url {u:?} must be an http(s) URL")));
             }
-        }
         Ok(ValidEntry {
             id,
             title,

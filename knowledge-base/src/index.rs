@@ -452,11 +452,10 @@ impl KbIndex {
             let top = searcher.search(&BooleanQuery::new(clauses), &TopDocs::with_limit(limit).order_by_score())?;
             for (_, address) in top {
                 let doc: TantivyDocument = searcher.doc(address)?;
-                if let Some(title) = Self::stored(&doc, f.title) {
-                    if !out.contains(&title) && out.len() < limit {
+                if let Some(title) = Self::stored(&doc, f.title)
+                    && !out.contains(&title) && out.len() < limit {
                         out.push(title);
                     }
-                }
             }
             Ok(())
         };

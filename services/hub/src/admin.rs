@@ -126,7 +126,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<()> {
             println!("user {} added (sub {})", user.username, user.id);
         }
         UserCommand::List => {
-            println!("{:<20} {:<12} {:<20} {:<24} {}", "USERNAME", "NAME", "DEPARTMENT", "ROLES", "STATUS");
+            println!("{:<20} {:<12} {:<20} {:<24} STATUS", "USERNAME", "NAME", "DEPARTMENT", "ROLES");
             for u in users.list().await? {
                 println!(
                     "{:<20} {:<12} {:<20} {:<24} {}",
@@ -179,7 +179,7 @@ pub async fn client(config: &Config, cmd: ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::List => {
-            println!("{:<24} {:<13} {:<6} {}", "CLIENT_ID", "TYPE", "ALG", "REDIRECT_URIS");
+            println!("{:<24} {:<13} {:<6} REDIRECT_URIS", "CLIENT_ID", "TYPE", "ALG");
             for c in clients.list().await? {
                 let kind = match (c.public, c.first_party) {
                     (true, true) => "public,1st",

@@ -250,11 +250,10 @@ impl Keys {
     }
 
     async fn load(&self) -> Result<Arc<Vec<Arc<LoadedKey>>>> {
-        if let Some((at, keys)) = self.cache.read().await.as_ref() {
-            if at.elapsed() < CACHE_TTL {
+        if let Some((at, keys)) = self.cache.read().await.as_ref()
+            && at.elapsed() < CACHE_TTL {
                 return Ok(keys.clone());
             }
-        }
         let rows = sqlx::query("SELECT kid, alg, private_key, created_at FROM signing_keys ORDER BY created_at DESC")
             .fetch_all(self.db.pool())
             .await?;

@@ -78,16 +78,14 @@ pub fn user_claims(user: &User, scopes: &[&str]) -> (StandardClaims<CoreGenderCl
             .set_preferred_username(Some(EndUserUsername::new(user.username.clone())))
             .set_updated_at(Some(time(user.updated_at)));
     }
-    if has("email") {
-        if let Some(email) = &user.email {
+    if has("email")
+        && let Some(email) = &user.email {
             standard = standard.set_email(Some(EndUserEmail::new(email.clone()))).set_email_verified(Some(true));
         }
-    }
-    if has("phone") {
-        if let Some(phone) = &user.phone {
+    if has("phone")
+        && let Some(phone) = &user.phone {
             standard = standard.set_phone_number(Some(EndUserPhoneNumber::new(phone.clone())));
         }
-    }
     let mut extra = HubClaims::default();
     if has("department") {
         extra.department = user.department.clone();

@@ -52,7 +52,7 @@ pub fn verify_blocking(stored: &str, password: &Password) -> Verdict {
     let Ok(algorithm) = parsed.algorithm.as_str().parse::<Algorithm>() else {
         return Verdict::Mismatch;
     };
-    let version = match parsed.version.map(u32::from) {
+    let version = match parsed.version{
         None | Some(0x13) => Version::V0x13,
         Some(0x10) => Version::V0x10,
         Some(_) => return Verdict::Mismatch,

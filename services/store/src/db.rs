@@ -143,12 +143,11 @@ impl Db {
     /// sqlx serialises the migrations with an advisory lock.
     pub async fn connect(url: &DbUrl) -> Result<Db> {
         install_default_drivers();
-        if url.backend == Backend::Sqlite {
-            if let Some(dir) = sqlite_parent_dir(&url.url) {
+        if url.backend == Backend::Sqlite
+            && let Some(dir) = sqlite_parent_dir(&url.url) {
                 std::fs::create_dir_all(&dir)
                     .map_err(|source| Error::DataDir { path: dir.clone(), source })?;
             }
-        }
         let backend = url.backend;
         let options = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })

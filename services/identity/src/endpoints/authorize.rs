@@ -80,7 +80,7 @@ async fn handle(raw: String, id: Arc<Identity>, ctx: RequestContext) -> Response
     let Some(redirect_uri) = req.param("redirect_uri") else {
         return http::error_page(StatusCode::BAD_REQUEST, "授权请求缺少 redirect_uri 参数。");
     };
-    if !client.redirect_uris.iter().any(|r| *r == redirect_uri) {
+    if !client.redirect_uris.contains(&redirect_uri) {
         return http::error_page(
             StatusCode::BAD_REQUEST,
             "redirect_uri 与该应用登记的回调地址不一致，为保护您的账号，已拒绝跳转。",

@@ -67,9 +67,8 @@ pub fn normalize_for_oxide(req: &mut OAuthRequest, body_as_basic: bool) {
         }
         return;
     }
-    if body_as_basic {
-        if let (Some(id), Some(secret)) = (req.body_param("client_id"), req.body_param("client_secret")) {
+    if body_as_basic
+        && let (Some(id), Some(secret)) = (req.body_param("client_id"), req.body_param("client_secret")) {
             req.set_auth(raw(&id, &secret));
         }
-    }
 }

@@ -58,11 +58,10 @@ async fn handle(raw: String, posted: bool, id: Arc<Identity>, ctx: RequestContex
         }
     };
     let client_id = req.param("client_id").or_else(|| hint.as_ref().map(|h| h.client_id.clone()));
-    if let (Some(param), Some(h)) = (req.param("client_id"), hint.as_ref()) {
-        if param != h.client_id {
+    if let (Some(param), Some(h)) = (req.param("client_id"), hint.as_ref())
+        && param != h.client_id {
             return http::error_page(StatusCode::BAD_REQUEST, "client_id 与 id_token_hint 不一致。");
         }
-    }
     let post_logout = req.param("post_logout_redirect_uri");
     if let Some(uri) = &post_logout {
         let registered = match &client_id {

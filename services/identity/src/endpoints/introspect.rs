@@ -71,11 +71,10 @@ pub async fn introspect(id: &Identity, token: &str) -> Result<Value> {
         "aud": client_id,
         "sub": grant.owner_id,
     });
-    if let Some(user_id) = row.try_get::<Option<String>, _>("user_id")? {
-        if let Ok(user) = id.users.get(&user_id).await {
+    if let Some(user_id) = row.try_get::<Option<String>, _>("user_id")?
+        && let Ok(user) = id.users.get(&user_id).await {
             out["username"] = json!(user.username);
         }
-    }
     if let Some(sid) = row.try_get::<Option<String>, _>("sid")? {
         out["sid"] = json!(sid);
     }

@@ -14,7 +14,7 @@ use crate::{Identity, oidc};
 
 /// `GET /userinfo` and `POST /userinfo` (token in the header, or in the form body).
 pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let get = warp::path!("userinfo").and(warp::get()).map(|| bytes::Bytes::new());
+    let get = warp::path!("userinfo").and(warp::get()).map(bytes::Bytes::new);
     let post = warp::path!("userinfo").and(warp::post()).and(form_body());
     get.or(post)
         .unify()
@@ -35,11 +35,10 @@ fn invalid_token() -> Response {
 
 async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx: RequestContext) -> Response {
     let Ok(mut req) = OAuthRequest::new("", &body, auth) else { return invalid_token() };
-    if req.auth().is_none() {
-        if let Some(token) = req.body_param("access_token") {
+    if req.auth().is_none()
+        && let Some(token) = req.body_param("access_token") {
             req.set_auth(Some(format!("Bearer {token}")));
         }
-    }
     let openid: Scope = match "openid".parse() {
         Ok(s) => s,
         Err(_) => return http::server_error_json("scope"),

@@ -142,11 +142,10 @@ impl Endpoint<OAuthRequest> for HubEndpoint {
 
     fn response(&mut self, _: &mut OAuthRequest, kind: Template) -> Result<OAuthResponse, Self::Error> {
         let mut extra = Map::new();
-        if kind.status() == oxide_auth::endpoint::ResponseStatus::Ok {
-            if let Some(id_token) = self.issuer.id_token.take() {
+        if kind.status() == oxide_auth::endpoint::ResponseStatus::Ok
+            && let Some(id_token) = self.issuer.id_token.take() {
                 extra.insert("id_token".into(), Json::String(id_token));
             }
-        }
         Ok(OAuthResponse::with_extra(extra))
     }
 

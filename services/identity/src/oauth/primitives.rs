@@ -44,11 +44,10 @@ impl DbRegistrar {
     }
 
     async fn client(&self, client_id: &str) -> std::result::Result<crate::Client, RegistrarError> {
-        if let Ok(seen) = self.seen.lock() {
-            if let Some(client) = seen.as_ref().filter(|c| c.client_id == client_id) {
+        if let Ok(seen) = self.seen.lock()
+            && let Some(client) = seen.as_ref().filter(|c| c.client_id == client_id) {
                 return Ok(client.clone());
             }
-        }
         let client = self
             .id
             .clients
