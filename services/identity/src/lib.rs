@@ -12,6 +12,7 @@ mod clients;
 mod endpoints;
 mod error;
 mod http;
+mod janitor;
 mod keys;
 pub mod oauth;
 pub mod oidc;
@@ -34,6 +35,7 @@ pub use bearer::{BearerError, Principal};
 pub use clients::{Client, Clients, NewClient, STANDARD_SCOPES};
 pub use error::{Error, Result};
 pub use http::{BodyTooLarge, limited_body};
+pub use janitor::{GRACE_SECS, Swept};
 pub use keys::{Keys, RETIRED_KEY_PUBLISHED_SECS};
 pub use password::{Verdict, current_params as password_params, hash_blocking, verify_blocking};
 pub use sessions::{BACKCHANNEL_TOPIC, SESSION_COOKIE, Session, Sessions};
@@ -99,9 +101,10 @@ impl Identity {
         }))
     }
 
-    /// Starts the background work: Back-Channel Logout delivery.
-    pub fn spawn_workers(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(backchannel::relay(self.clone()))
+    /// Starts the background work: Back-Channel Logout delivery and housekeeping.
+    pub fn spawn_workers(self: &Arc<Self>) {
+        tokio::spawn(backchannel::relay(self.clone()));
+        tokio::spawn(self.clone().janitor());
     }
 }
 
