@@ -120,9 +120,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_defaults_fill_the_rest() {
-        let dir = std::env::temp_dir().join(format!("civichub-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("civichub.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("civichub.toml");
         std::fs::write(&file, "listen = \"0.0.0.0:9000\"\nissuer = \"https://sso.example.gov.cn\"\n").unwrap();
         let args = GlobalArgs { config: Some(file), listen: Some("127.0.0.1:7000".into()), ..Default::default() };
         let config = Config::load(&args).unwrap();
@@ -134,9 +133,8 @@ mod tests {
 
     #[test]
     fn unknown_file_keys_are_refused() {
-        let dir = std::env::temp_dir().join(format!("civichub-config-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("civichub.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("civichub.toml");
         std::fs::write(&file, "lisen = \"0.0.0.0:9000\"\n").unwrap();
         let err = Config::load(&GlobalArgs { config: Some(file), ..Default::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("lisen"), "{err:#}");
