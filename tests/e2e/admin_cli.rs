@@ -47,9 +47,11 @@ async fn every_login_and_token_issue_is_audited(app: &TestApp) {
     let browser = Browser::new();
     let cb = browser.sign_in(req.url.as_str(), "auditor", PASSWORD).await;
     rp.exchange(&query_param(&cb, "code").unwrap(), req.verifier).await;
-    let _ = browser.visit(&app.url("/end-session")).await;
+    let crate::helpers::Landing::Page { url, body, .. } = browser.visit(&app.url("/end-session")).await else { panic!("confirmation page") };
+    let (status, _) = browser.submit(&url, &body, &[("confirm", "yes")]).await.page();
+    assert_eq!(status, 200);
     let events = app.cli_ok(&["audit", "list", "--limit", "20"], None);
-    for event in ["login.succeeded", "token.issued"] {
+    for event in ["login.succeeded", "token.issued", "logout"] {
         assert!(events.contains(event), "{event} missing from:\n{events}");
     }
 }

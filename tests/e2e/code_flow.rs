@@ -206,6 +206,39 @@ async fn replayed_code_is_refused_and_revokes_its_tokens(app: &TestApp) {
     assert_eq!(info.status(), 401, "the first exchange's token is revoked");
 }
 
+async fn codes_expire_within_a_minute(app: &TestApp) {
+    let secret = setup(app);
+    let rp = app.rp("hotline-console", Some(secret.clone())).await;
+    let req = rp.authorize(&[]);
+    let cb = Browser::new().sign_in(req.url.as_str(), "zhangsan", PASSWORD).await;
+    let code = query_param(&cb, "code").unwrap();
+    let mut db = app.db().await;
+    let expires: i64 = sqlx::Row::get(&sqlx::query("SELECT MAX(expires_at) AS e FROM auth_codes").fetch_one(&mut db).await.unwrap(), "e");
+    let now = civichub_now();
+    assert!(expires > now && expires <= now + 60, "codes live at most a minute: {expires} vs {now}");
+    // Age the code past its lifetime, as if the client had waited.
+    sqlx::query("UPDATE auth_codes SET expires_at = expires_at - 61").execute(&mut db).await.unwrap();
+    let r = http()
+        .post(app.url("/token"))
+        .basic_auth("hotline-console", Some(&secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", req.verifier.secret().as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant", "an expired code is an invalid grant");
+}
+
+fn civichub_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -216,4 +249,5 @@ crate::both!(
     redirect_uri_mismatch_never_redirects,
     client_secret_post_and_bad_credentials,
     replayed_code_is_refused_and_revokes_its_tokens,
+    codes_expire_within_a_minute,
 );
