@@ -129,17 +129,6 @@ impl Sessions {
     }
 }
 
-/// Remembers, in `tx`, that `client_id` received a grant in session `sid`,
-/// so logout can tell it.
-pub(crate) async fn add_client_in(tx: &mut Tx, sid: &str, client_id: &str) -> Result<()> {
-    sqlx::query("INSERT INTO session_clients (sid, client_id) VALUES ($1, $2) ON CONFLICT (sid, client_id) DO NOTHING")
-        .bind(sid)
-        .bind(client_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 async fn end_in(tx: &mut Tx, session: &Session, ip: Option<&str>) -> Result<usize> {
     let now = now();
     let ended = sqlx::query("UPDATE sso_sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL")

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::audit::{Actor, Audit};
 use crate::oauth::grant::StoredGrant;
-use crate::oauth::writer::{AuditRow, TokenRow, insert_audit, insert_tokens};
+use crate::oauth::writer::{AuditRow, CodeRow, Rows, TokenRow, insert_audit, insert_tokens};
 use crate::oidc::{self, IdTokenInput, LoginContext};
 use crate::{Error, Identity, Result};
 
@@ -143,42 +143,44 @@ impl DbAuthorizer {
     }
 
     async fn extract_code(&self, code: &str) -> Result<Option<Grant>> {
-        let mut tx = self.id.db.begin().await?;
-        let row = sqlx::query("SELECT grant_json, family, expires_at, used_at FROM auth_codes WHERE code_hash = $1")
-            .bind(sha256_hex(code))
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let family: String = row.try_get("family")?;
-        let used_at: Option<i64> = row.try_get("used_at")?;
+        let hash = sha256_hex(code);
         let now = now();
-        let first_use = used_at.is_none()
-            && sqlx::query("UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
-                .bind(now)
-                .bind(sha256_hex(code))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-        let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
-        if !first_use {
-            // RFC 6749 §4.1.2: a replayed code revokes what it issued.
-            let revoked = revoke_family(&mut tx, &family).await?;
-            Audit::record_in(
-                &mut tx,
-                "code.replayed",
-                Actor { user_id: Some(&stored.owner_id), client_id: Some(&stored.client_id), ip: self.ip.as_deref() },
-                json!({ "revoked_tokens": revoked }),
-            )
-            .await?;
+        let mut tx = self.id.db.begin().await?;
+        // Claim the code: only the first redemption gets a row back.
+        let claimed = sqlx::query(
+            "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING grant_json, expires_at",
+        )
+        .bind(now)
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = claimed {
             tx.commit().await?;
-            return Ok(None);
+            if row.try_get::<i64, _>("expires_at")? < now {
+                return Ok(None);
+            }
+            let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
+            return Ok(Some(stored.to_grant()?));
         }
+        let Some(row) = sqlx::query("SELECT grant_json, family FROM auth_codes WHERE code_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        // RFC 6749 §4.1.2: a replayed code revokes what it issued.
+        let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
+        let revoked = revoke_family(&mut tx, &row.try_get::<String, _>("family")?).await?;
+        Audit::record_in(
+            &mut tx,
+            "code.replayed",
+            Actor { user_id: Some(&stored.owner_id), client_id: Some(&stored.client_id), ip: self.ip.as_deref() },
+            json!({ "revoked_tokens": revoked }),
+        )
+        .await?;
         tx.commit().await?;
-        if row.try_get::<i64, _>("expires_at")? < now {
-            return Ok(None);
-        }
-        Ok(Some(stored.to_grant()?))
+        Ok(None)
     }
 }
 
@@ -202,23 +204,18 @@ impl Authorizer for DbAuthorizer {
         let expires_at = now() + self.id.settings.code_ttl;
         stored.until = expires_at;
         let json = serde_json::to_string(&stored).map_err(|_| ())?;
-        let stored_code = async {
-            let mut tx = self.id.db.begin().await?;
-            sqlx::query("INSERT INTO auth_codes (code_hash, grant_json, family, expires_at) VALUES ($1, $2, $3, $4)")
-                .bind(sha256_hex(&code))
-                .bind(json)
-                .bind(stored.family.as_deref().unwrap_or_default())
-                .bind(expires_at)
-                .execute(&mut *tx)
-                .await?;
+        let rows = Rows {
+            codes: vec![CodeRow {
+                code_hash: sha256_hex(&code),
+                grant_json: json,
+                family: stored.family.clone().unwrap_or_default(),
+                expires_at,
+            }],
             // Remember the client in the session, so logout can tell it.
-            if let Some(login) = &self.login {
-                crate::sessions::add_client_in(&mut tx, &login.sid, &stored.client_id).await?;
-            }
-            tx.commit().await?;
-            Ok::<_, Error>(())
+            session_clients: self.login.iter().map(|l| (l.sid.clone(), stored.client_id.clone())).collect(),
+            ..Rows::default()
         };
-        stored_code.await.map_err(|e| tracing::error!("storing authorization code: {e}"))?;
+        self.id.token_writer.write(rows).await.map_err(|e| tracing::error!("storing authorization code: {e}"))?;
         Ok(code)
     }
 
@@ -321,7 +318,7 @@ impl DbIssuer {
         let mut stored = StoredGrant::from_grant(&grant)?;
         let minted = self.mint(&mut stored, true).await?;
         let (tokens, audit) = self.rows(&stored, &minted, "token.issued")?;
-        self.id.token_writer.write(tokens, audit).await?;
+        self.id.token_writer.write(Rows { tokens, audit: vec![audit], ..Rows::default() }).await?;
         Ok(IssuedToken {
             token: minted.access,
             refresh: minted.refresh,

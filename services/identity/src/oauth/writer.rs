@@ -38,9 +38,31 @@ pub struct AuditRow {
     pub detail: String,
 }
 
+/// One row of `auth_codes`.
+#[derive(Clone, Debug)]
+#[allow(missing_docs)]
+pub struct CodeRow {
+    pub code_hash: String,
+    pub grant_json: String,
+    pub family: String,
+    pub expires_at: i64,
+}
+
+/// What one request needs written.
+#[derive(Clone, Debug, Default)]
+pub struct Rows {
+    /// New tokens.
+    pub tokens: Vec<TokenRow>,
+    /// New authorization codes.
+    pub codes: Vec<CodeRow>,
+    /// `(sid, client_id)`: a client received a grant in an SSO session.
+    pub session_clients: Vec<(String, String)>,
+    /// Audit records.
+    pub audit: Vec<AuditRow>,
+}
+
 struct Job {
-    tokens: Vec<TokenRow>,
-    audit: AuditRow,
+    rows: Rows,
     done: oneshot::Sender<std::result::Result<(), String>>,
 }
 
@@ -67,11 +89,11 @@ impl TokenWriter {
         TokenWriter { jobs }
     }
 
-    /// Writes `tokens` and `audit`; returns once they are committed.
-    pub async fn write(&self, tokens: Vec<TokenRow>, audit: AuditRow) -> Result<()> {
+    /// Writes `rows`; returns once they are committed.
+    pub async fn write(&self, rows: Rows) -> Result<()> {
         let (done, wait) = oneshot::channel();
         self.jobs
-            .send(Job { tokens, audit, done })
+            .send(Job { rows, done })
             .await
             .map_err(|_| Error::Invalid("the token writer has stopped".into()))?;
         wait.await
@@ -114,9 +136,45 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
 
 async fn commit(db: &Db, batch: &[Job]) -> StoreResult<()> {
     let mut tx = db.begin().await?;
-    insert_tokens(&mut tx, batch.iter().flat_map(|j| j.tokens.iter())).await?;
-    insert_audit(&mut tx, batch.iter().map(|j| &j.audit)).await?;
+    insert_tokens(&mut tx, batch.iter().flat_map(|j| j.rows.tokens.iter())).await?;
+    insert_codes(&mut tx, batch.iter().flat_map(|j| j.rows.codes.iter())).await?;
+    insert_session_clients(&mut tx, batch.iter().flat_map(|j| j.rows.session_clients.iter())).await?;
+    insert_audit(&mut tx, batch.iter().flat_map(|j| j.rows.audit.iter())).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_codes<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a CodeRow>) -> StoreResult<()> {
+    let rows: Vec<&CodeRow> = rows.collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO auth_codes (code_hash, grant_json, family, expires_at) VALUES {}",
+        placeholders(rows.len(), 4)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for r in rows {
+        query = query.bind(r.code_hash.clone()).bind(r.grant_json.clone()).bind(r.family.clone()).bind(r.expires_at);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn insert_session_clients<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a (String, String)>) -> StoreResult<()> {
+    let rows: Vec<&(String, String)> = rows.collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO session_clients (sid, client_id) VALUES {} ON CONFLICT (sid, client_id) DO NOTHING",
+        placeholders(rows.len(), 2)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (sid, client) in rows {
+        query = query.bind(sid.clone()).bind(client.clone());
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 
