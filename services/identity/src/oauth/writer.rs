@@ -144,40 +144,6 @@ async fn commit(db: &Db, batch: &[Job]) -> StoreResult<()> {
     Ok(())
 }
 
-async fn insert_codes<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a CodeRow>) -> StoreResult<()> {
-    let rows: Vec<&CodeRow> = rows.collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO auth_codes (code_hash, grant_json, family, expires_at) VALUES {}",
-        placeholders(rows.len(), 4)
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for r in rows {
-        query = query.bind(r.code_hash.clone()).bind(r.grant_json.clone()).bind(r.family.clone()).bind(r.expires_at);
-    }
-    query.execute(&mut **tx).await?;
-    Ok(())
-}
-
-async fn insert_session_clients<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a (String, String)>) -> StoreResult<()> {
-    let rows: Vec<&(String, String)> = rows.collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO session_clients (sid, client_id) VALUES {} ON CONFLICT (sid, client_id) DO NOTHING",
-        placeholders(rows.len(), 2)
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (sid, client) in rows {
-        query = query.bind(sid.clone()).bind(client.clone());
-    }
-    query.execute(&mut **tx).await?;
-    Ok(())
-}
-
 fn placeholders(rows: usize, columns: usize) -> String {
     (0..rows)
         .map(|r| {
@@ -188,19 +154,31 @@ fn placeholders(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
-pub(crate) async fn insert_tokens<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a TokenRow>) -> StoreResult<()> {
-    let rows: Vec<&TokenRow> = rows.collect();
+type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// One multi-row `INSERT INTO {table} ({columns}) VALUES … {suffix}`; `bind`
+/// binds one row's values in column order.
+async fn insert_rows<R>(tx: &mut Tx, table: &str, columns: &[&str], suffix: &str, rows: &[&R], bind: impl Fn(Query, &R) -> Query) -> StoreResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
     let sql = format!(
-        "INSERT INTO tokens (token_hash, kind, family, client_id, user_id, sid, scope, grant_json, issued_at, expires_at) VALUES {}",
-        placeholders(rows.len(), 10)
+        "INSERT INTO {table} ({}) VALUES {} {suffix}",
+        columns.join(", "),
+        placeholders(rows.len(), columns.len())
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for r in rows {
-        query = query
-            .bind(r.token_hash.clone())
+    let mut query: Query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for row in rows {
+        query = bind(query, row);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_tokens<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a TokenRow>) -> StoreResult<()> {
+    let columns = ["token_hash", "kind", "family", "client_id", "user_id", "sid", "scope", "grant_json", "issued_at", "expires_at"];
+    insert_rows(tx, "tokens", &columns, "", &rows.collect::<Vec<_>>(), |q, r| {
+        q.bind(r.token_hash.clone())
             .bind(r.kind)
             .bind(r.family.clone())
             .bind(r.client_id.clone())
@@ -209,33 +187,33 @@ pub(crate) async fn insert_tokens<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'
             .bind(r.scope.clone())
             .bind(r.grant_json.clone())
             .bind(r.issued_at)
-            .bind(r.expires_at);
-    }
-    query.execute(&mut **tx).await?;
-    Ok(())
+            .bind(r.expires_at)
+    })
+    .await
+}
+
+async fn insert_codes<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a CodeRow>) -> StoreResult<()> {
+    let columns = ["code_hash", "grant_json", "family", "expires_at"];
+    insert_rows(tx, "auth_codes", &columns, "", &rows.collect::<Vec<_>>(), |q, r| {
+        q.bind(r.code_hash.clone()).bind(r.grant_json.clone()).bind(r.family.clone()).bind(r.expires_at)
+    })
+    .await
+}
+
+async fn insert_session_clients<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a (String, String)>) -> StoreResult<()> {
+    let suffix = "ON CONFLICT (sid, client_id) DO NOTHING";
+    insert_rows(tx, "session_clients", &["sid", "client_id"], suffix, &rows.collect::<Vec<_>>(), |q, (sid, client)| {
+        q.bind(sid.clone()).bind(client.clone())
+    })
+    .await
 }
 
 pub(crate) async fn insert_audit<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a AuditRow>) -> StoreResult<()> {
-    let rows: Vec<&AuditRow> = rows.collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO audit_events (at, event, user_id, client_id, ip, detail) VALUES {}",
-        placeholders(rows.len(), 6)
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for r in rows {
-        query = query
-            .bind(r.at)
-            .bind(r.event)
-            .bind(r.user_id.clone())
-            .bind(r.client_id.clone())
-            .bind(r.ip.clone())
-            .bind(r.detail.clone());
-    }
-    query.execute(&mut **tx).await?;
-    Ok(())
+    let columns = ["at", "event", "user_id", "client_id", "ip", "detail"];
+    insert_rows(tx, "audit_events", &columns, "", &rows.collect::<Vec<_>>(), |q, r| {
+        q.bind(r.at).bind(r.event).bind(r.user_id.clone()).bind(r.client_id.clone()).bind(r.ip.clone()).bind(r.detail.clone())
+    })
+    .await
 }
 
 #[cfg(test)]
