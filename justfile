@@ -15,3 +15,7 @@ bench-oidc:
 # Search quality: nDCG@10 and Recall@5 of the knowledge base on knowledge-base/eval/.
 kb-eval:
     cargo run --release -p civichub-kb --example relevance_evaluation
+
+# Knowledge-base indexing and search (HTTP, raw Tantivy, PostgreSQL full-text) on a synthetic corpus.
+bench-kb:
+    bash bench/kb/run.sh
