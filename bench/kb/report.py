@@ -66,7 +66,7 @@ def main():
 
     print()
     print("search (GET /api/public/kb/search?q=…&page=1&size=10 and its equivalents)")
-    rows = [["system", "ops/s", "p50 ms", "p90 ms", "p99 ms", "hits/query", "server CPU", "client CPU", "other CPU", "errors"]]
+    rows = [["system", "ops/s", "p50 ms", "p90 ms", "p99 ms", "hits/query", "matches/query", "server CPU", "client CPU", "other CPU", "errors"]]
     busy = []
     for r in (http, raw, pg, pg_and, http1):
         if r is None:
@@ -80,6 +80,7 @@ def main():
         rows.append([
             r["label"], num(r["ops_per_sec"], 1), num(r["p50_ms"], 2), num(r["p90_ms"], 2), num(r["p99_ms"], 2),
             num(r["mean_hits"], 1),
+            num(r["mean_total"]),
             "-" if server is None else f"{server:.0f} %",
             "-" if client is None else f"{client:.0f} %",
             "-" if other is None else f"{other:.0f} %",
@@ -93,7 +94,10 @@ def main():
         print(f"  warning: other processes used the CPU during {', '.join(busy)}: those numbers are low")
     for r in (raw, pg, pg_and):
         a = r and r.get("agreement_with_http")
-        if a:
+        if a and r is raw:
+            print(f"  {r['label']}: same scores rank by rank as HTTP for {a['same_scores']} of {a['queries']} queries, "
+                  f"same top-10 ids for {a['same_top_ids']} (the rest differ only among equal scores)")
+        elif a:
             print(f"  {r['label']}: same top-10 ids as HTTP for {a['same_top_ids']} of {a['queries']} queries, "
                   f"mean overlap {a['mean_overlap'] * 100:.0f} %")
     for r in (http, http1, raw, pg, pg_and):

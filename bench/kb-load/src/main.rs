@@ -1,7 +1,7 @@
 //! kb-load: the load generator of bench/kb (`just bench-kb`).
 //!
 //!   kb-load http    --url URL --queries FILE [--record FILE] [common]
-//!   kb-load raw     --index DIR --queries FILE [--compare FILE] [common]
+//!   kb-load raw     --index DIR --queries FILE [--record FILE] [--compare FILE] [common]
 //!   kb-load pg-load --pg URL --corpus FILE [--json FILE]
 //!   kb-load pg      --pg URL --queries FILE [--mode or|and] [--compare FILE] [common]
 //!
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use civichub_kb::{KbIndex, SearchRequest, Visibility};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use stats::{Outcome, Settings};
@@ -124,41 +124,73 @@ pub fn read_queries(path: &str) -> Res<Vec<String>> {
     Ok(queries)
 }
 
-/// Top ids per query, as recorded by `http --record`.
-pub type Recorded = HashMap<String, Vec<String>>;
+/// One query's first page: ids and, where comparable, the scores.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct Top {
+    pub ids: Vec<String>,
+    pub scores: Vec<f64>,
+}
+
+/// First pages per query, as recorded by `--record`.
+pub type Recorded = HashMap<String, Top>;
 
 /// How the results of this system compare with the recorded (HTTP) ones:
-/// queries whose top ids are the same set, and the mean share of recorded
-/// top ids also found here.
-pub fn compare(o: &Opts, results: &[(String, Vec<String>)]) -> Res<Option<Value>> {
+/// queries whose first page has the same ids; queries whose first page has
+/// the same scores rank by rank (within 1e-5 relative: entries with equal
+/// scores may come in another order, see README); and the mean share of
+/// the recorded ids also found here.
+pub fn compare(o: &Opts, results: &[(String, Top)]) -> Res<Option<Value>> {
     let Some(path) = o.0.get("compare") else {
         return Ok(None);
     };
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let recorded: Recorded = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-    let (mut same, mut overlap_sum, mut n) = (0usize, 0f64, 0usize);
-    for (q, ids) in results {
+    let (mut same, mut same_scores, mut overlap_sum, mut n) = (0usize, 0usize, 0f64, 0usize);
+    for (q, top) in results {
         let Some(want) = recorded.get(q) else {
             continue;
         };
         n += 1;
-        let mut a = ids.clone();
-        let mut b = want.clone();
+        let mut a = top.ids.clone();
+        let mut b = want.ids.clone();
         a.sort();
         b.sort();
         if a == b {
             same += 1;
         }
-        if !want.is_empty() {
-            overlap_sum +=
-                want.iter().filter(|id| ids.contains(id)).count() as f64 / want.len() as f64;
-        } else if ids.is_empty() {
+        if !top.scores.is_empty()
+            && top.scores.len() == want.scores.len()
+            && top
+                .scores
+                .iter()
+                .zip(&want.scores)
+                .all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs().max(y.abs()))
+        {
+            same_scores += 1;
+        }
+        if !want.ids.is_empty() {
+            overlap_sum += want.ids.iter().filter(|id| top.ids.contains(id)).count() as f64
+                / want.ids.len() as f64;
+        } else if top.ids.is_empty() {
             overlap_sum += 1.0;
         }
     }
-    Ok(Some(
-        json!({ "queries": n, "same_top_ids": same, "mean_overlap": if n > 0 { overlap_sum / n as f64 } else { 0.0 } }),
-    ))
+    Ok(Some(json!({
+        "queries": n,
+        "same_top_ids": same,
+        "same_scores": same_scores,
+        "mean_overlap": if n > 0 { overlap_sum / n as f64 } else { 0.0 },
+    })))
+}
+
+/// Writes the first pages to `--record`, if given.
+fn record(o: &Opts, results: &[(String, Top)]) -> Res<()> {
+    if let Some(path) = o.0.get("record") {
+        let recorded: Recorded = results.iter().cloned().collect();
+        let text = serde_json::to_string(&recorded).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn now_unix() -> i64 {
@@ -170,6 +202,7 @@ fn now_unix() -> i64 {
 #[derive(Deserialize)]
 struct HttpHit {
     id: String,
+    score: f64,
 }
 
 #[derive(Deserialize)]
@@ -237,29 +270,24 @@ fn http(o: Opts) -> Res<()> {
                         serde_json::from_slice(&body).map_err(|e| format!("bad JSON: {e}"))?;
                     Ok(Outcome {
                         total: Some(r.total),
-                        ids: r.hits.into_iter().map(|h| h.id).collect(),
+                        top: Top {
+                            scores: r.hits.iter().map(|h| h.score).collect(),
+                            ids: r.hits.into_iter().map(|h| h.id).collect(),
+                        },
                     })
                 }
             }
         };
         // One unmeasured pass over the queries: checks every one answers,
         // and records the top ids for the other systems to compare with.
-        let mut recorded: Recorded = HashMap::new();
         let mut results = Vec::new();
         for (q, url) in queries.iter().zip(&urls) {
             let outcome = once(url.clone())
                 .await
                 .map_err(|e| format!("query {q:?}: {e}"))?;
-            recorded.insert(q.clone(), outcome.ids.clone());
-            results.push((q.clone(), outcome.ids));
+            results.push((q.clone(), outcome.top));
         }
-        if let Some(path) = o.0.get("record") {
-            std::fs::write(
-                path,
-                serde_json::to_string(&recorded).map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| format!("{path}: {e}"))?;
-        }
+        record(&o, &results)?;
         let label =
             o.0.get("label")
                 .cloned()
@@ -304,15 +332,19 @@ fn raw(o: Opts) -> Res<()> {
             .map_err(|e| e.to_string())?;
         Ok(Outcome {
             total: Some(r.total as u64),
-            ids: r.hits.into_iter().map(|h| h.id).collect(),
+            top: Top {
+                scores: r.hits.iter().map(|h| f64::from(h.score)).collect(),
+                ids: r.hits.into_iter().map(|h| h.id).collect(),
+            },
         })
     };
     let mut results = Vec::new();
     for q in &queries {
         let outcome = search(q).map_err(|e| format!("query {q:?}: {e}"))?;
-        results.push((q.clone(), outcome.ids));
+        results.push((q.clone(), outcome.top));
     }
     let agreement = compare(&o, &results)?;
+    record(&o, &results)?;
     let label =
         o.0.get("label")
             .cloned()
@@ -334,8 +366,8 @@ fn raw(o: Opts) -> Res<()> {
     );
     if let Some(a) = summary.get("agreement_with_http").filter(|a| !a.is_null()) {
         println!(
-            "  same top-10 ids as the HTTP endpoint for {} of {} queries",
-            a["same_top_ids"], a["queries"]
+            "  same top-10 ids as the HTTP endpoint for {} of {} queries, same scores rank by rank for {}",
+            a["same_top_ids"], a["queries"], a["same_scores"]
         );
     }
     o.write_json(&summary)

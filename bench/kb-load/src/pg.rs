@@ -19,7 +19,7 @@ use serde_json::json;
 use tantivy::tokenizer::{TokenStream, Tokenizer};
 
 use crate::stats::{self, Outcome};
-use crate::{Opts, Res, compare, read_queries};
+use crate::{Opts, Res, Top, compare, read_queries};
 
 /// The grams of `text`, in order (duplicates kept).
 pub fn grams(text: &str) -> Vec<String> {
@@ -213,7 +213,10 @@ pub fn run(o: Opts) -> Res<()> {
         let rows = c.query(stmt, &[&tsq]).map_err(|e| e.to_string())?;
         Ok(Outcome {
             total: None,
-            ids: rows.iter().map(|r| r.get::<_, String>(0)).collect(),
+            top: Top {
+                ids: rows.iter().map(|r| r.get::<_, String>(0)).collect(),
+                scores: Vec::new(),
+            },
         })
     };
     let mut results = Vec::new();
@@ -221,7 +224,7 @@ pub fn run(o: Opts) -> Res<()> {
         let first = clients[0].as_mut().ok_or("no connection")?;
         for q in &queries {
             let outcome = search(first, q).map_err(|e| format!("query {q:?}: {e}"))?;
-            results.push((q.clone(), outcome.ids));
+            results.push((q.clone(), outcome.top));
         }
     }
     let agreement = compare(&o, &results)?;

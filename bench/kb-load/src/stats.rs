@@ -26,8 +26,8 @@ pub struct Settings {
 pub struct Outcome {
     /// Matches in all, when the system counts them.
     pub total: Option<u64>,
-    /// The ids on the first page.
-    pub ids: Vec<String>,
+    /// The first page.
+    pub top: crate::Top,
 }
 
 /// One worker's tally.
@@ -49,8 +49,8 @@ impl Tally {
             Ok(o) => {
                 self.latencies_us
                     .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
-                self.hits += o.ids.len() as u64;
-                if o.ids.is_empty() {
+                self.hits += o.top.ids.len() as u64;
+                if o.top.ids.is_empty() {
                     self.zero += 1;
                 }
                 if let Some(t) = o.total {
