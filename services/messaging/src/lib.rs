@@ -1,0 +1,1 @@
+//! CivicHub's messaging hub.
