@@ -25,6 +25,11 @@ fi
 pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 need_pkg psql postgresql-client
 
+# nats-server for the messaging tests: each starts its own on a free port
+# with a temporary store (the CI machine's server on 4222 stays untouched).
+need_pkg nats-server nats-server
+[ -x /usr/sbin/nats-server ] && export PATH="$PATH:/usr/sbin"
+
 cargo test --workspace --locked
 
 need_pkg node nodejs

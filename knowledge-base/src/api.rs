@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use civichub_identity::{BearerError, Identity, Principal};
+use civichub_identity::{Identity, Principal};
 use serde::Deserialize;
 use serde_json::json;
 use warp::filters::BoxedFilter;
@@ -35,38 +35,15 @@ pub struct ApiSettings {
     pub public_requests_per_minute: u32,
 }
 
-fn json_reply(status: StatusCode, value: &serde_json::Value) -> Response {
-    warp::reply::with_status(warp::reply::json(value), status).into_response()
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    json_reply(status, &json!({ "error": code, "message": message }))
-}
+use civichub_identity::reply::{error, json as json_reply};
 
 fn from_error(e: Error) -> Response {
     match e {
         Error::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid_request", &m),
         Error::NotFound(id) => error(StatusCode::NOT_FOUND, "not_found", &format!("entry {id} not found")),
         Error::Conflict(id) => error(StatusCode::CONFLICT, "conflict", &format!("entry {id} already exists")),
-        other => {
-            tracing::error!("knowledge base: {other}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal server error")
-        }
+        other => civichub_identity::reply::internal("knowledge base", other),
     }
-}
-
-fn bearer_failure(e: BearerError) -> Response {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-    let message = match &e {
-        BearerError::Missing => "a bearer access token is required".to_owned(),
-        BearerError::InvalidToken => "the access token is invalid, expired or revoked".to_owned(),
-        BearerError::InsufficientScope(s) => format!("the access token lacks scope {s}"),
-    };
-    let mut r = error(status, if e.status() == 403 { "insufficient_scope" } else { "invalid_token" }, &message);
-    if let Ok(v) = warp::http::HeaderValue::from_str(&e.challenge()) {
-        r.headers_mut().insert(warp::http::header::WWW_AUTHENTICATE, v);
-    }
-    r
 }
 
 /// Per-address request counting in one-minute windows.
@@ -127,7 +104,7 @@ fn search(kb: &KnowledgeBase, params: SearchParams, visibility: Visibility) -> R
         Ok(r) => r,
         Err(reply) => return reply,
     };
-    match kb.index.search(&request, visibility, civichub_store::now()) {
+    match crate::blocking(|| kb.index.search(&request, visibility, civichub_store::now())) {
         Ok(response) => json_reply(StatusCode::OK, &json!(response)),
         Err(e) => from_error(e),
     }
@@ -144,14 +121,7 @@ fn with(shared: Shared) -> impl Filter<Extract = (Shared,), Error = std::convert
 }
 
 async fn authorize(id: &Identity, auth: Option<String>, scope: &str) -> Result<Principal, Response> {
-    match id.require_scope(auth.as_deref(), scope).await {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(e)) => Err(bearer_failure(e)),
-        Err(e) => {
-            tracing::error!("checking bearer token: {e}");
-            Err(error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal server error"))
-        }
-    }
+    civichub_identity::reply::authorize(id, auth, scope).await
 }
 
 fn parse_entry(body: &[u8]) -> Result<EntryInput, Response> {
@@ -202,7 +172,7 @@ pub fn routes(kb: Arc<KnowledgeBase>, id: Arc<Identity>, settings: ApiSettings) 
             if q.trim().is_empty() {
                 return error(StatusCode::BAD_REQUEST, "invalid_request", "q is required");
             }
-            match kb.index.suggest(&q, Visibility::Public, 8, civichub_store::now()) {
+            match crate::blocking(|| kb.index.suggest(&q, Visibility::Public, 8, civichub_store::now())) {
                 Ok(titles) => json_reply(StatusCode::OK, &json!({ "suggestions": titles })),
                 Err(e) => from_error(e),
             }

@@ -32,6 +32,15 @@ pub use store::{EntryStore, REBUILD, Version};
 /// transactions), and re-applying a change is harmless.
 const LOOKBACK: i64 = 64;
 
+/// Runs CPU-heavy index work without stalling the other tasks of an
+/// async worker thread (where the runtime allows it).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// The knowledge base service: the entry table and this node's index.
 #[derive(Debug)]
 pub struct KnowledgeBase {
@@ -76,7 +85,7 @@ impl KnowledgeBase {
         let mut follower = self.follower.lock().await;
         let seq = self.entries.last_change().await?;
         let entries = self.entries.published().await?;
-        self.index.rebuild(&entries, seq)?;
+        blocking(|| self.index.rebuild(&entries, seq))?;
         follower.applied = seq;
         follower.recent.clear();
         Ok(entries.len())
@@ -88,9 +97,12 @@ impl KnowledgeBase {
         let mut applied_count = 0;
         loop {
             let changes = self.entries.changes_after(follower.applied - LOOKBACK, 1000).await?;
+            // Within the lookback, re-apply what this process has not seen (a
+            // change can commit after a higher-numbered one), except rebuild
+            // requests: the index at `applied` already reflects those.
             let fresh: Vec<(i64, String)> = changes
                 .into_iter()
-                .filter(|(seq, _)| *seq > follower.applied || !follower.recent.contains(seq))
+                .filter(|(seq, id)| *seq > follower.applied || (id != REBUILD && !follower.recent.contains(seq)))
                 .collect();
             if fresh.is_empty() {
                 return Ok(applied_count);
@@ -109,7 +121,7 @@ impl KnowledgeBase {
             ids.dedup();
             let entries = self.entries.get_many(&ids).await?;
             let top = fresh.iter().map(|(seq, _)| *seq).max().unwrap_or(follower.applied).max(follower.applied);
-            self.index.apply(&ids, &entries, top)?;
+            blocking(|| self.index.apply(&ids, &entries, top))?;
             follower.applied = top;
             follower.recent.extend(fresh.iter().map(|(seq, _)| *seq));
             let floor = top - LOOKBACK;

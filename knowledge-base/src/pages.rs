@@ -139,7 +139,7 @@ async fn search_page(query: PageQuery, raw: String, cookie: Option<String>, kb: 
             page,
             size: 10,
         };
-        match kb.index.search(&request, Visibility::Internal, civichub_store::now()) {
+        match crate::blocking(|| kb.index.search(&request, Visibility::Internal, civichub_store::now())) {
             Ok(results) => {
                 let mut cats: Vec<(String, u64)> = results.facets.category.iter().map(|(k, v)| (k.clone(), *v)).collect();
                 cats.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

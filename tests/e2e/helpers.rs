@@ -42,6 +42,26 @@ macro_rules! both {
     };
 }
 
+/// Like `both!` for scenarios that start their own app: `both_backends!(name)`
+/// expects `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
 pub const PASSWORD: &str = "correct-horse-9";
 pub const CALLBACK: &str = "http://rp.example/callback";
 
@@ -84,8 +104,13 @@ impl TestApp {
     /// A second hub node on this app's PostgreSQL database, with its own data
     /// directory (and so its own search index). The first app owns the database.
     pub async fn another_node(&self) -> TestApp {
+        self.another_node_with(&[]).await
+    }
+
+    /// `another_node` with extra `serve` arguments.
+    pub async fn another_node_with(&self, extra: &[&str]) -> TestApp {
         let url = self.database_url.clone().expect("several nodes share PostgreSQL");
-        Self::start(self.backend, Some(url), None, &[]).await
+        Self::start(self.backend, Some(url), None, extra).await
     }
 
     /// Starts the app with extra `serve` arguments.
@@ -447,5 +472,109 @@ impl Form {
             rest = &rest[tag_end..];
         }
         Some(Form { action, inputs })
+    }
+}
+
+/// A `nats-server` with JetStream of the test's own, on a free port with a
+/// temporary store; killed on drop. `stop` and `start` simulate an outage
+/// (same port, same store).
+pub struct NatsServer {
+    pub port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    pub async fn start() -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
+        let mut server = NatsServer { port, store: tempfile::tempdir().expect("temp dir"), child: None };
+        server.resume().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again after `stop`.
+    pub async fn resume(&mut self) {
+        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+        let child = Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (install nats-server): {e}"));
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("nats-server did not listen on {}", self.port);
+    }
+
+    /// Kills the server (an outage).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A client of this server.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.expect("connect to nats")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for up to `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client-credentials access token of a new first-party client with `scopes`.
+pub fn service_token(app: &TestApp, scopes: &[&str]) -> impl std::future::Future<Output = String> + use<> {
+    let mut args = vec!["--first-party"];
+    for s in scopes {
+        args.push("--scope");
+        args.push(s);
+    }
+    let client = format!("svc-{}", random_hex(4));
+    let secret = app.add_client(&client, &args).expect("a confidential client");
+    let url = app.url("/token");
+    async move {
+        let body: serde_json::Value = http()
+            .post(url)
+            .basic_auth(client, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .expect("token request")
+            .json()
+            .await
+            .expect("token JSON");
+        body["access_token"].as_str().expect("access_token").to_owned()
     }
 }

@@ -52,27 +52,7 @@ async fn wait_for(app: &TestApp, path: &str, token: Option<&str>, id: &str, pres
 }
 
 fn token(app: &TestApp, scopes: &[&str]) -> impl std::future::Future<Output = String> {
-    let mut args = vec!["--first-party"];
-    for s in scopes {
-        args.push("--scope");
-        args.push(s);
-    }
-    let client = format!("kb-client-{}", crate::helpers::random_hex(4));
-    let secret = app.add_client(&client, &args).unwrap();
-    let url = app.url("/token");
-    async move {
-        let body: Value = http()
-            .post(url)
-            .basic_auth(client, Some(secret))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["access_token"].as_str().unwrap().to_owned()
-    }
+    crate::helpers::service_token(app, scopes)
 }
 
 async fn public_search_contract(app: &TestApp) {

@@ -10,5 +10,7 @@ mod code_flow;
 mod discovery;
 mod kb;
 mod logout;
+mod messaging;
+mod messaging_sms;
 mod sso;
 mod tokens;

@@ -44,6 +44,14 @@ pub enum UserCommand {
         /// Login name.
         username: String,
     },
+    /// Link a user to their DingTalk account (work notices go to that userid).
+    Link {
+        /// Login name.
+        username: String,
+        /// The DingTalk userid.
+        #[arg(long, value_name = "USERID")]
+        dingtalk: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,6 +149,14 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<()> {
         UserCommand::Disable { username } => {
             let user = users.disable(&username.parse()?).await?;
             println!("user {} disabled; sessions ended and tokens revoked", user.username);
+        }
+        UserCommand::Link { username, dingtalk } => {
+            let dingtalk = dingtalk.trim();
+            if dingtalk.is_empty() || dingtalk.len() > 64 || dingtalk.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("--dingtalk must be a DingTalk userid (1-64 characters, no spaces)");
+            }
+            let user = users.link(&username.parse()?, "dingtalk", dingtalk).await?;
+            println!("user {} linked to DingTalk userid {dingtalk}", user.username);
         }
     }
     Ok(())

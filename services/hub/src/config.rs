@@ -37,6 +37,111 @@ pub struct GlobalArgs {
     /// Public knowledge-base requests per minute per source address (0: unlimited).
     #[arg(long, env = "CIVICHUB_KB_RATE_LIMIT", global = true, value_name = "N")]
     pub kb_rate_limit: Option<u32>,
+    #[command(flatten)]
+    pub messaging: MessagingArgs,
+}
+
+/// The messaging hub and its gateways; in a config file, the `[messaging]` table.
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Messaging")]
+pub struct MessagingArgs {
+    /// NATS server with JetStream, e.g. nats://127.0.0.1:4222 (default: the embedded bus in the database).
+    #[arg(long, env = "CIVICHUB_NATS_URL", global = true, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// Seconds a sent message may stay unconfirmed before the next channel is tried.
+    #[arg(long, env = "CIVICHUB_MESSAGE_FALLBACK_AFTER", global = true, value_name = "SECS")]
+    pub message_fallback_after: Option<u64>,
+    /// The same for urgent messages.
+    #[arg(long, env = "CIVICHUB_URGENT_FALLBACK_AFTER", global = true, value_name = "SECS")]
+    pub urgent_fallback_after: Option<u64>,
+    /// Waits before each redelivery of a failed send, in seconds, comma-separated; the last repeats.
+    #[arg(long, env = "CIVICHUB_MESSAGE_RETRY_BACKOFF", global = true, value_name = "SECS,...")]
+    pub message_retry_backoff: Option<String>,
+    /// Deliveries of a send order before it goes to the dead letters.
+    #[arg(long, env = "CIVICHUB_MESSAGE_MAX_DELIVER", global = true, value_name = "N")]
+    pub message_max_deliver: Option<u32>,
+    /// SMS gateway: cmpp or aliyun (default: none, no SMS channel).
+    #[arg(long, env = "CIVICHUB_SMS_GATEWAY", global = true, value_name = "KIND")]
+    pub sms_gateway: Option<String>,
+    /// CMPP 2.0 gateway (ISMG) address, HOST:PORT.
+    #[arg(long, env = "CIVICHUB_CMPP_ADDR", global = true, value_name = "ADDR")]
+    pub cmpp_addr: Option<String>,
+    /// CMPP SP id (Source_Addr, 6 characters).
+    #[arg(long, env = "CIVICHUB_CMPP_SP_ID", global = true, value_name = "ID")]
+    pub cmpp_sp_id: Option<String>,
+    /// CMPP shared secret.
+    #[arg(long, env = "CIVICHUB_CMPP_SECRET", global = true, value_name = "SECRET", hide_env_values = true)]
+    pub cmpp_secret: Option<String>,
+    /// CMPP source number (the hotline's SMS service number), e.g. 1069012345.
+    #[arg(long, env = "CIVICHUB_CMPP_SRC_ID", global = true, value_name = "NUMBER")]
+    pub cmpp_src_id: Option<String>,
+    /// CMPP service id (Service_Id).
+    #[arg(long, env = "CIVICHUB_CMPP_SERVICE_ID", global = true, value_name = "ID")]
+    pub cmpp_service_id: Option<String>,
+    /// Seconds a CMPP submit waits for the link, a window slot and its answer.
+    #[arg(long, env = "CIVICHUB_CMPP_SUBMIT_TIMEOUT", global = true, value_name = "SECS")]
+    pub cmpp_submit_timeout: Option<f64>,
+    /// Unanswered CMPP submits allowed at once.
+    #[arg(long, env = "CIVICHUB_CMPP_WINDOW", global = true, value_name = "N")]
+    pub cmpp_window: Option<usize>,
+    /// Alibaba Cloud SMS endpoint (default https://dysmsapi.aliyuncs.com).
+    #[arg(long, env = "CIVICHUB_ALIYUN_SMS_ENDPOINT", global = true, value_name = "URL")]
+    pub aliyun_sms_endpoint: Option<String>,
+    /// Alibaba Cloud AccessKey id.
+    #[arg(long, env = "CIVICHUB_ALIYUN_ACCESS_KEY_ID", global = true, value_name = "ID")]
+    pub aliyun_access_key_id: Option<String>,
+    /// Alibaba Cloud AccessKey secret.
+    #[arg(long, env = "CIVICHUB_ALIYUN_ACCESS_KEY_SECRET", global = true, value_name = "SECRET", hide_env_values = true)]
+    pub aliyun_access_key_secret: Option<String>,
+    /// Alibaba Cloud SMS signature (SignName).
+    #[arg(long, env = "CIVICHUB_ALIYUN_SMS_SIGN_NAME", global = true, value_name = "NAME")]
+    pub aliyun_sms_sign_name: Option<String>,
+    /// Alibaba Cloud template used when a message names none (its one parameter: content).
+    #[arg(long, env = "CIVICHUB_ALIYUN_SMS_TEMPLATE", global = true, value_name = "CODE")]
+    pub aliyun_sms_template: Option<String>,
+    /// DingTalk new API base (default https://api.dingtalk.com).
+    #[arg(long, env = "CIVICHUB_DINGTALK_API_BASE", global = true, value_name = "URL")]
+    pub dingtalk_api_base: Option<String>,
+    /// DingTalk old API base (default https://oapi.dingtalk.com).
+    #[arg(long, env = "CIVICHUB_DINGTALK_OAPI_BASE", global = true, value_name = "URL")]
+    pub dingtalk_oapi_base: Option<String>,
+    /// DingTalk login base (default https://login.dingtalk.com).
+    #[arg(long, env = "CIVICHUB_DINGTALK_LOGIN_BASE", global = true, value_name = "URL")]
+    pub dingtalk_login_base: Option<String>,
+    /// DingTalk app key (enables the DingTalk channel).
+    #[arg(long, env = "CIVICHUB_DINGTALK_APP_KEY", global = true, value_name = "KEY")]
+    pub dingtalk_app_key: Option<String>,
+    /// DingTalk app secret.
+    #[arg(long, env = "CIVICHUB_DINGTALK_APP_SECRET", global = true, value_name = "SECRET", hide_env_values = true)]
+    pub dingtalk_app_secret: Option<String>,
+    /// DingTalk agent id of the app that sends work notices.
+    #[arg(long, env = "CIVICHUB_DINGTALK_AGENT_ID", global = true, value_name = "ID")]
+    pub dingtalk_agent_id: Option<i64>,
+    /// Voice notification gateway base URL (enables the voice channel).
+    #[arg(long, env = "CIVICHUB_VOICE_GATEWAY_URL", global = true, value_name = "URL")]
+    pub voice_gateway_url: Option<String>,
+    /// Voice gateway API key.
+    #[arg(long, env = "CIVICHUB_VOICE_API_KEY", global = true, value_name = "KEY", hide_env_values = true)]
+    pub voice_api_key: Option<String>,
+    /// Caller number shown for voice notifications.
+    #[arg(long, env = "CIVICHUB_VOICE_CALLER", global = true, value_name = "NUMBER")]
+    pub voice_caller: Option<String>,
+}
+
+impl MessagingArgs {
+    /// Each setting from `self` (flags, environment), else from `file`.
+    fn over(&self, file: MessagingArgs) -> MessagingArgs {
+        macro_rules! pick {
+            ($($f:ident),*) => { MessagingArgs { $($f: self.$f.clone().or(file.$f)),* } };
+        }
+        pick!(
+            nats_url, message_fallback_after, urgent_fallback_after, message_retry_backoff, message_max_deliver, sms_gateway, cmpp_addr, cmpp_sp_id, cmpp_secret,
+            cmpp_src_id, cmpp_service_id, cmpp_submit_timeout, cmpp_window, aliyun_sms_endpoint, aliyun_access_key_id, aliyun_access_key_secret,
+            aliyun_sms_sign_name, aliyun_sms_template, dingtalk_api_base, dingtalk_oapi_base, dingtalk_login_base,
+            dingtalk_app_key, dingtalk_app_secret, dingtalk_agent_id, voice_gateway_url, voice_api_key, voice_caller
+        )
+    }
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -49,6 +154,8 @@ struct FileConfig {
     log: Option<String>,
     kb_cors_origins: Option<Vec<String>>,
     kb_rate_limit: Option<u32>,
+    #[serde(default)]
+    messaging: MessagingArgs,
 }
 
 /// The configuration in force.
@@ -68,6 +175,8 @@ pub struct Config {
     pub kb_cors_origins: Vec<String>,
     /// Public knowledge-base requests per minute per address.
     pub kb_rate_limit: u32,
+    /// Messaging settings (flags and environment over the file's `[messaging]`).
+    pub messaging: MessagingArgs,
 }
 
 impl Config {
@@ -105,7 +214,13 @@ impl Config {
             }
         }
         let kb_rate_limit = args.kb_rate_limit.or(file.kb_rate_limit).unwrap_or(120);
-        Ok(Config { listen, data_dir, issuer, database, log, kb_cors_origins, kb_rate_limit })
+        let messaging = args.messaging.over(file.messaging);
+        if let Some(g) = &messaging.sms_gateway
+            && !matches!(g.as_str(), "cmpp" | "aliyun")
+        {
+            bail!("sms gateway {g:?} is unknown: use cmpp or aliyun");
+        }
+        Ok(Config { listen, data_dir, issuer, database, log, kb_cors_origins, kb_rate_limit, messaging })
     }
 }
 

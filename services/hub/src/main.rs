@@ -2,6 +2,7 @@
 //! configuration, the admin command line, and HTTP composition.
 
 mod admin;
+mod channels;
 mod config;
 mod kb;
 mod serve;

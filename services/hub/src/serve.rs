@@ -1,10 +1,12 @@
 //! `civichub serve`: open the store, compose every service's routes, serve.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use civichub_identity::{Identity, Settings, Users};
 use civichub_kb::KnowledgeBase;
+use civichub_messaging::Bus;
 use civichub_store::Db;
 use tracing_subscriber::EnvFilter;
 use url::Url;
@@ -33,10 +35,19 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .context("cannot open the knowledge base index")?;
     kb.spawn_follower();
+    let bus = match &config.messaging.nats_url {
+        Some(url) => Bus::nats(db.clone(), url).await.with_context(|| format!("cannot use NATS at {url}"))?,
+        None => Bus::local(db.clone()),
+    };
+    let router = Arc::new(crate::channels::router(&config, bus.clone()).await?);
+    router.start();
+    civichub_messaging::spawn_audit_forwarder(bus.clone());
+    bus.start();
 
     println!("civichub listening on http://{addr}");
     println!("issuer: {}", identity.settings.issuer_str());
     println!("database: {}", config.database);
+    println!("bus: {}", if bus.is_nats() { "NATS JetStream" } else { "embedded (in the database)" });
     if Users::new(db.clone()).list().await?.is_empty() {
         let flags = global_flags(&config);
         println!("no users yet; add the first one and a client:");
@@ -55,6 +66,7 @@ pub async fn run(config: Config) -> Result<()> {
     let routes = civichub_identity::routes(identity.clone())
         .or(kb_api)
         .or(civichub_kb::pages::routes(kb.clone(), identity.clone()))
+        .or(civichub_messaging::api::routes(router.clone(), identity.clone()))
         .recover(handle_rejection)
         .with(warp::log("civichub::http"));
     warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;

@@ -94,3 +94,54 @@ impl Identity {
         })
     }
 }
+
+/// JSON replies for CivicHub's own APIs: `{"error": CODE, "message": TEXT}`.
+pub mod reply {
+    use warp::http::StatusCode;
+    use warp::reply::Response;
+    use warp::Reply;
+
+    use super::{BearerError, Principal};
+    use crate::Identity;
+
+    /// `value` as JSON with `status`.
+    pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+        warp::reply::with_status(warp::reply::json(value), status).into_response()
+    }
+
+    /// An error reply.
+    pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
+        json(status, &serde_json::json!({ "error": code, "message": message }))
+    }
+
+    /// 500, logging what happened.
+    pub fn internal(context: &str, e: impl std::fmt::Display) -> Response {
+        tracing::error!("{context}: {e}");
+        error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal server error")
+    }
+
+    /// 401 or 403 with the RFC 6750 challenge.
+    pub fn bearer_failure(e: BearerError) -> Response {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        let message = match &e {
+            BearerError::Missing => "a bearer access token is required".to_owned(),
+            BearerError::InvalidToken => "the access token is invalid, expired or revoked".to_owned(),
+            BearerError::InsufficientScope(s) => format!("the access token lacks scope {s}"),
+        };
+        let mut r = error(status, if e.status() == 403 { "insufficient_scope" } else { "invalid_token" }, &message);
+        if let Ok(v) = warp::http::HeaderValue::from_str(&e.challenge()) {
+            r.headers_mut().insert(warp::http::header::WWW_AUTHENTICATE, v);
+        }
+        r
+    }
+
+    /// The caller behind the `Authorization` header, required to hold `scope`;
+    /// otherwise the reply to send.
+    pub async fn authorize(id: &Identity, authorization: Option<String>, scope: &str) -> Result<Principal, Response> {
+        match id.require_scope(authorization.as_deref(), scope).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(bearer_failure(e)),
+            Err(e) => Err(internal("checking bearer token", e)),
+        }
+    }
+}

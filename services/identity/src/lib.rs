@@ -31,7 +31,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 
 pub use audit::{Actor, Audit, AuditEvent};
-pub use bearer::{BearerError, Principal};
+pub use bearer::{BearerError, Principal, reply};
 pub use clients::{Client, Clients, NewClient, STANDARD_SCOPES};
 pub use error::{Error, Result};
 pub use http::{BodyTooLarge, limited_body};

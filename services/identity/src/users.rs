@@ -188,4 +188,28 @@ impl Users {
         tx.commit().await?;
         self.get(&user.id).await
     }
+
+    /// Links `username` to its account `subject` at an outside `provider`
+    /// (e.g. `dingtalk` and the DingTalk userid), replacing an earlier link
+    /// of that account.
+    pub async fn link(&self, username: &Username, provider: &str, subject: &str) -> Result<User> {
+        let user = self.find(username).await?.ok_or_else(|| Error::NotFound(format!("user {username}")))?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM user_links WHERE provider = $1 AND (subject = $2 OR user_id = $3)")
+            .bind(provider)
+            .bind(subject)
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(provider)
+            .bind(subject)
+            .bind(&user.id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
 }

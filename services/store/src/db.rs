@@ -207,6 +207,13 @@ impl Db {
                 include_str!("../migrations/sqlite/0002_knowledge_base.sql"),
                 include_str!("../migrations/postgres/0002_knowledge_base.sql"),
             ),
+            (
+                3,
+                "messaging",
+                // The same SQL runs on both engines.
+                include_str!("../migrations/common/0003_messaging.sql"),
+                include_str!("../migrations/common/0003_messaging.sql"),
+            ),
         ];
         let migrations = sources
             .iter()

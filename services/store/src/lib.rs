@@ -14,5 +14,5 @@ mod tokens;
 pub use db::{Backend, Db, DbUrl, Tx};
 pub use error::{Error, Result};
 pub use outbox::{Outbox, OutboxMessage, backoff_secs};
-pub use tokens::{now, random_token, sha256_hex};
+pub use tokens::{now, random_hex, random_token, sha256_hex};
 pub use sqlx::Row;

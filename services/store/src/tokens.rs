@@ -3,7 +3,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-/// Seconds since the Unix epoch: the one time format stored in the database.
+/// Seconds since the Unix epoch: the time format stored in the database
+/// (columns whose names end in `_ms` hold milliseconds).
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -16,6 +17,13 @@ pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut buf);
     URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// `bytes` random bytes as lower-case hex, for ids that need no secrecy.
+pub fn random_hex(bytes: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..bytes).map(|_| format!("{:02x}", rng.r#gen::<u8>())).collect()
 }
 
 /// Lower-case hex SHA-256, used to store bearer secrets so a leaked database

@@ -1,0 +1,237 @@
+//! Wiring: the configured gateways in `integrations/` become the message
+//! router's channels.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use civichub_messaging::Bus;
+use civichub_messaging::messages::{
+    Channel, ChannelKind, Order, Receipt, Router, RouterSettings, SendError, Sent, publish_incoming_sms, publish_receipt,
+};
+use civichub_sms::{OutgoingSms, SmsEvent, SmsGateway};
+use url::Url;
+
+use crate::config::{Config, MessagingArgs};
+
+/// The message router with every configured channel.
+pub async fn router(config: &Config, bus: Bus) -> Result<Router> {
+    let m = &config.messaging;
+    let defaults = RouterSettings::default();
+    let retry_backoff = match &m.message_retry_backoff {
+        None => defaults.retry_backoff.clone(),
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().parse().ok().and_then(seconds).with_context(|| format!("--message-retry-backoff: {s:?} is not a number of seconds")))
+            .collect::<Result<Vec<_>>>()?,
+    };
+    let settings = RouterSettings {
+        fallback_after: m.message_fallback_after.map(Duration::from_secs).unwrap_or(defaults.fallback_after),
+        urgent_fallback_after: m.urgent_fallback_after.map(Duration::from_secs).unwrap_or(defaults.urgent_fallback_after),
+        retry_backoff,
+        max_deliver: m.message_max_deliver.unwrap_or(defaults.max_deliver).max(1),
+    };
+    let mut router = Router::new(bus.clone(), settings);
+    if let Some(sms) = sms(m, &bus)? {
+        router.add_channel(Arc::new(SmsChannel { gateway: sms }));
+    }
+    if let Some(dingtalk) = dingtalk(m)? {
+        router.add_channel(Arc::new(DingTalkChannel { client: dingtalk, agent_id: m.dingtalk_agent_id.unwrap_or_default() }));
+    }
+    if let Some(url) = &m.voice_gateway_url {
+        let base = Url::parse(url).with_context(|| format!("invalid voice gateway URL {url:?}"))?;
+        let config = civichub_fusion::VoiceConfig::new(
+            base,
+            m.voice_api_key.clone().unwrap_or_default(),
+            m.voice_caller.clone().unwrap_or_else(|| "12345".into()),
+        );
+        router.add_channel(Arc::new(VoiceChannel { gateway: civichub_fusion::VoiceGateway::new(config)? }));
+    }
+    Ok(router)
+}
+
+fn seconds(v: f64) -> Option<Duration> {
+    (v.is_finite() && (0.0..=86_400.0).contains(&v)).then(|| Duration::from_secs_f64(v))
+}
+
+fn required<'a>(value: &'a Option<String>, flag: &str, gateway: &str) -> Result<&'a str> {
+    value.as_deref().filter(|v| !v.is_empty()).with_context(|| format!("{flag} is required with --sms-gateway {gateway}"))
+}
+
+/// The configured SMS gateway; a CMPP link also starts forwarding status
+/// reports and citizens' messages onto the bus.
+fn sms(m: &MessagingArgs, bus: &Bus) -> Result<Option<Arc<dyn SmsGateway>>> {
+    match m.sms_gateway.as_deref() {
+        None => Ok(None),
+        Some("cmpp") => {
+            let config = civichub_sms::CmppConfig {
+                addr: required(&m.cmpp_addr, "--cmpp-addr", "cmpp")?.to_owned(),
+                sp_id: required(&m.cmpp_sp_id, "--cmpp-sp-id", "cmpp")?.to_owned(),
+                secret: civichub_sms::Secret::new(required(&m.cmpp_secret, "--cmpp-secret", "cmpp")?),
+                src_id: required(&m.cmpp_src_id, "--cmpp-src-id", "cmpp")?.to_owned(),
+                service_id: m.cmpp_service_id.clone().unwrap_or_else(|| "CIVICHUB".into()),
+                window: m.cmpp_window.unwrap_or(16),
+                submit_timeout: match m.cmpp_submit_timeout {
+                    None => Duration::from_secs(10),
+                    Some(t) => seconds(t).context("--cmpp-submit-timeout must be 0–86400 seconds")?,
+                },
+                ..Default::default()
+            };
+            let (client, mut events) = civichub_sms::CmppClient::spawn(config)?;
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    let published = match event {
+                        SmsEvent::Report { gateway_id, stat, delivered, .. } => {
+                            publish_receipt(&bus, &Receipt { channel: "sms".into(), gateway_id, stat, delivered }).await
+                        }
+                        SmsEvent::Incoming { from, to, text } => publish_incoming_sms(&bus, &from, &to, &text).await,
+                    };
+                    if let Err(e) = published {
+                        tracing::error!("storing an SMS event: {e}");
+                    }
+                }
+            });
+            Ok(Some(Arc::new(client)))
+        }
+        Some("aliyun") => {
+            let mut config = civichub_sms::AliyunConfig {
+                access_key_id: required(&m.aliyun_access_key_id, "--aliyun-access-key-id", "aliyun")?.to_owned(),
+                access_key_secret: civichub_sms::Secret::new(required(&m.aliyun_access_key_secret, "--aliyun-access-key-secret", "aliyun")?),
+                sign_name: required(&m.aliyun_sms_sign_name, "--aliyun-sms-sign-name", "aliyun")?.to_owned(),
+                default_template_code: required(&m.aliyun_sms_template, "--aliyun-sms-template", "aliyun")?.to_owned(),
+                ..Default::default()
+            };
+            if let Some(endpoint) = &m.aliyun_sms_endpoint {
+                config.endpoint = endpoint.clone();
+            }
+            Ok(Some(Arc::new(civichub_sms::AliyunSms::new(config)?)))
+        }
+        Some(other) => anyhow::bail!("unknown SMS gateway {other:?}"),
+    }
+}
+
+/// SMS through CMPP or a cloud API; delivery comes back as status reports.
+struct SmsChannel {
+    gateway: Arc<dyn SmsGateway>,
+}
+
+#[async_trait]
+impl Channel for SmsChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Sms
+    }
+
+    async fn send(&self, order: &Order, reference: &str) -> Result<Sent, SendError> {
+        let sms = OutgoingSms {
+            to: order.address.clone(),
+            text: order.text.clone(),
+            template: order.template.clone().map(|code| civichub_sms::Template {
+                code,
+                params: order.params.clone().unwrap_or_else(|| serde_json::json!({})),
+            }),
+            reference: reference.to_owned(),
+            want_report: true,
+        };
+        match self.gateway.send(&sms).await {
+            Ok(submitted) => Ok(Sent { gateway_ids: submitted.gateway_ids, delivered: false }),
+            Err(e) if e.is_retryable() => Err(SendError::Retryable(format!("{}: {e}", self.gateway.name()))),
+            Err(e) => Err(SendError::Permanent(format!("{}: {e}", self.gateway.name()))),
+        }
+    }
+}
+
+fn dingtalk(m: &MessagingArgs) -> Result<Option<civichub_dingtalk::DingTalk>> {
+    let Some(key) = &m.dingtalk_app_key else { return Ok(None) };
+    let secret = m.dingtalk_app_secret.clone().context("--dingtalk-app-secret is required with --dingtalk-app-key")?;
+    let agent = m.dingtalk_agent_id.context("--dingtalk-agent-id is required with --dingtalk-app-key")?;
+    let mut config = civichub_dingtalk::DingTalkConfig::new(key.clone(), secret, agent);
+    for (value, slot, flag) in [
+        (&m.dingtalk_api_base, &mut config.api_base, "--dingtalk-api-base"),
+        (&m.dingtalk_oapi_base, &mut config.oapi_base, "--dingtalk-oapi-base"),
+        (&m.dingtalk_login_base, &mut config.login_base, "--dingtalk-login-base"),
+    ] {
+        if let Some(v) = value {
+            *slot = Url::parse(v).with_context(|| format!("invalid {flag} {v:?}"))?;
+        }
+    }
+    Ok(Some(civichub_dingtalk::DingTalk::new(config)?))
+}
+
+/// DingTalk work notices; delivery is confirmed from the send result.
+struct DingTalkChannel {
+    client: civichub_dingtalk::DingTalk,
+    agent_id: i64,
+}
+
+fn dingtalk_error(e: civichub_dingtalk::Error) -> SendError {
+    if e.is_retryable() { SendError::Retryable(e.to_string()) } else { SendError::Permanent(e.to_string()) }
+}
+
+#[async_trait]
+impl Channel for DingTalkChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::DingTalk
+    }
+
+    async fn send(&self, order: &Order, _reference: &str) -> Result<Sent, SendError> {
+        let (userids, dept_ids) = match order.address.strip_prefix("dept:") {
+            Some(d) => (Vec::new(), vec![d.parse::<i64>().map_err(|_| SendError::Permanent(format!("bad department {d}")))?]),
+            None => (vec![order.address.clone()], Vec::new()),
+        };
+        let notice = civichub_dingtalk::WorkNotice {
+            userids,
+            dept_ids,
+            msg: civichub_dingtalk::WorkMessage::Text { content: order.text.clone() },
+        };
+        let task = self.client.send_work_notice(&notice).await.map_err(dingtalk_error)?;
+        tracing::debug!("DingTalk work notice task {task} (agent {})", self.agent_id);
+        Ok(Sent { gateway_ids: vec![task.to_string()], delivered: false })
+    }
+
+    async fn confirm(&self, gateway_id: &str, address: &str) -> Option<bool> {
+        let result = self.client.send_result(gateway_id.parse().ok()?).await.ok()?;
+        let has = |list: &[String]| list.iter().any(|u| u == address);
+        if address.starts_with("dept:") {
+            return if !result.read.is_empty() || !result.unread.is_empty() { Some(true) } else { None };
+        }
+        if has(&result.read) || has(&result.unread) {
+            Some(true)
+        } else if has(&result.failed) || has(&result.forbidden) || has(&result.invalid) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// Voice notifications through the configured voice gateway.
+struct VoiceChannel {
+    gateway: civichub_fusion::VoiceGateway,
+}
+
+#[async_trait]
+impl Channel for VoiceChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Voice
+    }
+
+    async fn send(&self, order: &Order, reference: &str) -> Result<Sent, SendError> {
+        let notice = civichub_fusion::VoiceNotice { to: order.address.clone(), text: order.text.clone(), reference: reference.to_owned() };
+        match self.gateway.notify(&notice).await {
+            Ok(call) => Ok(Sent { gateway_ids: vec![call.call_id], delivered: false }),
+            Err(e) if e.is_retryable() => Err(SendError::Retryable(e.to_string())),
+            Err(e) => Err(SendError::Permanent(e.to_string())),
+        }
+    }
+
+    async fn confirm(&self, gateway_id: &str, _address: &str) -> Option<bool> {
+        use civichub_fusion::VoiceState;
+        match self.gateway.status(gateway_id).await.ok()?.state {
+            VoiceState::Answered => Some(true),
+            VoiceState::NoAnswer | VoiceState::Busy | VoiceState::Failed => Some(false),
+            VoiceState::Pending => None,
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The bus: JetStream when a NATS URL is configured, otherwise the embedded
+//! bus in the database. Both run the same outbox relay, the same consumers
+//! and the same retry, backoff and dead-letter rules.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use civichub_store::{Db, Row};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use crate::consumer::{Consumer, Next, process};
+use crate::envelope::now_ms;
+use crate::outbox::{self, Pending, placeholders, skip_locked};
+use crate::{Error, Result, nats::Nats};
+
+/// The transport under the bus.
+#[derive(Clone)]
+enum Transport {
+    Nats(Nats),
+    Local,
+}
+
+/// The bus of one hub node.
+#[derive(Clone)]
+pub struct Bus {
+    db: Db,
+    transport: Transport,
+    consumers: Arc<Mutex<Vec<Consumer>>>,
+    relay_wake: Arc<Notify>,
+    local_wake: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_nats() { "Bus(NATS)" } else { "Bus(embedded)" })
+    }
+}
+
+/// Publish attempts that failed wait this long, doubling up to a minute.
+fn relay_backoff_ms(attempts: i64) -> i64 {
+    (250i64 << attempts.clamp(1, 8)).min(60_000)
+}
+
+impl Bus {
+    /// The embedded bus: envelopes and deliveries stay in the database.
+    pub fn local(db: Db) -> Bus {
+        Bus::with(db, Transport::Local)
+    }
+
+    /// JetStream at `url`; creates CivicHub's streams if missing. Connects
+    /// even when the server is down at first (the client keeps trying).
+    pub async fn nats(db: Db, url: &str) -> Result<Bus> {
+        Ok(Bus::with(db, Transport::Nats(Nats::connect(url).await?)))
+    }
+
+    fn with(db: Db, transport: Transport) -> Bus {
+        Bus {
+            db,
+            transport,
+            consumers: Default::default(),
+            relay_wake: Arc::new(Notify::new()),
+            local_wake: Default::default(),
+        }
+    }
+
+    /// Whether this bus runs on NATS.
+    pub fn is_nats(&self) -> bool {
+        matches!(self.transport, Transport::Nats(_))
+    }
+
+    /// The database under the bus.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The NATS client, when there is one.
+    pub fn nats_client(&self) -> Option<async_nats::Client> {
+        match &self.transport {
+            Transport::Nats(n) => Some(n.client.clone()),
+            Transport::Local => None,
+        }
+    }
+
+    /// Tells this node's relay that envelopes were committed.
+    pub fn kick(&self) {
+        self.relay_wake.notify_one();
+    }
+
+    /// Adds a consumer; call before [`Bus::start`].
+    pub fn register(&self, consumer: Consumer) {
+        if let Ok(mut all) = self.consumers.lock() {
+            all.push(consumer);
+        }
+    }
+
+    fn consumers(&self) -> Vec<Consumer> {
+        self.consumers.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Starts the relay and every registered consumer.
+    pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(self.clone().relay())];
+        for consumer in self.consumers() {
+            let bus = self.clone();
+            tasks.push(match &self.transport {
+                Transport::Nats(n) => tokio::spawn(n.clone().run_consumer(consumer)),
+                Transport::Local => tokio::spawn(bus.run_local(consumer)),
+            });
+        }
+        tasks
+    }
+
+    async fn relay(self) {
+        loop {
+            let mut busy = false;
+            match self.relay_once(256).await {
+                Ok(n) => busy = n > 0,
+                Err(e) => tracing::warn!("bus relay: {e}"),
+            }
+            if !busy {
+                tokio::select! {
+                    _ = self.relay_wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        }
+    }
+
+    /// Publishes up to `limit` due outbox envelopes; returns how many were
+    /// taken (published or rescheduled).
+    pub async fn relay_once(&self, limit: i64) -> Result<usize> {
+        let batch = outbox::claim(&self.db, limit, 30_000).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let n = batch.len();
+        match &self.transport {
+            Transport::Nats(nats) => {
+                let results = nats.publish_all(&batch).await;
+                let mut done = Vec::with_capacity(n);
+                for (pending, result) in batch.into_iter().zip(results) {
+                    match result {
+                        Ok(()) => done.push(pending.id),
+                        Err(e) => {
+                            tracing::debug!("publishing {} to {}: {e}", pending.id, pending.subject);
+                            outbox::retry(&self.db, &pending.id, &e.to_string(), relay_backoff_ms(pending.attempts)).await?;
+                        }
+                    }
+                }
+                outbox::published(&self.db, &done).await?;
+            }
+            Transport::Local => self.fan_out(&batch).await?,
+        }
+        Ok(n)
+    }
+
+    /// The embedded bus: one delivery row per matching consumer, in the same
+    /// transaction that removes the envelopes from the outbox.
+    async fn fan_out(&self, batch: &[Pending]) -> Result<()> {
+        let consumers = self.consumers();
+        let now = now_ms();
+        let mut woken = Vec::new();
+        let mut tx = self.db.begin().await?;
+        for pending in batch {
+            for c in consumers.iter().filter(|c| crate::subjects::matches(&c.filter, &pending.subject)) {
+                sqlx::query(
+                    "INSERT INTO bus_deliveries (id, consumer, subject, envelope, attempts, next_attempt_ms) \
+                     VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(format!("{}/{}", c.name, pending.id))
+                .bind(&c.name)
+                .bind(&pending.subject)
+                .bind(&pending.envelope)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if !woken.contains(&c.name) {
+                    woken.push(c.name.clone());
+                }
+            }
+        }
+        let ids: Vec<&String> = batch.iter().map(|p| &p.id).collect();
+        let sql = format!("DELETE FROM bus_outbox WHERE id IN ({})", placeholders(1, ids.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.execute(&mut *tx).await?;
+        tx.commit().await?;
+        for name in woken {
+            self.local_notify(&name).notify_one();
+        }
+        Ok(())
+    }
+
+    fn local_notify(&self, consumer: &str) -> Arc<Notify> {
+        match self.local_wake.lock() {
+            Ok(mut map) => map.entry(consumer.to_owned()).or_default().clone(),
+            Err(_) => Arc::new(Notify::new()),
+        }
+    }
+
+    async fn run_local(self, consumer: Consumer) {
+        let wake = self.local_notify(&consumer.name);
+        loop {
+            let busy = match self.local_batch(&consumer).await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::warn!("consumer {}: {e}", consumer.name);
+                    false
+                }
+            };
+            if !busy {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+
+    /// Handles one batch of due deliveries of `consumer` on the embedded bus.
+    async fn local_batch(&self, consumer: &Consumer) -> Result<usize> {
+        let now = now_ms();
+        let sql = format!(
+            "UPDATE bus_deliveries SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
+             (SELECT id FROM bus_deliveries WHERE consumer = $2 AND next_attempt_ms <= $3 \
+             ORDER BY next_attempt_ms LIMIT $4{}) RETURNING id, subject, envelope, attempts",
+            skip_locked(&self.db)
+        );
+        let mut tx = self.db.begin().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(now + consumer.ack_wait.as_millis() as i64)
+            .bind(&consumer.name)
+            .bind(now)
+            .bind(consumer.concurrency as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut batch = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let subject: String = row.try_get("subject")?;
+            let envelope: String = row.try_get("envelope")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            batch.push((id, subject, envelope, attempts as u32));
+        }
+        let n = batch.len();
+        let results: Vec<(String, String, String, u32, Next)> = futures_util::stream::iter(batch)
+            .map(|(id, subject, raw, delivery)| async move {
+                let next = process(consumer, raw.as_bytes(), delivery).await;
+                (id, subject, raw, delivery, next)
+            })
+            .buffer_unordered(consumer.concurrency.max(1))
+            .collect()
+            .await;
+        let mut acked = Vec::new();
+        let mut tx = self.db.begin().await?;
+        for (id, subject, raw, delivery, next) in results {
+            match next {
+                Next::Ack => acked.push(id),
+                Next::RetryAfter(d) => {
+                    sqlx::query("UPDATE bus_deliveries SET next_attempt_ms = $1 WHERE id = $2")
+                        .bind(now_ms() + d.as_millis() as i64)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Next::Dead(reason) => {
+                    tracing::warn!("consumer {}: dead letter {id}: {reason}", consumer.name);
+                    sqlx::query(
+                        "INSERT INTO bus_dead_letters (id, consumer, subject, envelope, reason, attempts, dead_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&id)
+                    .bind(&consumer.name)
+                    .bind(&subject)
+                    .bind(&raw)
+                    .bind(&reason)
+                    .bind(delivery as i64)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                    acked.push(id);
+                }
+            }
+        }
+        for chunk in acked.chunks(500) {
+            let sql = format!("DELETE FROM bus_deliveries WHERE id IN ({})", placeholders(1, chunk.len()));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Dead letters of the embedded bus, newest first (with NATS, read the
+    /// `CIVICHUB_DEAD_LETTERS` stream instead).
+    pub async fn local_dead_letters(&self, limit: i64) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT consumer, subject, envelope, reason, attempts, dead_ms FROM bus_dead_letters ORDER BY dead_ms DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    consumer: r.try_get("consumer")?,
+                    subject: r.try_get("subject")?,
+                    envelope: r.try_get("envelope")?,
+                    reason: r.try_get("reason")?,
+                    deliveries: r.try_get::<i64, _>("attempts")? as u32,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+            .map_err(Error::from)
+    }
+}
+
+/// An envelope a consumer gave up on.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeadLetter {
+    /// The consumer that gave up.
+    pub consumer: String,
+    /// The subject it came on.
+    pub subject: String,
+    /// The envelope as it arrived.
+    pub envelope: String,
+    /// Why.
+    pub reason: String,
+    /// Deliveries made.
+    pub deliveries: u32,
+}

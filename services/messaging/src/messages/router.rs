@@ -1,0 +1,739 @@
+//! Unified message routing (融合通信): a message to a person or department
+//! becomes send orders on channels, tried in turn until one delivers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use civichub_store::{Db, Row, Tx};
+use serde::Serialize;
+use serde_json::json;
+
+use super::channel::{Channel, Order, SendError, Sent};
+use super::request::{ChannelKind, MessageRequest, Recipient};
+use crate::envelope::now_ms;
+use crate::{Bus, Consumer, Envelope, Error, Handler, Outcome, Result, outbox, subjects};
+
+/// Routing settings.
+#[derive(Clone, Debug)]
+pub struct RouterSettings {
+    /// Try the next channel when a sent message is not confirmed delivered by then.
+    pub fallback_after: Duration,
+    /// The same for urgent messages.
+    pub urgent_fallback_after: Duration,
+    /// Waits before redelivering a failed send order (the last repeats).
+    pub retry_backoff: Vec<Duration>,
+    /// Deliveries of a send order before it goes to the dead letters.
+    pub max_deliver: u32,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            fallback_after: Duration::from_secs(300),
+            urgent_fallback_after: Duration::from_secs(60),
+            retry_backoff: [1, 5, 15, 30, 60].into_iter().map(Duration::from_secs).collect(),
+            max_deliver: 6,
+        }
+    }
+}
+
+/// The message router of one hub node.
+pub struct Router {
+    bus: Bus,
+    channels: HashMap<ChannelKind, Arc<dyn Channel>>,
+    settings: RouterSettings,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("channels", &self.channels.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// What `POST /api/messages` answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct Accepted {
+    /// The message id.
+    pub id: String,
+    /// Always `queued`.
+    pub status: String,
+}
+
+/// A message as `GET /api/messages/{id}` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MessageView {
+    /// Id.
+    pub id: String,
+    /// `queued`, `sent`, `delivered`, `failed` or `dead`.
+    pub status: String,
+    /// `{"user": …}`, `{"phone": …}` or `{"department": …}`.
+    pub to: serde_json::Value,
+    /// The channel asked for (`auto` included).
+    pub channel: String,
+    /// Urgent.
+    pub urgent: bool,
+    /// Created, RFC 3339.
+    pub created_at: String,
+    /// Last change, RFC 3339.
+    pub updated_at: String,
+    /// Every channel tried, oldest first.
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One channel tried for a message.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptView {
+    /// Channel.
+    pub channel: String,
+    /// Where to.
+    pub address: String,
+    /// `sending`, `retrying`, `sent`, `delivered`, `failed` or `dead`.
+    pub state: String,
+    /// Deliveries of the order so far.
+    pub tries: i64,
+    /// First try, RFC 3339.
+    pub started_at: String,
+    /// Settled, RFC 3339.
+    pub finished_at: Option<String>,
+    /// The gateway's id (first SMS segment, DingTalk task, call).
+    pub gateway_id: Option<String>,
+    /// The gateway's last word.
+    pub outcome: Option<String>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// An order that has not settled after this long is taken over by another delivery.
+const STALE_SENDING_MS: i64 = 60_000;
+
+impl Router {
+    /// A router on `bus` with no channels yet.
+    pub fn new(bus: Bus, settings: RouterSettings) -> Router {
+        Router { bus, channels: HashMap::new(), settings }
+    }
+
+    /// Adds a channel (replacing one of the same kind).
+    pub fn add_channel(&mut self, channel: Arc<dyn Channel>) {
+        self.channels.insert(channel.kind(), channel);
+    }
+
+    fn db(&self) -> &Db {
+        self.bus.db()
+    }
+
+    /// The bus this router sends on.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Registers the senders of every configured channel and the SMS receipt
+    /// consumer on the bus, and starts the fallback sweeper.
+    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        for kind in self.channels.keys() {
+            let name = format!("{}-sender", kind.as_str());
+            let mut consumer = Consumer::new(&name, kind.subject(), Arc::new(Sender { router: self.clone(), kind: *kind }));
+            consumer.backoff = self.settings.retry_backoff.clone();
+            consumer.max_deliver = self.settings.max_deliver;
+            self.bus.register(consumer);
+        }
+        self.bus.register(Consumer::new("sms-receipts", subjects::SMS_RECEIPT, Arc::new(Receipts { router: self.clone() })));
+        let router = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match router.sweep_fallbacks().await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("message fallback sweeper: {e}"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
+    /// The channels a request will try, in order, with addresses; and the
+    /// voice call an urgent message also places.
+    async fn plan(&self, req: &MessageRequest) -> Result<(Vec<(ChannelKind, String)>, Option<String>)> {
+        let (phone, dingtalk): (Option<String>, Option<String>) = match &req.to {
+            Recipient::Phone(p) => (Some(p.as_str().to_owned()), None),
+            Recipient::Department(d) => (None, Some(format!("dept:{d}"))),
+            Recipient::User(username) => {
+                let row = sqlx::query(
+                    "SELECT u.phone, u.disabled, l.subject AS dingtalk FROM users u \
+                     LEFT JOIN user_links l ON l.user_id = u.id AND l.provider = 'dingtalk' WHERE u.username = $1",
+                )
+                .bind(username)
+                .fetch_optional(self.db().pool())
+                .await?
+                .ok_or_else(|| Error::Invalid(format!("no user named {username:?}")))?;
+                if row.try_get::<i64, _>("disabled")? != 0 {
+                    return Err(Error::Invalid(format!("user {username:?} is disabled")));
+                }
+                (row.try_get::<Option<String>, _>("phone")?.filter(|p| !p.is_empty()), row.try_get("dingtalk")?)
+            }
+        };
+        let configured = |k: ChannelKind| self.channels.contains_key(&k);
+        let address = |k: ChannelKind| match k {
+            ChannelKind::DingTalk => dingtalk.clone(),
+            ChannelKind::Sms | ChannelKind::Voice => phone.clone(),
+        };
+        let plan: Vec<(ChannelKind, String)> = match req.channel {
+            Some(kind) => {
+                if !configured(kind) {
+                    return Err(Error::Invalid(format!("channel {} is not configured on this hub", kind.as_str())));
+                }
+                let to = address(kind).ok_or_else(|| {
+                    Error::Invalid(format!("the recipient ({}) cannot be reached by {}", req.to.kind(), kind.as_str()))
+                })?;
+                vec![(kind, to)]
+            }
+            None => [ChannelKind::DingTalk, ChannelKind::Sms]
+                .into_iter()
+                .filter(|k| configured(*k))
+                .filter_map(|k| address(k).map(|a| (k, a)))
+                .collect(),
+        };
+        if plan.is_empty() {
+            return Err(Error::Invalid(format!("no configured channel reaches the recipient ({})", req.to.kind())));
+        }
+        let voice = if req.urgent && req.channel.is_none() && configured(ChannelKind::Voice) { phone } else { None };
+        for kind in plan.iter().map(|(k, _)| *k).chain(voice.iter().map(|_| ChannelKind::Voice)) {
+            let n = req.text.chars().count();
+            if n > kind.max_chars() {
+                return Err(Error::Invalid(format!("text is {n} characters; {} carries at most {}", kind.as_str(), kind.max_chars())));
+            }
+        }
+        Ok((plan, voice))
+    }
+
+    fn fallback_after(&self, urgent: bool) -> i64 {
+        let d = if urgent { self.settings.urgent_fallback_after } else { self.settings.fallback_after };
+        d.as_millis() as i64
+    }
+
+    /// Accepts a message: stores it and its first send orders in one
+    /// transaction; the bus does the rest.
+    pub async fn submit(&self, req: MessageRequest, client_id: Option<&str>, trace_id: Option<&str>) -> Result<Accepted> {
+        let (mut plan, voice) = self.plan(&req).await?;
+        let id = crate::new_id();
+        let trace = trace_id.unwrap_or(&id).to_owned();
+        let (first, first_address) = plan.remove(0);
+        let rest = encode_plan(&plan);
+        let now = now_ms();
+        // At this time the channel is asked whether it delivered, and the next one is tried if not.
+        let fallback_at = Some(now + self.fallback_after(req.urgent));
+        let mut tx = self.db().begin().await?;
+        sqlx::query(
+            "INSERT INTO messages (id, recipient_kind, recipient, channel, text, template, params, urgent, status, plan, \
+             current_channel, fallback_at_ms, client_id, trace_id, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $14, $14)",
+        )
+        .bind(&id)
+        .bind(req.to.kind())
+        .bind(req.to.value())
+        .bind(req.channel.map_or("auto", ChannelKind::as_str))
+        .bind(&req.text)
+        .bind(&req.template)
+        .bind(req.params.as_ref().map(|p| p.to_string()))
+        .bind(req.urgent as i64)
+        .bind(&rest)
+        .bind(first.as_str())
+        .bind(fallback_at)
+        .bind(client_id)
+        .bind(&trace)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let order = |kind: ChannelKind, address: String| Order {
+            message_id: id.clone(),
+            channel: kind.as_str().into(),
+            address,
+            text: req.text.clone(),
+            template: req.template.clone(),
+            params: req.params.clone(),
+        };
+        enqueue_order(&mut tx, &order(first, first_address), &trace).await?;
+        if let Some(phone) = voice {
+            enqueue_order(&mut tx, &order(ChannelKind::Voice, phone), &trace).await?;
+        }
+        tx.commit().await?;
+        self.bus.kick();
+        Ok(Accepted { id, status: "queued".into() })
+    }
+
+    /// A message with its attempts.
+    pub async fn get(&self, id: &str) -> Result<MessageView> {
+        let row = sqlx::query(
+            "SELECT id, status, recipient_kind, recipient, channel, urgent, created_ms, updated_ms FROM messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.db().pool())
+        .await?
+        .ok_or(Error::NotFound)?;
+        let attempts = sqlx::query(
+            "SELECT channel, address, state, tries, started_ms, finished_ms, gateway_id, outcome FROM message_attempts \
+             WHERE message_id = $1 ORDER BY started_ms, id",
+        )
+        .bind(id)
+        .fetch_all(self.db().pool())
+        .await?
+        .iter()
+        .map(|a| {
+            Ok(AttemptView {
+                channel: a.try_get("channel")?,
+                address: a.try_get("address")?,
+                state: a.try_get("state")?,
+                tries: a.try_get("tries")?,
+                started_at: rfc3339(a.try_get("started_ms")?),
+                finished_at: a.try_get::<Option<i64>, _>("finished_ms")?.map(rfc3339),
+                gateway_id: a.try_get("gateway_id")?,
+                outcome: a.try_get("outcome")?,
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
+        let kind: String = row.try_get("recipient_kind")?;
+        let recipient: String = row.try_get("recipient")?;
+        let to = if kind == "department" {
+            json!({ kind: recipient.parse::<i64>().unwrap_or_default() })
+        } else {
+            json!({ kind: recipient })
+        };
+        Ok(MessageView {
+            id: row.try_get("id")?,
+            status: row.try_get("status")?,
+            to,
+            channel: row.try_get("channel")?,
+            urgent: row.try_get::<i64, _>("urgent")? != 0,
+            created_at: rfc3339(row.try_get("created_ms")?),
+            updated_at: rfc3339(row.try_get("updated_ms")?),
+            attempts,
+        })
+    }
+
+    /// Takes the order for this delivery: `Ok(true)` to send now, `Ok(false)`
+    /// when it already settled (a redelivery), `Err(outcome)` to come back later.
+    async fn claim(&self, env: &Envelope, order: &Order) -> Result<std::result::Result<bool, Outcome>> {
+        let now = now_ms();
+        let mut tx = self.db().begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO message_attempts (id, message_id, channel, address, state, tries, started_ms) \
+             VALUES ($1, $2, $3, $4, 'sending', 1, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&env.id)
+        .bind(&order.message_id)
+        .bind(&order.channel)
+        .bind(&order.address)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            tx.commit().await?;
+            return Ok(Ok(true));
+        }
+        let taken = sqlx::query(
+            "UPDATE message_attempts SET state = 'sending', tries = tries + 1, started_ms = $2 \
+             WHERE id = $1 AND (state = 'retrying' OR (state = 'sending' AND started_ms < $3))",
+        )
+        .bind(&env.id)
+        .bind(now)
+        .bind(now - STALE_SENDING_MS)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if taken == 1 {
+            return Ok(Ok(true));
+        }
+        let state: Option<String> = sqlx::query("SELECT state FROM message_attempts WHERE id = $1")
+            .bind(&env.id)
+            .fetch_optional(self.db().pool())
+            .await?
+            .map(|r| r.try_get("state"))
+            .transpose()?;
+        Ok(match state.as_deref() {
+            Some("sending") => Err(Outcome::Retry { reason: "another node is sending it".into(), after: Some(Duration::from_secs(5)) }),
+            _ => Ok(false),
+        })
+    }
+
+    async fn sent(&self, env: &Envelope, order: &Order, sent: &Sent) -> Result<()> {
+        let now = now_ms();
+        let state = if sent.delivered { "delivered" } else { "sent" };
+        let mut tx = self.db().begin().await?;
+        sqlx::query("UPDATE message_attempts SET state = $2, finished_ms = $3, gateway_id = $4, outcome = $5 WHERE id = $1")
+            .bind(&env.id)
+            .bind(state)
+            .bind(now)
+            .bind(sent.gateway_ids.first())
+            .bind(if sent.delivered { "delivered" } else { "accepted by the gateway" })
+            .execute(&mut *tx)
+            .await?;
+        for gid in &sent.gateway_ids {
+            sqlx::query("INSERT INTO message_gateway_ids (gateway_id, attempt_id) VALUES ($1, $2) ON CONFLICT (gateway_id) DO NOTHING")
+                .bind(format!("{}:{gid}", order.channel))
+                .bind(&env.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let from: &[&str] = if sent.delivered { &["queued", "sent"] } else { &["queued"] };
+        self.set_status(&mut tx, &order.message_id, state, from, &env.trace_id).await?;
+        tx.commit().await?;
+        self.bus.kick();
+        Ok(())
+    }
+
+    /// Moves a message to `status` if it is in one of `from`; announces the change.
+    async fn set_status(&self, tx: &mut Tx, message_id: &str, status: &str, from: &[&str], trace: &str) -> Result<bool> {
+        let list = from.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+        let extra = if status == "delivered" || status == "failed" || status == "dead" { ", fallback_at_ms = NULL" } else { "" };
+        let changed = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE messages SET status = $2, updated_ms = $3{extra} WHERE id = $1 AND status IN ({list})"
+        )))
+        .bind(message_id)
+        .bind(status)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            let env = Envelope::new("msg.status", "civichub/messaging", Some(trace), json!({ "id": message_id, "status": status }));
+            outbox::enqueue(tx, subjects::MESSAGE_STATUS, &env).await?;
+        }
+        Ok(changed)
+    }
+
+    /// An attempt failed for good (`state` failed or dead): try the next
+    /// channel, or settle the message as `state`.
+    async fn attempt_failed(&self, attempt_id: &str, message_id: &str, state: &str, reason: &str, trace: &str) -> Result<()> {
+        let mut tx = self.db().begin().await?;
+        sqlx::query("UPDATE message_attempts SET state = $2, finished_ms = $3, outcome = $4 WHERE id = $1")
+            .bind(attempt_id)
+            .bind(state)
+            .bind(now_ms())
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        if !self.next_channel(&mut tx, message_id, trace).await? {
+            // Another channel may still deliver (an urgent call): only settle when none is pending.
+            let open: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM message_attempts WHERE message_id = $1 AND state IN ('sending', 'retrying', 'sent', 'delivered')",
+            )
+            .bind(message_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+            if open == 0 {
+                self.set_status(&mut tx, message_id, state, &["queued", "sent"], trace).await?;
+            }
+        }
+        tx.commit().await?;
+        self.bus.kick();
+        Ok(())
+    }
+
+    /// Sends the message on the next channel of its plan; false when none is left.
+    async fn next_channel(&self, tx: &mut Tx, message_id: &str, trace: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT plan, text, template, params, urgent, status FROM messages WHERE id = $1")
+            .bind(message_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let status: String = row.try_get("status")?;
+        let mut plan = decode_plan(&row.try_get::<String, _>("plan")?);
+        if plan.is_empty() || matches!(status.as_str(), "delivered" | "failed" | "dead") {
+            return Ok(false);
+        }
+        let (kind, address) = plan.remove(0);
+        let urgent = row.try_get::<i64, _>("urgent")? != 0;
+        let fallback_at = Some(now_ms() + self.fallback_after(urgent));
+        sqlx::query("UPDATE messages SET plan = $2, current_channel = $3, fallback_at_ms = $4, updated_ms = $5 WHERE id = $1")
+            .bind(message_id)
+            .bind(encode_plan(&plan))
+            .bind(kind.as_str())
+            .bind(fallback_at)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        let order = Order {
+            message_id: message_id.to_owned(),
+            channel: kind.as_str().into(),
+            address,
+            text: row.try_get("text")?,
+            template: row.try_get("template")?,
+            params: row.try_get::<Option<String>, _>("params")?.and_then(|p| serde_json::from_str(&p).ok()),
+        };
+        enqueue_order(tx, &order, trace).await?;
+        Ok(true)
+    }
+
+    /// Sends on the next channel every message whose current channel did
+    /// not confirm delivery in time (after asking the channel once more).
+    pub async fn sweep_fallbacks(&self) -> Result<usize> {
+        let now = now_ms();
+        let due = sqlx::query(
+            "SELECT id, trace_id FROM messages WHERE fallback_at_ms IS NOT NULL AND fallback_at_ms <= $1 \
+             AND status IN ('queued', 'sent') LIMIT 100",
+        )
+        .bind(now)
+        .fetch_all(self.db().pool())
+        .await?;
+        let mut n = 0;
+        for row in due {
+            let id: String = row.try_get("id")?;
+            let trace: String = row.try_get("trace_id")?;
+            // Claim: only one node moves a message on.
+            let mut tx = self.db().begin().await?;
+            let claimed = sqlx::query("UPDATE messages SET fallback_at_ms = NULL WHERE id = $1 AND fallback_at_ms <= $2")
+                .bind(&id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            tx.commit().await?;
+            if !claimed {
+                continue;
+            }
+            n += 1;
+            let sent = sqlx::query(
+                "SELECT id, channel, address, gateway_id FROM message_attempts WHERE message_id = $1 AND state = 'sent' \
+                 ORDER BY started_ms DESC LIMIT 1",
+            )
+            .bind(&id)
+            .fetch_optional(self.db().pool())
+            .await?;
+            if let Some(a) = sent {
+                let attempt: String = a.try_get("id")?;
+                let channel = ChannelKind::parse(&a.try_get::<String, _>("channel")?).and_then(|k| self.channels.get(&k));
+                let gateway_id: Option<String> = a.try_get("gateway_id")?;
+                let verdict = match (channel, gateway_id) {
+                    (Some(c), Some(g)) => c.confirm(&g, &a.try_get::<String, _>("address")?).await,
+                    _ => None,
+                };
+                match verdict {
+                    Some(true) => {
+                        self.delivered(&attempt, &id, "confirmed by the gateway", &trace).await?;
+                        continue;
+                    }
+                    Some(false) => {
+                        self.attempt_failed(&attempt, &id, "failed", "the gateway reports it undelivered", &trace).await?;
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            let mut tx = self.db().begin().await?;
+            if !self.next_channel(&mut tx, &id, &trace).await? {
+                // Nothing left to try: ask the channel again later, for a day.
+                sqlx::query(
+                    "UPDATE messages SET fallback_at_ms = $2 WHERE id = $1 AND status = 'sent' AND created_ms > $3",
+                )
+                .bind(&id)
+                .bind(now_ms() + self.settings.fallback_after.as_millis() as i64)
+                .bind(now_ms() - 86_400_000)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        if n > 0 {
+            self.bus.kick();
+        }
+        Ok(n)
+    }
+
+    async fn delivered(&self, attempt: &str, message: &str, outcome: &str, trace: &str) -> Result<()> {
+        let mut tx = self.db().begin().await?;
+        sqlx::query("UPDATE message_attempts SET state = 'delivered', outcome = $2, finished_ms = $3 WHERE id = $1")
+            .bind(attempt)
+            .bind(outcome)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        self.set_status(&mut tx, message, "delivered", &["queued", "sent"], trace).await?;
+        tx.commit().await?;
+        self.bus.kick();
+        Ok(())
+    }
+
+    /// A delivery report from a gateway, e.g. an SMS status report.
+    async fn receipt(&self, env: &Envelope, r: &Receipt) -> Result<Outcome> {
+        let row = sqlx::query(
+            "SELECT a.id, a.message_id, a.state FROM message_gateway_ids g JOIN message_attempts a ON a.id = g.attempt_id \
+             WHERE g.gateway_id = $1",
+        )
+        .bind(format!("{}:{}", r.channel, r.gateway_id))
+        .fetch_optional(self.db().pool())
+        .await?;
+        let Some(row) = row else {
+            // The report can overtake our record of the submit: look again shortly.
+            return Ok(Outcome::Retry { reason: format!("no attempt with gateway id {}", r.gateway_id), after: Some(Duration::from_secs(1)) });
+        };
+        let attempt: String = row.try_get("id")?;
+        let message: String = row.try_get("message_id")?;
+        if r.delivered {
+            self.delivered(&attempt, &message, &r.stat, &env.trace_id).await?;
+        } else {
+            let state: String = row.try_get("state")?;
+            if state != "delivered" {
+                self.attempt_failed(&attempt, &message, "failed", &format!("undelivered: {}", r.stat), &env.trace_id).await?;
+            }
+        }
+        Ok(Outcome::Ack)
+    }
+}
+
+/// The plan as stored: `channel:address` separated by spaces.
+fn encode_plan(plan: &[(ChannelKind, String)]) -> String {
+    plan.iter().map(|(k, a)| format!("{}:{a}", k.as_str())).collect::<Vec<_>>().join(" ")
+}
+
+fn decode_plan(s: &str) -> Vec<(ChannelKind, String)> {
+    s.split_whitespace()
+        .filter_map(|item| {
+            let (k, a) = item.split_once(':')?;
+            Some((ChannelKind::parse(k)?, a.to_owned()))
+        })
+        .collect()
+}
+
+async fn enqueue_order(tx: &mut Tx, order: &Order, trace: &str) -> Result<()> {
+    let kind = ChannelKind::parse(&order.channel).ok_or_else(|| Error::Invalid(format!("unknown channel {}", order.channel)))?;
+    let env = Envelope::new(&format!("msg.{}.out", kind.as_str()), "civichub/messaging", Some(trace), serde_json::to_value(order)?);
+    outbox::enqueue(tx, kind.subject(), &env).await
+}
+
+/// A delivery report, as published on `civichub.msg.sms.receipt`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Receipt {
+    /// The channel (`sms`).
+    pub channel: String,
+    /// The gateway's id of what was sent.
+    pub gateway_id: String,
+    /// The gateway's status word, e.g. `DELIVRD`.
+    pub stat: String,
+    /// Whether it reached the phone.
+    pub delivered: bool,
+}
+
+/// Sends the orders of one channel.
+struct Sender {
+    router: Arc<Router>,
+    kind: ChannelKind,
+}
+
+#[async_trait]
+impl Handler for Sender {
+    async fn handle(&self, env: &Envelope, _delivery: u32) -> Outcome {
+        let order: Order = match env.payload() {
+            Ok(o) => o,
+            Err(e) => return Outcome::reject(format!("not a send order: {e}")),
+        };
+        let Some(channel) = self.router.channels.get(&self.kind) else {
+            return Outcome::retry(format!("channel {} is not configured on this node", self.kind.as_str()));
+        };
+        match self.router.claim(env, &order).await {
+            Err(e) => return Outcome::retry(format!("database: {e}")),
+            Ok(Err(later)) => return later,
+            Ok(Ok(false)) => return Outcome::Ack,
+            Ok(Ok(true)) => {}
+        }
+        let result = channel.send(&order, &env.id).await;
+        let recorded = match &result {
+            Ok(sent) => self.router.sent(env, &order, sent).await,
+            Err(SendError::Permanent(reason)) => {
+                self.router.attempt_failed(&env.id, &order.message_id, "failed", reason, &env.trace_id).await
+            }
+            Err(SendError::Retryable(reason)) => {
+                sqlx::query("UPDATE message_attempts SET state = 'retrying', outcome = $2 WHERE id = $1")
+                    .bind(&env.id)
+                    .bind(reason)
+                    .execute(self.router.db().pool())
+                    .await
+                    .map(|_| ())
+                    .map_err(Error::from)
+            }
+        };
+        match (result, recorded) {
+            (Err(SendError::Retryable(reason)), _) => Outcome::retry(reason),
+            (_, Err(e)) => {
+                // Sent but not recorded: the redelivery finds the attempt `sending`
+                // and takes it over only once it is stale.
+                tracing::error!("recording order {}: {e}", env.id);
+                Outcome::retry(format!("database: {e}"))
+            }
+            _ => Outcome::Ack,
+        }
+    }
+
+    async fn dead(&self, env: &Envelope, reason: &str) {
+        let Ok(order) = env.payload::<Order>() else { return };
+        if let Err(e) = self.router.attempt_failed(&env.id, &order.message_id, "dead", reason, &env.trace_id).await {
+            tracing::error!("recording dead order {}: {e}", env.id);
+        }
+    }
+}
+
+/// Applies delivery reports.
+struct Receipts {
+    router: Arc<Router>,
+}
+
+#[async_trait]
+impl Handler for Receipts {
+    async fn handle(&self, env: &Envelope, delivery: u32) -> Outcome {
+        let receipt: Receipt = match env.payload() {
+            Ok(r) => r,
+            Err(e) => return Outcome::reject(format!("not a receipt: {e}")),
+        };
+        match self.router.receipt(env, &receipt).await {
+            Ok(Outcome::Retry { reason, .. }) if delivery >= 5 => {
+                // A report for something this hub did not send (or long forgotten).
+                tracing::info!("dropping receipt: {reason}");
+                Outcome::Ack
+            }
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::retry(format!("database: {e}")),
+        }
+    }
+}
+
+/// Publishes a gateway's delivery report on `civichub.msg.sms.receipt`.
+pub async fn publish_receipt(bus: &Bus, receipt: &Receipt) -> Result<()> {
+    let env = Envelope::new("msg.sms.receipt", "civichub/sms", None, serde_json::to_value(receipt)?);
+    let mut tx = bus.db().begin().await?;
+    outbox::enqueue(&mut tx, subjects::SMS_RECEIPT, &env).await?;
+    tx.commit().await?;
+    bus.kick();
+    Ok(())
+}
+
+/// Publishes a citizen's SMS on `civichub.msg.sms.in`.
+pub async fn publish_incoming_sms(bus: &Bus, from: &str, to: &str, text: &str) -> Result<()> {
+    let env = Envelope::new("msg.sms.in", "civichub/sms", None, json!({ "from": from, "to": to, "text": text }));
+    let mut tx = bus.db().begin().await?;
+    outbox::enqueue(&mut tx, subjects::SMS_IN, &env).await?;
+    tx.commit().await?;
+    bus.kick();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_round_trip() {
+        let plan = vec![(ChannelKind::DingTalk, "zhangsan".to_owned()), (ChannelKind::Sms, "13812345678".to_owned())];
+        assert_eq!(decode_plan(&encode_plan(&plan)), plan);
+        assert_eq!(decode_plan("dingtalk:dept:12"), vec![(ChannelKind::DingTalk, "dept:12".to_owned())]);
+        assert!(decode_plan("").is_empty());
+    }
+}

@@ -1,0 +1,111 @@
+//! The bus outbox: envelopes written in the same transaction as the change
+//! they announce, published by the relay, deleted once the bus has them.
+
+use civichub_store::{Backend, Db, Row, Tx};
+
+use crate::envelope::now_ms;
+use crate::{Envelope, Result};
+
+/// An envelope waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The envelope id (and `Nats-Msg-Id`).
+    pub id: String,
+    /// Where it goes.
+    pub subject: String,
+    /// The encoded envelope.
+    pub envelope: String,
+    /// Publish attempts so far, this one included.
+    pub attempts: i64,
+}
+
+/// Adds `envelope` for `subject` inside the caller's transaction.
+pub async fn enqueue(tx: &mut Tx, subject: &str, envelope: &Envelope) -> Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO bus_outbox (id, subject, envelope, created_ms, next_attempt_ms, attempts) VALUES ($1, $2, $3, $4, $5, 0) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&envelope.id)
+    .bind(subject)
+    .bind(serde_json::to_string(envelope)?)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// `FOR UPDATE SKIP LOCKED` where the engine has it, so relays on several
+/// nodes take disjoint batches.
+pub(crate) fn skip_locked(db: &Db) -> &'static str {
+    match db.backend() {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    }
+}
+
+/// Leases up to `limit` due envelopes for `lease_ms`; one that is not
+/// published in time (its relay died) becomes due again.
+pub async fn claim(db: &Db, limit: i64, lease_ms: i64) -> Result<Vec<Pending>> {
+    let now = now_ms();
+    let sql = format!(
+        "UPDATE bus_outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
+         (SELECT id FROM bus_outbox WHERE next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3{}) \
+         RETURNING id, subject, envelope, attempts",
+        skip_locked(db)
+    );
+    let mut tx = db.begin().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(Pending {
+            id: row.try_get("id")?,
+            subject: row.try_get("subject")?,
+            envelope: row.try_get("envelope")?,
+            attempts: row.try_get("attempts")?,
+        });
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// `$first, $first+1, …` for `n` values.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Deletes published envelopes.
+pub async fn published(db: &Db, ids: &[String]) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        let sql = format!("DELETE FROM bus_outbox WHERE id IN ({})", placeholders(1, chunk.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+        for id in chunk {
+            q = q.bind(id);
+        }
+        let mut tx = db.begin().await?;
+        q.execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Schedules another publish attempt.
+pub async fn retry(db: &Db, id: &str, error: &str, delay_ms: i64) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("UPDATE bus_outbox SET next_attempt_ms = $1, last_error = $2 WHERE id = $3")
+        .bind(now_ms() + delay_ms)
+        .bind(error)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Envelopes not yet published.
+pub async fn backlog(db: &Db) -> Result<i64> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM bus_outbox").fetch_one(db.pool()).await?;
+    Ok(row.try_get("n")?)
+}
