@@ -11,15 +11,15 @@ use tantivy::collector::{Count, FacetCollector, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery};
 use tantivy::schema::{
-    FAST, Facet, FacetOptions, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TantivyDocument,
+    FAST, Facet, FacetOptions, Field, IndexRecordOption, STORED, STRING, Schema, TantivyDocument,
     TextFieldIndexing, TextOptions, Value,
 };
-use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{TextAnalyzer, Tokenizer};
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher, SegmentReader, Term};
 
 use crate::analysis::{self, BIGRAM, BigramTokenizer, PINYIN, PREFIX, PinyinTokenizer, PrefixTokenizer, Synonyms, ZH, ZhTokenizer};
 use crate::entry::{Audience, Entry};
+use crate::snippet::Highlighter;
 use crate::{Error, Result};
 
 /// What a search may see.
@@ -130,8 +130,8 @@ fn schema() -> (Schema, Fields) {
         department: b.add_facet_field("department", FacetOptions::default()),
         department_name: b.add_text_field("department_name", STORED),
         audience: b.add_text_field("audience", STRING),
-        effective_from: b.add_i64_field("effective_from", INDEXED),
-        effective_until: b.add_i64_field("effective_until", INDEXED),
+        effective_from: b.add_i64_field("effective_from", FAST),
+        effective_until: b.add_i64_field("effective_until", FAST),
         updated_at: b.add_i64_field("updated_at", FAST),
     };
     (b.build(), fields)
@@ -167,6 +167,14 @@ impl std::fmt::Debug for KbIndex {
 
 const WRITER_HEAP: usize = 30_000_000;
 
+/// Characters in a hit's snippet.
+const SNIPPET_CHARS: usize = 120;
+
+/// A term in more than this share of the entries is common (see `relevance`)…
+const COMMON_TERM_SHARE: f64 = 0.02;
+/// …provided that is more than this many entries: small indexes have no common terms.
+const COMMON_TERM_MIN_DOCS: u64 = 1000;
+
 impl KbIndex {
     /// Opens the index in `dir` (created if missing; recreated empty if its
     /// schema is not this one's), or in memory when `dir` is `None`.
@@ -191,6 +199,8 @@ impl KbIndex {
             }
         };
         register_analysers(&index);
+        // jieba loads its dictionary on first use (~100 ms): not during a search.
+        ZhTokenizer::default().words("台州市民热线");
         let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(KbIndex { index, reader, writer: Mutex::new(writer), fields, synonyms })
@@ -284,44 +294,93 @@ impl KbIndex {
     /// The relevance part of a query: words (with synonyms) in title, tags
     /// and body, CJK bigrams, pinyin bigrams, and the whole query as a
     /// phrase for proximity.
-    fn relevance(&self, q: &str) -> Option<Box<dyn Query>> {
+    ///
+    /// Like Lucene's common-terms query, terms found in a large share of the
+    /// index (办理, 需要, the bigram 怎么 …) only add to the score of entries
+    /// that match a rarer term; they do not make an entry match on their own.
+    /// Without them a search for 居住证怎么办理 would enumerate and score
+    /// half the index. When every term is common, every word is required.
+    ///
+    /// With `titles_first`, an all-common query needs its words in titles or
+    /// tags: when every word is generic (怎么办理), an entry named for them
+    /// is what is wanted, and the body matches are half the index. The
+    /// caller retries without it when that finds nothing.
+    fn relevance(&self, q: &str, searcher: &Searcher, titles_first: bool) -> Option<(Box<dyn Query>, Highlighter, bool)> {
         let f = &self.fields;
         let folded = analysis::fold(q);
         let words = ZhTokenizer::default().words(q);
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let mut term = |field: Field, text: &str, boost: f32| {
-            let query: Box<dyn Query> = Box::new(TermQuery::new(Term::from_field_text(field, text), IndexRecordOption::WithFreqs));
-            clauses.push((Occur::Should, Box::new(BoostQuery::new(query, boost))));
-        };
-        let mut seen = Vec::new();
+        // (term, boost, the query word it stands for, if any)
+        let mut terms: Vec<(Term, f32, Option<usize>)> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
         for word in &words {
             if seen.contains(word) {
                 continue;
             }
             seen.push(word.clone());
-            term(f.title, word, 3.0);
-            term(f.tags, word, 2.0);
-            term(f.body, word, 1.0);
+            let w = Some(seen.len() - 1);
+            terms.push((Term::from_field_text(f.title, word), 3.0, w));
+            terms.push((Term::from_field_text(f.tags, word), 2.0, w));
+            terms.push((Term::from_field_text(f.body, word), 1.0, w));
             for synonym in self.synonyms.of(word) {
-                term(f.title, synonym, 2.4);
-                term(f.tags, synonym, 1.6);
-                term(f.body, synonym, 0.8);
+                terms.push((Term::from_field_text(f.title, synonym), 2.4, w));
+                terms.push((Term::from_field_text(f.tags, synonym), 1.6, w));
+                terms.push((Term::from_field_text(f.body, synonym), 0.8, w));
             }
         }
         for synonym in self.synonyms.expand(&folded) {
             for word in ZhTokenizer::default().words(&synonym) {
-                term(f.title, &word, 2.0);
-                term(f.body, &word, 0.7);
+                terms.push((Term::from_field_text(f.title, &word), 2.0, None));
+                terms.push((Term::from_field_text(f.body, &word), 0.7, None));
             }
         }
         for gram in Self::tokens(BigramTokenizer, q) {
-            term(f.title_bigram, &gram, 1.2);
-            term(f.body_bigram, &gram, 0.4);
+            terms.push((Term::from_field_text(f.title_bigram, &gram), 1.2, None));
+            terms.push((Term::from_field_text(f.body_bigram, &gram), 0.4, None));
         }
         for gram in Self::tokens(PinyinTokenizer, q) {
-            term(f.title_pinyin, &gram, 0.9);
-            term(f.body_pinyin, &gram, 0.3);
+            terms.push((Term::from_field_text(f.title_pinyin, &gram), 0.9, None));
+            terms.push((Term::from_field_text(f.body_pinyin, &gram), 0.3, None));
         }
+        if terms.is_empty() {
+            return None;
+        }
+        let body_words = terms
+            .iter()
+            .filter(|(t, _, _)| t.field() == f.body)
+            .filter_map(|(t, _, _)| t.value().as_str().map(str::to_owned));
+        let highlighter = Highlighter::new(body_words);
+        let docs = searcher.num_docs();
+        let cutoff = (docs as f64 * COMMON_TERM_SHARE).max(COMMON_TERM_MIN_DOCS as f64) as u64;
+        let clause = |term: &Term, boost: f32| -> (Occur, Box<dyn Query>) {
+            let query: Box<dyn Query> = Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs));
+            (Occur::Should, Box::new(BoostQuery::new(query, boost)))
+        };
+        // Commonness is a property of the text, not of one field: 怎么 in
+        // every body is common even if only one title has it.
+        let dfs: Vec<u64> = terms.iter().map(|(t, _, _)| searcher.doc_freq(t).unwrap_or(0)).collect();
+        let mut text_df: HashMap<&[u8], u64> = HashMap::new();
+        for ((term, _, _), df) in terms.iter().zip(&dfs) {
+            let max = text_df.entry(term.serialized_value_bytes()).or_insert(0);
+            *max = (*max).max(*df);
+        }
+        let (mut rare, mut common): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+        for ((term, boost, word), df) in terms.iter().zip(&dfs) {
+            if *df == 0 {
+                continue;
+            }
+            let shared = text_df.get(term.serialized_value_bytes()).copied().unwrap_or(*df);
+            if shared <= cutoff {
+                rare.push((term, *boost, *word));
+            } else if word.is_some() {
+                common.push((term, *boost, *word));
+            }
+            // A common bigram or pinyin gram (怎么, ban li) adds little to an
+            // entry that matched on words, and costs a scorer per candidate.
+        }
+        // Common words rank entries by their titles only: in bodies they are
+        // everywhere, weigh little (low IDF), and cost a scorer per candidate.
+        let mut scoring: Vec<(Occur, Box<dyn Query>)> =
+            common.iter().filter(|(t, _, _)| t.field() == f.title).map(|(t, b, _)| clause(t, *b)).collect();
         let phrase_words = ZhTokenizer::whole_words().words(q);
         if phrase_words.len() >= 2 {
             for (field, boost) in [(f.title, 2.0), (f.body, 1.0)] {
@@ -332,10 +391,46 @@ impl KbIndex {
                     .collect();
                 let mut phrase = PhraseQuery::new_with_offset(terms);
                 phrase.set_slop(8);
-                clauses.push((Occur::Should, Box::new(BoostQuery::new(Box::new(phrase), boost))));
+                scoring.push((Occur::Should, Box::new(BoostQuery::new(Box::new(phrase), boost))));
             }
         }
-        if clauses.is_empty() { None } else { Some(Box::new(BooleanQuery::new(clauses))) }
+        let mut narrowed = false;
+        let required: Box<dyn Query> = if !rare.is_empty() {
+            Box::new(BooleanQuery::new(rare.iter().map(|(t, b, _)| clause(t, *b)).collect()))
+        } else {
+            // Every term is common: most query words (each in any field, or a
+            // synonym) must match. Not all: search mode yields overlapping
+            // words (怎么, 怎么办, 办理) that no one text has together.
+            let words_in = |titles: bool| -> Vec<Vec<(Occur, Box<dyn Query>)>> {
+                let mut per_word: Vec<Vec<(Occur, Box<dyn Query>)>> = (0..seen.len()).map(|_| Vec::new()).collect();
+                for (term, boost, word) in &common {
+                    if let Some(i) = word
+                        && (!titles || term.field() != f.body)
+                    {
+                        per_word[*i].push(clause(term, *boost));
+                    }
+                }
+                per_word
+            };
+            let everywhere = words_in(false);
+            let in_titles = words_in(true);
+            // Narrow to titles only when every word that occurs at all occurs in some title.
+            narrowed = titles_first
+                && everywhere.iter().zip(&in_titles).all(|(all, titles)| all.is_empty() == titles.is_empty());
+            let per_word = if narrowed { in_titles } else { everywhere };
+            let groups: Vec<(Occur, Box<dyn Query>)> = per_word
+                .into_iter()
+                .filter(|alternatives| !alternatives.is_empty())
+                .map(|alternatives| -> (Occur, Box<dyn Query>) { (Occur::Should, Box::new(BooleanQuery::new(alternatives))) })
+                .collect();
+            if groups.is_empty() {
+                return None;
+            }
+            let required = (groups.len() * 2).div_ceil(3);
+            Box::new(BooleanQuery::with_minimum_required_clauses(groups, required))
+        };
+        scoring.insert(0, (Occur::Must, required));
+        Some((Box::new(BooleanQuery::new(scoring)), highlighter, narrowed))
     }
 
     fn filters(&self, visibility: Visibility, category: Option<&str>, department: Option<&str>, now: i64) -> Vec<(Occur, Box<dyn Query>)> {
@@ -372,12 +467,36 @@ impl KbIndex {
     /// Searches; `now` decides which entries are in effect.
     pub fn search(&self, req: &SearchRequest, visibility: Visibility, now: i64) -> Result<SearchResponse> {
         let started = std::time::Instant::now();
-        let f = self.fields;
-        let relevance = self.relevance(&req.q).ok_or_else(|| Error::Invalid("the query has no searchable words".into()))?;
-        let mut clauses = self.filters(visibility, req.category.as_deref(), req.department.as_deref(), now);
-        clauses.push((Occur::Must, relevance.box_clone()));
-        let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
+        let first = self.search_with(&searcher, req, visibility, now, true, started)?;
+        match first {
+            (response, true) if response.total == 0 => Ok(self.search_with(&searcher, req, visibility, now, false, started)?.0),
+            (response, _) => Ok(response),
+        }
+    }
+
+    /// One search; the flag says whether the query was narrowed to titles.
+    fn search_with(
+        &self,
+        searcher: &Searcher,
+        req: &SearchRequest,
+        visibility: Visibility,
+        now: i64,
+        titles_first: bool,
+        started: std::time::Instant,
+    ) -> Result<(SearchResponse, bool)> {
+        let f = self.fields;
+        let Some((relevance, highlighter, narrowed)) = self.relevance(&req.q, searcher, titles_first) else {
+            if ZhTokenizer::default().words(&req.q).is_empty() && Self::tokens(BigramTokenizer, &req.q).is_empty() {
+                return Err(Error::Invalid("the query has no searchable words".into()));
+            }
+            // Words that occur nowhere: nothing matches.
+            let empty = SearchResponse { total: 0, took_ms: started.elapsed().as_millis() as u64, hits: Vec::new(), facets: Facets::default() };
+            return Ok((empty, false));
+        };
+        let mut clauses = self.filters(visibility, req.category.as_deref(), req.department.as_deref(), now);
+        clauses.push((Occur::Must, relevance));
+        let query = BooleanQuery::new(clauses);
         let offset = (req.page - 1) * req.size;
         let top = TopDocs::with_limit(req.size).and_offset(offset).tweak_score(move |segment: &SegmentReader| {
             let updated = segment.fast_fields().i64("updated_at").ok().map(|c| c.first_or_default_col(0));
@@ -396,11 +515,9 @@ impl KbIndex {
             let last = total.div_ceil(req.size);
             return Err(Error::Invalid(format!("page {} is past the last page ({last})", req.page)));
         }
-        let mut snippets = SnippetGenerator::create(&searcher, &*relevance, f.body)?;
-        snippets.set_max_num_chars(120);
         let hits = hits
             .into_iter()
-            .map(|(score, address)| self.hit(&searcher, &snippets, score, address))
+            .map(|(score, address)| self.hit(searcher, &highlighter, score, address))
             .collect::<Result<Vec<_>>>()?;
         let count = |counts: &tantivy::collector::FacetCounts| {
             counts
@@ -408,23 +525,22 @@ impl KbIndex {
                 .map(|(facet, n)| (facet.to_path().first().map(|s| (*s).to_owned()).unwrap_or_default(), n))
                 .collect::<HashMap<_, _>>()
         };
-        Ok(SearchResponse {
+        let response = SearchResponse {
             total,
             took_ms: started.elapsed().as_millis() as u64,
             hits,
             facets: Facets { category: count(&categories), department: count(&departments) },
-        })
+        };
+        Ok((response, narrowed))
     }
 
-    fn hit(&self, searcher: &Searcher, snippets: &SnippetGenerator, score: Score, address: DocAddress) -> Result<Hit> {
+    fn hit(&self, searcher: &Searcher, highlighter: &Highlighter, score: Score, address: DocAddress) -> Result<Hit> {
         let f = &self.fields;
         let doc: TantivyDocument = searcher.doc(address)?;
         let body = Self::stored(&doc, f.body).unwrap_or_default();
-        let mut snippet = snippets.snippet(&body);
-        snippet.set_snippet_prefix_postfix("<em>", "</em>");
-        let mut html = snippet.to_html();
+        let mut html = highlighter.snippet(&body, SNIPPET_CHARS);
         if html.is_empty() {
-            let start: String = body.chars().take(120).collect();
+            let start: String = body.chars().take(SNIPPET_CHARS).collect();
             html = html_escape(&start);
         }
         Ok(Hit {
@@ -588,6 +704,25 @@ mod tests {
         assert_eq!(ids(&i, "社保断缴", Visibility::Public)[0], "insurance", "社保 means 社会保险");
         assert_eq!(ids(&i, "医保报消", Visibility::Public)[0], "claim", "报消 sounds like 报销");
         assert_eq!(ids(&i, "醫保報銷", Visibility::Public)[0], "claim", "traditional characters fold");
+    }
+
+    #[test]
+    fn common_terms_only_score_when_a_rarer_term_matches() {
+        let mut entries: Vec<Entry> = (0..1500).map(|i| entry(&format!("c{i}"), "办理指南", "这项业务怎么办理，需要什么材料。")).collect();
+        entries.push(entry("r1", "居住证怎么办理", "居住证办理需要租房合同。"));
+        entries.push(entry("r2", "居住证签注", "居住证每年签注一次。"));
+        entries.push(entry("only-common", "业务受理", "怎么都可以。"));
+        let i = index(&entries);
+        let req = |q: &str| SearchRequest { q: q.into(), category: None, department: None, page: 1, size: 10 };
+        let found = i.search(&req("居住证怎么办理"), Visibility::Public, NOW).unwrap();
+        assert_eq!(found.total, 2, "entries with only 怎么/办理 do not match");
+        assert_eq!(found.hits[0].id, "r1", "the common words still rank the entry that has them");
+        let all_common = i.search(&req("怎么办理"), Visibility::Public, NOW).unwrap();
+        assert_eq!(all_common.total, 1, "with no rare term the words are wanted in a title first");
+        assert_eq!(all_common.hits[0].id, "r1");
+        let bodies = i.search(&req("需要什么"), Visibility::Public, NOW).unwrap();
+        assert_eq!(bodies.total, 1500, "no title has them: every body that does");
+        assert!(i.search(&req("不存在的词语"), Visibility::Public, NOW).unwrap().hits.is_empty());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod entry;
 mod error;
 pub mod import;
 mod index;
+mod snippet;
 pub mod pages;
 mod store;
 
