@@ -485,7 +485,6 @@ impl KbIndex {
         titles_first: bool,
         started: std::time::Instant,
     ) -> Result<(SearchResponse, bool)> {
-        let f = self.fields;
         let Some((relevance, highlighter, narrowed)) = self.relevance(&req.q, searcher, titles_first) else {
             if ZhTokenizer::default().words(&req.q).is_empty() && Self::tokens(BigramTokenizer, &req.q).is_empty() {
                 return Err(Error::Invalid("the query has no searchable words".into()));
