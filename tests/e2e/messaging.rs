@@ -160,25 +160,36 @@ async fn urgent_message_also_calls(backend: Backend) {
 async fn dingtalk_failure_falls_back(backend: Backend) {
     // zhangsan is unknown to this DingTalk: the send result lists the userid as invalid.
     let dingtalk = DingTalkSimulator::start(SimConfig::default()).await.unwrap();
+    let sms = civichub_sms::CmppSimulator::start(civichub_sms::CmppSimConfig::default()).await.unwrap();
     let voice = VoiceSimulator::start(VoiceSimConfig::default()).await.unwrap();
     let mut flags = dingtalk_flags(&dingtalk);
     flags.extend(voice_flags(&voice));
+    flags.extend(crate::messaging_sms::cmpp_flags(&sms));
     flags.extend(["--message-fallback-after".into(), "1".into()]);
     let app = spawn(backend, flags).await;
     app.add_user("zhang", &["--phone", "13800000001"]);
+    app.add_user("wang", &[]);
     app.cli_ok(&["user", "link", "zhang", "--dingtalk", "zhangsan"], None);
+    app.cli_ok(&["user", "link", "wang", "--dingtalk", "wangwu"], None);
     let token = service_token(&app, &["messages:send"]).await;
-    // Voice only as an explicit channel: a wrong channel for a department is refused.
+    // A department is reached by DingTalk only.
     let (status, err) = post_message(&app, &token, &json!({"to": {"department": 7}, "channel": "voice", "text": "x"})).await;
     assert_eq!(status, 400, "{err}");
-    let (status, accepted) = post_message(&app, &token, &json!({"to": {"user": "zhang"}, "text": "请查收。"})).await;
+
+    // DingTalk reports the user invalid at the fallback time: the message goes by SMS.
+    let (status, accepted) = post_message(&app, &token, &json!({"to": {"user": "zhang"}, "text": "请查收工单。"})).await;
     assert_eq!(status, 202, "{accepted}");
-    let id = accepted["id"].as_str().unwrap();
-    // No SMS configured: after DingTalk reports the user invalid, nothing is left to try.
-    let m = wait_status(&app, &token, id, "failed", 15).await;
-    let a = &m["attempts"][0];
-    assert_eq!((a["channel"].as_str(), a["state"].as_str()), (Some("dingtalk"), Some("failed")), "{m}");
+    let m = wait_status(&app, &token, accepted["id"].as_str().unwrap(), "delivered", 15).await;
+    let tried: Vec<(&str, &str)> =
+        m["attempts"].as_array().unwrap().iter().map(|a| (a["channel"].as_str().unwrap(), a["state"].as_str().unwrap())).collect();
+    assert_eq!(tried, [("dingtalk", "failed"), ("sms", "delivered")], "{m}");
+    assert_eq!(sms.received()[0].to, ["13800000001"]);
     assert!(voice.calls().is_empty(), "voice is not a fallback for a normal message");
+
+    // With no phone, nothing is left to try after DingTalk.
+    let (_, accepted) = post_message(&app, &token, &json!({"to": {"user": "wang"}, "text": "请查收。"})).await;
+    let m = wait_status(&app, &token, accepted["id"].as_str().unwrap(), "failed", 15).await;
+    assert_eq!(m["attempts"].as_array().unwrap().len(), 1, "{m}");
 }
 
 /// Call-centre events and identity audit events reach JetStream.

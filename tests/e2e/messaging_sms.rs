@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Backend, NatsServer, TestApp, eventually, service_token};
 use crate::messaging::{post_message, wait_status};
 
-fn cmpp_flags(sim: &CmppSimulator) -> Vec<String> {
+pub fn cmpp_flags(sim: &CmppSimulator) -> Vec<String> {
     [
         "--sms-gateway",
         "cmpp",
@@ -81,6 +81,16 @@ async fn sms_routing(backend: Backend, nats: Option<&NatsServer>) {
     let (_, accepted) = post_message(&app, &token, &json!({"to": {"phone": "13812345679"}, "text": "测试未送达"})).await;
     let m = wait_status(&app, &token, accepted["id"].as_str().unwrap(), "failed", 15).await;
     assert!(m["attempts"][0]["outcome"].as_str().unwrap().contains("UNDELIV"), "{m}");
+    // A citizen's reply reaches civichub.msg.sms.in (watched here on NATS).
+    if let Some(n) = nats {
+        let mut incoming = n.client().await.subscribe("civichub.msg.sms.in").await.unwrap();
+        sim.inject_mo("13812345678", "5 非常满意").unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(10), incoming.next()).await.expect("the reply on NATS").unwrap();
+        let env: Value = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(env["payload"]["from"], "13812345678");
+        assert_eq!(env["payload"]["text"], "5 非常满意");
+        assert_eq!(env["type"], "msg.sms.in");
+    }
     // Too long for SMS: a clear 400.
     let (status, err) = post_message(&app, &token, &json!({"to": {"phone": "13812345678"}, "text": "长".repeat(500)})).await;
     assert_eq!(status, 400, "{err}");
