@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use civichub_store::{Db, Row};
+use civichub_store::{Db, GroupWriter, Row};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
@@ -26,6 +26,7 @@ enum Transport {
 #[derive(Clone)]
 pub struct Bus {
     db: Db,
+    writer: GroupWriter,
     transport: Transport,
     consumers: Arc<Mutex<Vec<Consumer>>>,
     relay_wake: Arc<Notify>,
@@ -57,6 +58,7 @@ impl Bus {
 
     fn with(db: Db, transport: Transport) -> Bus {
         Bus {
+            writer: GroupWriter::start(db.clone(), 256),
             db,
             transport,
             consumers: Default::default(),
@@ -73,6 +75,11 @@ impl Bus {
     /// The database under the bus.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Group commit for the small writes of many concurrent handlers and requests.
+    pub fn writer(&self) -> &GroupWriter {
+        &self.writer
     }
 
     /// The NATS client, when there is one.

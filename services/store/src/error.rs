@@ -15,6 +15,12 @@ pub enum Error {
     /// A stored JSON document could not be read back.
     #[error("stored JSON is malformed: {0}")]
     Json(#[from] serde_json::Error),
+    /// A grouped write's transaction failed to begin or commit; nothing of it was written.
+    #[error("group commit failed: {0}")]
+    GroupCommit(String),
+    /// The group writer has stopped (the process is shutting down).
+    #[error("the database writer has stopped")]
+    WriterStopped,
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {

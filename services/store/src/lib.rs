@@ -8,11 +8,13 @@
 
 mod db;
 mod error;
+mod group;
 mod outbox;
 mod tokens;
 
 pub use db::{Backend, Db, DbUrl, Tx};
 pub use error::{Error, Result};
+pub use group::{GroupWriter, TxFuture};
 pub use outbox::{Outbox, OutboxMessage, backoff_secs};
 pub use tokens::{now, random_hex, random_token, sha256_hex};
 pub use sqlx::Row;

@@ -220,6 +220,7 @@ impl Router {
     /// transaction; the bus does the rest.
     pub async fn submit(&self, req: MessageRequest, client_id: Option<&str>, trace_id: Option<&str>) -> Result<Accepted> {
         let (mut plan, voice) = self.plan(&req).await?;
+        let client_id = client_id.map(str::to_owned);
         let id = crate::new_id();
         let trace = trace_id.unwrap_or(&id).to_owned();
         let (first, first_address) = plan.remove(0);
@@ -227,43 +228,51 @@ impl Router {
         let now = now_ms();
         // At this time the channel is asked whether it delivered, and the next one is tried if not.
         let fallback_at = Some(now + self.fallback_after(req.urgent));
-        let mut tx = self.db().begin().await?;
-        sqlx::query(
-            "INSERT INTO messages (id, recipient_kind, recipient, channel, text, template, params, urgent, status, plan, \
-             current_channel, fallback_at_ms, client_id, trace_id, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $14, $14)",
-        )
-        .bind(&id)
-        .bind(req.to.kind())
-        .bind(req.to.value())
-        .bind(req.channel.map_or("auto", ChannelKind::as_str))
-        .bind(&req.text)
-        .bind(&req.template)
-        .bind(req.params.as_ref().map(|p| p.to_string()))
-        .bind(req.urgent as i64)
-        .bind(&rest)
-        .bind(first.as_str())
-        .bind(fallback_at)
-        .bind(client_id)
-        .bind(&trace)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let order = |kind: ChannelKind, address: String| Order {
-            message_id: id.clone(),
-            channel: kind.as_str().into(),
-            address,
-            text: req.text.clone(),
-            template: req.template.clone(),
-            params: req.params.clone(),
-        };
-        enqueue_order(&mut tx, &order(first, first_address), &trace).await?;
-        if let Some(phone) = voice {
-            enqueue_order(&mut tx, &order(ChannelKind::Voice, phone), &trace).await?;
-        }
-        tx.commit().await?;
+        let urgent = req.urgent;
+        let accepted = Accepted { id: id.clone(), status: "queued".into() };
+        self.bus
+            .writer()
+            .write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO messages (id, recipient_kind, recipient, channel, text, template, params, urgent, status, plan, \
+                         current_channel, fallback_at_ms, client_id, trace_id, created_ms, updated_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $14, $14)",
+                    )
+                    .bind(&id)
+                    .bind(req.to.kind())
+                    .bind(req.to.value())
+                    .bind(req.channel.map_or("auto", ChannelKind::as_str))
+                    .bind(&req.text)
+                    .bind(&req.template)
+                    .bind(req.params.as_ref().map(|p| p.to_string()))
+                    .bind(urgent as i64)
+                    .bind(&rest)
+                    .bind(first.as_str())
+                    .bind(fallback_at)
+                    .bind(&client_id)
+                    .bind(&trace)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                    let order = |kind: ChannelKind, address: String| Order {
+                        message_id: id.clone(),
+                        channel: kind.as_str().into(),
+                        address,
+                        text: req.text.clone(),
+                        template: req.template.clone(),
+                        params: req.params.clone(),
+                    };
+                    enqueue_order(tx, &order(first, first_address), &trace).await?;
+                    if let Some(phone) = voice {
+                        enqueue_order(tx, &order(ChannelKind::Voice, phone), &trace).await?;
+                    }
+                    Ok::<_, Error>(())
+                })
+            })
+            .await?;
         self.bus.kick();
-        Ok(Accepted { id, status: "queued".into() })
+        Ok(accepted)
     }
 
     /// A message with its attempts.
@@ -318,96 +327,88 @@ impl Router {
     /// Takes the order for this delivery: `Ok(true)` to send now, `Ok(false)`
     /// when it already settled (a redelivery), `Err(outcome)` to come back later.
     async fn claim(&self, env: &Envelope, order: &Order) -> Result<std::result::Result<bool, Outcome>> {
-        let now = now_ms();
-        let mut tx = self.db().begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO message_attempts (id, message_id, channel, address, state, tries, started_ms) \
-             VALUES ($1, $2, $3, $4, 'sending', 1, $5) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&env.id)
-        .bind(&order.message_id)
-        .bind(&order.channel)
-        .bind(&order.address)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            tx.commit().await?;
-            return Ok(Ok(true));
-        }
-        let taken = sqlx::query(
-            "UPDATE message_attempts SET state = 'sending', tries = tries + 1, started_ms = $2 \
-             WHERE id = $1 AND (state = 'retrying' OR (state = 'sending' AND started_ms < $3))",
-        )
-        .bind(&env.id)
-        .bind(now)
-        .bind(now - STALE_SENDING_MS)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        if taken == 1 {
-            return Ok(Ok(true));
-        }
-        let state: Option<String> = sqlx::query("SELECT state FROM message_attempts WHERE id = $1")
-            .bind(&env.id)
-            .fetch_optional(self.db().pool())
-            .await?
-            .map(|r| r.try_get("state"))
-            .transpose()?;
+        let (id, order) = (env.id.clone(), order.clone());
+        let state: Option<String> = self
+            .bus
+            .writer()
+            .write(move |tx| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    let inserted = sqlx::query(
+                        "INSERT INTO message_attempts (id, message_id, channel, address, state, tries, started_ms) \
+                         VALUES ($1, $2, $3, $4, 'sending', 1, $5) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&id)
+                    .bind(&order.message_id)
+                    .bind(&order.channel)
+                    .bind(&order.address)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 1 {
+                        return Ok::<_, Error>(None);
+                    }
+                    let taken = sqlx::query(
+                        "UPDATE message_attempts SET state = 'sending', tries = tries + 1, started_ms = $2 \
+                         WHERE id = $1 AND (state = 'retrying' OR (state = 'sending' AND started_ms < $3))",
+                    )
+                    .bind(&id)
+                    .bind(now)
+                    .bind(now - STALE_SENDING_MS)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                    if taken == 1 {
+                        return Ok(None);
+                    }
+                    let state: String =
+                        sqlx::query("SELECT state FROM message_attempts WHERE id = $1").bind(&id).fetch_one(&mut **tx).await?.try_get("state")?;
+                    Ok(Some(state))
+                })
+            })
+            .await?;
         Ok(match state.as_deref() {
+            None => Ok(true),
             Some("sending") => Err(Outcome::Retry { reason: "another node is sending it".into(), after: Some(Duration::from_secs(5)) }),
-            _ => Ok(false),
+            Some(_) => Ok(false),
         })
     }
 
     async fn sent(&self, env: &Envelope, order: &Order, sent: &Sent) -> Result<()> {
-        let now = now_ms();
-        let state = if sent.delivered { "delivered" } else { "sent" };
-        let mut tx = self.db().begin().await?;
-        sqlx::query("UPDATE message_attempts SET state = $2, finished_ms = $3, gateway_id = $4, outcome = $5 WHERE id = $1")
-            .bind(&env.id)
-            .bind(state)
-            .bind(now)
-            .bind(sent.gateway_ids.first())
-            .bind(if sent.delivered { "delivered" } else { "accepted by the gateway" })
-            .execute(&mut *tx)
+        let (id, trace, order, sent) = (env.id.clone(), env.trace_id.clone(), order.clone(), sent.clone());
+        self.bus
+            .writer()
+            .write(move |tx| {
+                Box::pin(async move {
+                    let state = if sent.delivered { "delivered" } else { "sent" };
+                    sqlx::query("UPDATE message_attempts SET state = $2, finished_ms = $3, gateway_id = $4, outcome = $5 WHERE id = $1")
+                        .bind(&id)
+                        .bind(state)
+                        .bind(now_ms())
+                        .bind(sent.gateway_ids.first())
+                        .bind(if sent.delivered { "delivered" } else { "accepted by the gateway" })
+                        .execute(&mut **tx)
+                        .await?;
+                    for gid in &sent.gateway_ids {
+                        sqlx::query(
+                            "INSERT INTO message_gateway_ids (gateway_id, attempt_id) VALUES ($1, $2) ON CONFLICT (gateway_id) DO NOTHING",
+                        )
+                        .bind(format!("{}:{gid}", order.channel))
+                        .bind(&id)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    let from: &[&str] = if sent.delivered { &["queued", "sent"] } else { &["queued"] };
+                    set_status(tx, &order.message_id, state, from, &trace).await?;
+                    Ok::<_, Error>(())
+                })
+            })
             .await?;
-        for gid in &sent.gateway_ids {
-            sqlx::query("INSERT INTO message_gateway_ids (gateway_id, attempt_id) VALUES ($1, $2) ON CONFLICT (gateway_id) DO NOTHING")
-                .bind(format!("{}:{gid}", order.channel))
-                .bind(&env.id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let from: &[&str] = if sent.delivered { &["queued", "sent"] } else { &["queued"] };
-        self.set_status(&mut tx, &order.message_id, state, from, &env.trace_id).await?;
-        tx.commit().await?;
         self.bus.kick();
         Ok(())
     }
 
-    /// Moves a message to `status` if it is in one of `from`; announces the change.
-    async fn set_status(&self, tx: &mut Tx, message_id: &str, status: &str, from: &[&str], trace: &str) -> Result<bool> {
-        let list = from.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
-        let extra = if status == "delivered" || status == "failed" || status == "dead" { ", fallback_at_ms = NULL" } else { "" };
-        let changed = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE messages SET status = $2, updated_ms = $3{extra} WHERE id = $1 AND status IN ({list})"
-        )))
-        .bind(message_id)
-        .bind(status)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if changed {
-            let env = Envelope::new("msg.status", "civichub/messaging", Some(trace), json!({ "id": message_id, "status": status }));
-            outbox::enqueue(tx, subjects::MESSAGE_STATUS, &env).await?;
-        }
-        Ok(changed)
-    }
 
     /// An attempt failed for good (`state` failed or dead): try the next
     /// channel, or settle the message as `state`.
@@ -430,7 +431,7 @@ impl Router {
             .await?
             .try_get("n")?;
             if open == 0 {
-                self.set_status(&mut tx, message_id, state, &["queued", "sent"], trace).await?;
+                set_status(&mut tx, message_id, state, &["queued", "sent"], trace).await?;
             }
         }
         tx.commit().await?;
@@ -550,15 +551,22 @@ impl Router {
     }
 
     async fn delivered(&self, attempt: &str, message: &str, outcome: &str, trace: &str) -> Result<()> {
-        let mut tx = self.db().begin().await?;
-        sqlx::query("UPDATE message_attempts SET state = 'delivered', outcome = $2, finished_ms = $3 WHERE id = $1")
-            .bind(attempt)
-            .bind(outcome)
-            .bind(now_ms())
-            .execute(&mut *tx)
+        let (attempt, message, outcome, trace) = (attempt.to_owned(), message.to_owned(), outcome.to_owned(), trace.to_owned());
+        self.bus
+            .writer()
+            .write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE message_attempts SET state = 'delivered', outcome = $2, finished_ms = $3 WHERE id = $1")
+                        .bind(&attempt)
+                        .bind(&outcome)
+                        .bind(now_ms())
+                        .execute(&mut **tx)
+                        .await?;
+                    set_status(tx, &message, "delivered", &["queued", "sent"], &trace).await?;
+                    Ok::<_, Error>(())
+                })
+            })
             .await?;
-        self.set_status(&mut tx, message, "delivered", &["queued", "sent"], trace).await?;
-        tx.commit().await?;
         self.bus.kick();
         Ok(())
     }
@@ -588,6 +596,27 @@ impl Router {
         }
         Ok(Outcome::Ack)
     }
+}
+
+/// Moves a message to `status` if it is in one of `from`; announces the change.
+async fn set_status(tx: &mut Tx, message_id: &str, status: &str, from: &[&str], trace: &str) -> Result<bool> {
+    let list = from.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let extra = if status == "delivered" || status == "failed" || status == "dead" { ", fallback_at_ms = NULL" } else { "" };
+    let changed = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE messages SET status = $2, updated_ms = $3{extra} WHERE id = $1 AND status IN ({list})"
+    )))
+    .bind(message_id)
+    .bind(status)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if changed {
+        let env = Envelope::new("msg.status", "civichub/messaging", Some(trace), json!({ "id": message_id, "status": status }));
+        outbox::enqueue(tx, subjects::MESSAGE_STATUS, &env).await?;
+    }
+    Ok(changed)
 }
 
 /// The plan as stored: `channel:address` separated by spaces.
@@ -705,24 +734,25 @@ impl Handler for Receipts {
     }
 }
 
+/// Puts one envelope in the outbox through the group writer, and wakes the relay.
+async fn publish(bus: &Bus, subject: &'static str, env: Envelope) -> Result<()> {
+    bus.writer()
+        .write(move |tx| Box::pin(async move { outbox::enqueue(tx, subject, &env).await }))
+        .await?;
+    bus.kick();
+    Ok(())
+}
+
 /// Publishes a gateway's delivery report on `civichub.msg.sms.receipt`.
 pub async fn publish_receipt(bus: &Bus, receipt: &Receipt) -> Result<()> {
     let env = Envelope::new("msg.sms.receipt", "civichub/sms", None, serde_json::to_value(receipt)?);
-    let mut tx = bus.db().begin().await?;
-    outbox::enqueue(&mut tx, subjects::SMS_RECEIPT, &env).await?;
-    tx.commit().await?;
-    bus.kick();
-    Ok(())
+    publish(bus, subjects::SMS_RECEIPT, env).await
 }
 
 /// Publishes a citizen's SMS on `civichub.msg.sms.in`.
 pub async fn publish_incoming_sms(bus: &Bus, from: &str, to: &str, text: &str) -> Result<()> {
     let env = Envelope::new("msg.sms.in", "civichub/sms", None, json!({ "from": from, "to": to, "text": text }));
-    let mut tx = bus.db().begin().await?;
-    outbox::enqueue(&mut tx, subjects::SMS_IN, &env).await?;
-    tx.commit().await?;
-    bus.kick();
-    Ok(())
+    publish(bus, subjects::SMS_IN, env).await
 }
 
 #[cfg(test)]
