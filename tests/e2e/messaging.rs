@@ -107,6 +107,22 @@ async fn messages_api_checks_input_and_scope(app: &TestApp) {
     assert_eq!(r.status(), 400);
     let r = http().get(app.url("/api/messages/nope")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 404);
+    // A sender reads its own messages; another sender's only with messages:read.
+    let (status, accepted) = post_message(app, &token, &json!({"to": {"department": 3}, "channel": "dingtalk", "text": "x"})).await;
+    assert_eq!(status, 400, "no DingTalk configured: {accepted}");
+    let other = service_token(app, &["messages:send"]).await;
+    let auditor = service_token(app, &["messages:read"]).await;
+    let mut db = app.db().await;
+    sqlx::query("INSERT INTO messages (id, recipient_kind, recipient, channel, text, urgent, status, plan, client_id, trace_id, created_ms, updated_ms) \
+                 VALUES ('m-own', 'phone', '13812345678', 'sms', 'x', 0, 'sent', '', (SELECT client_id FROM tokens WHERE token_hash = $1), 't', 0, 0)")
+        .bind(civichub_store::sha256_hex(&token))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    for (who, expected) in [(&token, 200), (&other, 404), (&auditor, 200), (&reader, 403)] {
+        let r = http().get(app.url("/api/messages/m-own")).bearer_auth(who).send().await.unwrap();
+        assert_eq!(r.status(), expected);
+    }
     let r = http().post(app.url("/api/messages")).bearer_auth(&token).body(vec![b' '; 64 * 1024]).send().await.unwrap();
     assert_eq!(r.status(), 413);
 }

@@ -1,7 +1,8 @@
 //! The messaging HTTP API.
 //!
 //! - `POST /api/messages` (scope `messages:send`): route a message → `202 {"id", "status"}`.
-//! - `GET /api/messages/{id}` (scope `messages:send` or `messages:read`): status and attempts.
+//! - `GET /api/messages/{id}`: status and attempts; scope `messages:read`
+//!   for any message, or `messages:send` for the client's own.
 //! - `POST /api/fusion/call-events` (scope `fusion:events`): a call-centre
 //!   event → `civichub.fusion.call.<event>` → `202 {"id", "subject"}`.
 
@@ -70,16 +71,20 @@ pub fn routes(router: Arc<Router>, identity: Arc<Identity>) -> BoxedFilter<(Resp
         .and(warp::header::optional::<String>("authorization"))
         .and(with(shared.clone()))
         .then(|message_id: String, auth: Option<String>, (router, id): Shared| async move {
-            match id.principal(auth.as_deref()).await {
+            let principal = match id.principal(auth.as_deref()).await {
                 Err(e) => return internal("checking bearer token", e),
                 Ok(None) if auth.is_none() => return bearer_failure(civichub_identity::BearerError::Missing),
                 Ok(None) => return bearer_failure(civichub_identity::BearerError::InvalidToken),
                 Ok(Some(p)) if !p.has_scope(SCOPE_SEND) && !p.has_scope(SCOPE_READ) => {
                     return bearer_failure(civichub_identity::BearerError::InsufficientScope(SCOPE_READ.into()));
                 }
-                Ok(Some(_)) => {}
-            }
+                Ok(Some(p)) => p,
+            };
             match router.get(&message_id).await {
+                // Another client's message does not exist for a sender without messages:read.
+                Ok(view) if !principal.has_scope(SCOPE_READ) && view.client_id.as_deref() != Some(principal.client_id.as_str()) => {
+                    from_error(Error::NotFound)
+                }
                 Ok(view) => json(StatusCode::OK, &serde_json::json!(view)),
                 Err(e) => from_error(e),
             }

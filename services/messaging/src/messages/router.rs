@@ -70,6 +70,9 @@ pub struct MessageView {
     pub status: String,
     /// `{"user": …}`, `{"phone": …}` or `{"department": …}`.
     pub to: serde_json::Value,
+    /// The client that sent it.
+    #[serde(skip)]
+    pub client_id: Option<String>,
     /// The channel asked for (`auto` included).
     pub channel: String,
     /// Urgent.
@@ -278,7 +281,7 @@ impl Router {
     /// A message with its attempts.
     pub async fn get(&self, id: &str) -> Result<MessageView> {
         let row = sqlx::query(
-            "SELECT id, status, recipient_kind, recipient, channel, urgent, created_ms, updated_ms FROM messages WHERE id = $1",
+            "SELECT id, status, recipient_kind, recipient, channel, urgent, client_id, created_ms, updated_ms FROM messages WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.db().pool())
@@ -316,6 +319,7 @@ impl Router {
             id: row.try_get("id")?,
             status: row.try_get("status")?,
             to,
+            client_id: row.try_get("client_id")?,
             channel: row.try_get("channel")?,
             urgent: row.try_get::<i64, _>("urgent")? != 0,
             created_at: rfc3339(row.try_get("created_ms")?),
