@@ -685,13 +685,21 @@ impl Handler for Sender {
                 self.router.attempt_failed(&env.id, &order.message_id, "failed", reason, &env.trace_id).await
             }
             Err(SendError::Retryable(reason)) => {
-                sqlx::query("UPDATE message_attempts SET state = 'retrying', outcome = $2 WHERE id = $1")
-                    .bind(&env.id)
-                    .bind(reason)
-                    .execute(self.router.db().pool())
+                let (id, reason) = (env.id.clone(), reason.clone());
+                self.router
+                    .bus
+                    .writer()
+                    .write(move |tx| {
+                        Box::pin(async move {
+                            sqlx::query("UPDATE message_attempts SET state = 'retrying', outcome = $2 WHERE id = $1")
+                                .bind(&id)
+                                .bind(&reason)
+                                .execute(&mut **tx)
+                                .await?;
+                            Ok::<_, Error>(())
+                        })
+                    })
                     .await
-                    .map(|_| ())
-                    .map_err(Error::from)
             }
         };
         match (result, recorded) {
