@@ -19,3 +19,7 @@ kb-eval:
 # Knowledge-base indexing and search (HTTP, raw Tantivy, PostgreSQL full-text) on a synthetic corpus.
 bench-kb:
     bash bench/kb/run.sh
+
+# Messaging throughput and latency (API → CMPP simulator) against raw JetStream publishing.
+bench-bus:
+    bash bench/bus/run.sh
