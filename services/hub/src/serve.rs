@@ -34,15 +34,15 @@ pub async fn run(config: Config) -> Result<()> {
     let kb = KnowledgeBase::open(db.clone(), Some(&config.data_dir.join("kb-index")))
         .await
         .context("cannot open the knowledge base index")?;
-    kb.spawn_follower();
+    let mut background = vec![kb.spawn_follower()];
     let bus = match &config.messaging.nats_url {
         Some(url) => Bus::nats(db.clone(), url).await.with_context(|| format!("cannot use NATS at {url}"))?,
         None => Bus::local(db.clone()),
     };
     let router = Arc::new(crate::channels::router(&config, bus.clone()).await?);
-    router.start();
-    civichub_messaging::spawn_audit_forwarder(bus.clone());
-    bus.start();
+    background.push(router.start());
+    background.push(civichub_messaging::spawn_audit_forwarder(bus.clone()));
+    background.extend(bus.start());
 
     println!("civichub listening on http://{addr}");
     println!("issuer: {}", identity.settings.issuer_str());
@@ -71,6 +71,11 @@ pub async fn run(config: Config) -> Result<()> {
         .with(warp::log("civichub::http"));
     warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;
     tracing::info!("stopped");
+    // Stop the workers before the pool closes under them (anything they had
+    // not finished stays in the outbox or on the bus for the next start).
+    for task in background {
+        task.abort();
+    }
     db.close().await;
     Ok(())
 }
