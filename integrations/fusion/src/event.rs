@@ -141,7 +141,7 @@ impl TryFrom<Value> for CallEvent {
         if call_id.chars().count() > MAX_CALL_ID || !call_id.chars().all(|c| c.is_ascii_graphic()) {
             return Err(Error::Invalid(format!("callId must be at most {MAX_CALL_ID} printable ASCII characters without spaces")));
         }
-        let from = phone_number(&m, "from")?;
+        let from = caller_number(&m)?;
         let to = phone_number(&m, "to")?;
         let direction = match required_text(&m, "direction")?.as_str() {
             "inbound" => Direction::Inbound,
@@ -229,6 +229,19 @@ fn phone_number(m: &Map<String, Value>, key: &str) -> Result<String> {
     }
     Ok(s)
 }
+
+/// The calling number, or `anonymous` for a withheld one (exchanges send
+/// `anonymous`, `unknown`, `private` or `withheld` as the caller id then).
+fn caller_number(m: &Map<String, Value>) -> Result<String> {
+    let s = required_text(m, "from")?;
+    if matches!(s.to_ascii_lowercase().as_str(), "anonymous" | "unknown" | "private" | "withheld" | "restricted") {
+        return Ok(WITHHELD.to_owned());
+    }
+    phone_number(m, "from")
+}
+
+/// The `from` of a call whose caller withheld the number.
+pub const WITHHELD: &str = "anonymous";
 
 /// Whether `s` is an optional leading `+` and 1 to 32 ASCII digits.
 pub(crate) fn is_phone_number(s: &str) -> bool {

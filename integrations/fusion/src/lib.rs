@@ -13,5 +13,5 @@ pub mod simulator;
 mod voice;
 
 pub use error::{Error, Result};
-pub use event::{CallEvent, CallEventKind, Direction, MAX_EVENT_BYTES};
+pub use event::{CallEvent, CallEventKind, Direction, MAX_EVENT_BYTES, WITHHELD};
 pub use voice::{ApiKey, MAX_REFERENCE, MAX_TTS_CHARS, VoiceCall, VoiceConfig, VoiceGateway, VoiceNotice, VoiceState, VoiceStatus};

@@ -72,3 +72,13 @@ fn refuses_bad_events_clearly() {
     assert!(err("{").contains("not JSON"));
     assert!(err(&" ".repeat(70_000)).contains("at most 65536"));
 }
+
+#[test]
+fn a_withheld_caller_is_anonymous_but_a_bad_number_is_refused() {
+    for shown in ["anonymous", "Unknown", "PRIVATE", "withheld"] {
+        let body = format!(r#"{{"event":"newCall","callId":"c","from":"{shown}","to":"12345","direction":"inbound"}}"#);
+        assert_eq!(CallEvent::parse(body.as_bytes()).expect("valid").from, civichub_fusion::WITHHELD);
+    }
+    assert!(err(r#"{"event":"newCall","callId":"c","from":"138-abc","to":"12345","direction":"inbound"}"#).contains("from"));
+    assert!(err(r#"{"event":"newCall","callId":"c","from":"13800000000","to":"anonymous","direction":"inbound"}"#).contains("to"));
+}
