@@ -39,9 +39,11 @@ impl std::fmt::Debug for Bus {
     }
 }
 
-/// Publish attempts that failed wait this long, doubling up to a minute.
+/// Publish attempts that failed wait this long, doubling up to two seconds:
+/// a republish is cheap (JetStream drops the duplicate), and after an outage
+/// the backlog should leave as soon as NATS is back.
 fn relay_backoff_ms(attempts: i64) -> i64 {
-    (250i64 << attempts.clamp(1, 8)).min(60_000)
+    (250i64 << attempts.clamp(1, 3)).min(2_000)
 }
 
 impl Bus {
