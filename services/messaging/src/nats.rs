@@ -67,21 +67,19 @@ impl Nats {
                 .await;
             acks.push(sent);
         }
-        let mut out = Vec::with_capacity(acks.len());
-        let mut missing_stream = false;
-        for ack in acks {
-            out.push(match ack {
+        // Await the acknowledgements together: one overall deadline, not one per envelope.
+        let waits = acks.into_iter().map(|ack| async move {
+            match ack {
                 Err(e) => Err(Error::nats(e)),
                 Ok(fut) => match tokio::time::timeout(Duration::from_secs(10), fut).await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => {
-                        missing_stream |= e.to_string().contains("no responders");
-                        Err(Error::nats(e))
-                    }
+                    Ok(Err(e)) => Err(Error::nats(e)),
                     Err(_) => Err(Error::Nats("no acknowledgement within 10 s".into())),
                 },
-            });
-        }
+            }
+        });
+        let out: Vec<Result<()>> = futures_util::future::join_all(waits).await;
+        let missing_stream = out.iter().any(|r| matches!(r, Err(e) if e.to_string().contains("no responders")));
         if missing_stream && let Err(e) = self.ensure_streams().await {
             tracing::debug!("creating streams: {e}");
         }
