@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use crate::consumer::{Consumer, Next, process};
 use crate::envelope::now_ms;
 use crate::outbox::{self, Pending, placeholders, skip_locked};
-use crate::{Error, Result, nats::Nats};
+use crate::{Envelope, Error, Result, nats::Nats};
 
 /// The transport under the bus.
 #[derive(Clone)]
@@ -90,6 +90,17 @@ impl Bus {
             Transport::Nats(n) => Some(n.client.clone()),
             Transport::Local => None,
         }
+    }
+
+    /// Puts one envelope for `subject` in the outbox (through the group
+    /// writer) and wakes the relay: for announcements that change nothing else.
+    pub async fn publish(&self, subject: &str, env: Envelope) -> Result<()> {
+        let subject = subject.to_owned();
+        self.writer
+            .write(move |tx| Box::pin(async move { outbox::enqueue(tx, &subject, &env).await }))
+            .await?;
+        self.kick();
+        Ok(())
     }
 
     /// Tells this node's relay that envelopes were committed.

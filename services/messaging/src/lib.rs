@@ -31,9 +31,7 @@ pub async fn publish_call_event(bus: &Bus, event: &civichub_fusion::CallEvent) -
     let subject = subjects::call(event.subject_suffix());
     let payload: serde_json::Value = serde_json::from_str(&event.to_json())?;
     let env = Envelope::new(&format!("fusion.call.{}", event.subject_suffix()), "civichub/fusion", Some(&event.call_id), payload);
-    let mut tx = bus.db().begin().await?;
-    outbox::enqueue(&mut tx, &subject, &env).await?;
-    tx.commit().await?;
-    bus.kick();
-    Ok((env.id, subject))
+    let id = env.id.clone();
+    bus.publish(&subject, env).await?;
+    Ok((id, subject))
 }

@@ -746,25 +746,16 @@ impl Handler for Receipts {
     }
 }
 
-/// Puts one envelope in the outbox through the group writer, and wakes the relay.
-async fn publish(bus: &Bus, subject: &'static str, env: Envelope) -> Result<()> {
-    bus.writer()
-        .write(move |tx| Box::pin(async move { outbox::enqueue(tx, subject, &env).await }))
-        .await?;
-    bus.kick();
-    Ok(())
-}
-
 /// Publishes a gateway's delivery report on `civichub.msg.sms.receipt`.
 pub async fn publish_receipt(bus: &Bus, receipt: &Receipt) -> Result<()> {
     let env = Envelope::new("msg.sms.receipt", "civichub/sms", None, serde_json::to_value(receipt)?);
-    publish(bus, subjects::SMS_RECEIPT, env).await
+    bus.publish(subjects::SMS_RECEIPT, env).await
 }
 
 /// Publishes a citizen's SMS on `civichub.msg.sms.in`.
 pub async fn publish_incoming_sms(bus: &Bus, from: &str, to: &str, text: &str) -> Result<()> {
     let env = Envelope::new("msg.sms.in", "civichub/sms", None, json!({ "from": from, "to": to, "text": text }));
-    publish(bus, subjects::SMS_IN, env).await
+    bus.publish(subjects::SMS_IN, env).await
 }
 
 #[cfg(test)]
