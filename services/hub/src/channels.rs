@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use civichub_messaging::Bus;
 use civichub_messaging::messages::{
     Channel, ChannelKind, Order, Receipt, Router, RouterSettings, SendError, Sent, publish_incoming_sms, publish_receipt,
@@ -78,10 +79,14 @@ fn sms(m: &MessagingArgs, bus: &Bus) -> Result<Option<Arc<dyn SmsGateway>>> {
                 },
                 ..Default::default()
             };
-            let (client, mut events) = civichub_sms::CmppClient::spawn(config)?;
+            let (client, events) = civichub_sms::CmppClient::spawn(config)?;
             let bus = bus.clone();
-            tokio::spawn(async move {
-                while let Some(event) = events.recv().await {
+            // Events are stored concurrently, so that a burst of status reports
+            // shares group commits; the link waits while this channel is full.
+            let events = futures_util::stream::unfold(events, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+            tokio::spawn(events.for_each_concurrent(SMS_EVENTS_IN_FLIGHT, move |event| {
+                let bus = bus.clone();
+                async move {
                     let published = match event {
                         SmsEvent::Report { gateway_id, stat, delivered, .. } => {
                             publish_receipt(&bus, &Receipt { channel: "sms".into(), gateway_id, stat, delivered }).await
@@ -92,7 +97,7 @@ fn sms(m: &MessagingArgs, bus: &Bus) -> Result<Option<Arc<dyn SmsGateway>>> {
                         tracing::error!("storing an SMS event: {e}");
                     }
                 }
-            });
+            }));
             Ok(Some(Arc::new(client)))
         }
         Some("aliyun") => {
@@ -111,6 +116,9 @@ fn sms(m: &MessagingArgs, bus: &Bus) -> Result<Option<Arc<dyn SmsGateway>>> {
         Some(other) => anyhow::bail!("unknown SMS gateway {other:?}"),
     }
 }
+
+/// SMS events (status reports, citizens' replies) being stored at once.
+const SMS_EVENTS_IN_FLIGHT: usize = 256;
 
 /// SMS through CMPP or a cloud API; delivery comes back as status reports.
 struct SmsChannel {

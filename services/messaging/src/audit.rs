@@ -63,7 +63,7 @@ pub async fn forward_audit(bus: &Bus, limit: i64) -> Result<usize> {
         if let Some(t) = chrono::DateTime::from_timestamp(at, 0) {
             env.time = t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         }
-        outbox::enqueue(&mut tx, &subjects::auth(&event), &env).await?;
+        outbox::enqueue(&mut tx, &subjects::auth(&event), &env)?;
     }
     let moved = sqlx::query("UPDATE bus_cursors SET position = $2 WHERE name = $1 AND position = $3")
         .bind(CURSOR)

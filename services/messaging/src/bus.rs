@@ -97,7 +97,7 @@ impl Bus {
     pub async fn publish(&self, subject: &str, env: Envelope) -> Result<()> {
         let subject = subject.to_owned();
         self.writer
-            .write(move |tx| Box::pin(async move { outbox::enqueue(tx, &subject, &env).await }))
+            .write(move |tx| Box::pin(async move { outbox::enqueue(tx, &subject, &env) }))
             .await?;
         self.kick();
         Ok(())

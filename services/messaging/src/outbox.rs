@@ -19,20 +19,16 @@ pub struct Pending {
     pub attempts: i64,
 }
 
-/// Adds `envelope` for `subject` inside the caller's transaction.
-pub async fn enqueue(tx: &mut Tx, subject: &str, envelope: &Envelope) -> Result<()> {
+/// Adds `envelope` for `subject` inside the caller's transaction. The row
+/// is written at the transaction's commit, with the other envelopes of the
+/// transaction in one statement.
+pub fn enqueue(tx: &mut Tx, subject: &str, envelope: &Envelope) -> Result<()> {
     let now = now_ms();
-    sqlx::query(
-        "INSERT INTO bus_outbox (id, subject, envelope, created_ms, next_attempt_ms, attempts) VALUES ($1, $2, $3, $4, $5, 0) \
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&envelope.id)
-    .bind(subject)
-    .bind(serde_json::to_string(envelope)?)
-    .bind(now)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    tx.insert_later(
+        "INSERT INTO bus_outbox (id, subject, envelope, created_ms, next_attempt_ms, attempts)",
+        "ON CONFLICT (id) DO NOTHING",
+        vec![envelope.id.as_str().into(), subject.into(), serde_json::to_string(envelope)?.into(), now.into(), now.into(), 0.into()],
+    );
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
+use crate::rows::{Deferred, Value};
 use crate::{Error, Result};
 
 /// A write transaction on whichever engine the hub runs on. It derefs to the
@@ -17,20 +18,44 @@ use crate::{Error, Result};
 /// writer at a time, and writers queueing on an async lock cost nothing,
 /// while writers queueing in SQLite's busy handler sleep in steps of
 /// milliseconds.
+///
+/// Rows given to [`Tx::insert_later`] are written at commit, with one
+/// multi-row `INSERT` per statement shape: the transaction's own queries do
+/// not see them before.
 pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Any>,
     _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+    deferred: Deferred,
 }
 
 impl Tx {
-    /// Makes the transaction's changes durable and visible.
-    pub async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+    /// Makes the transaction's changes (deferred rows included) durable and visible.
+    pub async fn commit(mut self) -> std::result::Result<(), sqlx::Error> {
+        self.flush().await?;
         self.inner.commit().await
     }
 
     /// Abandons the transaction's changes.
     pub async fn rollback(self) -> std::result::Result<(), sqlx::Error> {
         self.inner.rollback().await
+    }
+
+    /// Queues one row for `{head} VALUES (…) {suffix}` (for example
+    /// `INSERT INTO t (a, b)` and `ON CONFLICT (a) DO NOTHING`); it is written
+    /// together with every other row of the same statement at commit.
+    pub fn insert_later(&mut self, head: &'static str, suffix: &'static str, row: Vec<Value>) {
+        self.deferred.push(head, suffix, row);
+    }
+
+    /// Writes the deferred rows now.
+    pub async fn flush(&mut self) -> std::result::Result<(), sqlx::Error> {
+        let Tx { inner, deferred, .. } = self;
+        deferred.flush(&mut *inner).await
+    }
+
+    /// Forgets the deferred rows.
+    pub fn discard_deferred(&mut self) {
+        self.deferred.clear();
     }
 }
 
@@ -152,6 +177,9 @@ impl Db {
         let options = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
             .acquire_timeout(Duration::from_secs(10))
+            // A file needs no liveness check; on SQLite it would cost every
+            // acquire a round trip to the connection's thread.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -187,9 +215,9 @@ impl Db {
             Backend::Sqlite => {
                 let writer = self.writer.clone().lock_owned().await;
                 let inner = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(Tx { inner, _writer: Some(writer) })
+                Ok(Tx { inner, _writer: Some(writer), deferred: Deferred::default() })
             }
-            Backend::Postgres => Ok(Tx { inner: self.pool.begin().await?, _writer: None }),
+            Backend::Postgres => Ok(Tx { inner: self.pool.begin().await?, _writer: None, deferred: Deferred::default() }),
         }
     }
 

@@ -144,16 +144,6 @@ async fn commit(db: &Db, batch: &[Job]) -> StoreResult<()> {
     Ok(())
 }
 
-fn placeholders(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cells: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// One multi-row `INSERT INTO {table} ({columns}) VALUES … {suffix}`; `bind`
@@ -165,7 +155,7 @@ async fn insert_rows<R>(tx: &mut Tx, table: &str, columns: &[&str], suffix: &str
     let sql = format!(
         "INSERT INTO {table} ({}) VALUES {} {suffix}",
         columns.join(", "),
-        placeholders(rows.len(), columns.len())
+        civichub_store::row_placeholders(rows.len(), columns.len())
     );
     let mut query: Query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in rows {
@@ -214,14 +204,4 @@ pub(crate) async fn insert_audit<'a>(tx: &mut Tx, rows: impl Iterator<Item = &'a
         q.bind(r.at).bind(r.event).bind(r.user_id.clone()).bind(r.client_id.clone()).bind(r.ip.clone()).bind(r.detail.clone())
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::placeholders;
-
-    #[test]
-    fn placeholders_number_every_cell() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-    }
 }

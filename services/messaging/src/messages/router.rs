@@ -237,27 +237,29 @@ impl Router {
             .writer()
             .write(move |tx| {
                 Box::pin(async move {
-                    sqlx::query(
+                    tx.insert_later(
                         "INSERT INTO messages (id, recipient_kind, recipient, channel, text, template, params, urgent, status, plan, \
-                         current_channel, fallback_at_ms, client_id, trace_id, created_ms, updated_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $14, $14)",
-                    )
-                    .bind(&id)
-                    .bind(req.to.kind())
-                    .bind(req.to.value())
-                    .bind(req.channel.map_or("auto", ChannelKind::as_str))
-                    .bind(&req.text)
-                    .bind(&req.template)
-                    .bind(req.params.as_ref().map(|p| p.to_string()))
-                    .bind(urgent as i64)
-                    .bind(&rest)
-                    .bind(first.as_str())
-                    .bind(fallback_at)
-                    .bind(&client_id)
-                    .bind(&trace)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
+                         current_channel, fallback_at_ms, client_id, trace_id, created_ms, updated_ms)",
+                        "",
+                        vec![
+                            id.as_str().into(),
+                            req.to.kind().into(),
+                            req.to.value().into(),
+                            req.channel.map_or("auto", ChannelKind::as_str).into(),
+                            req.text.as_str().into(),
+                            req.template.clone().into(),
+                            req.params.as_ref().map(|p| p.to_string()).into(),
+                            (urgent as i64).into(),
+                            "queued".into(),
+                            rest.as_str().into(),
+                            first.as_str().into(),
+                            fallback_at.into(),
+                            client_id.clone().into(),
+                            trace.as_str().into(),
+                            now.into(),
+                            now.into(),
+                        ],
+                    );
                     let order = |kind: ChannelKind, address: String| Order {
                         message_id: id.clone(),
                         channel: kind.as_str().into(),
@@ -338,33 +340,25 @@ impl Router {
             .write(move |tx| {
                 Box::pin(async move {
                     let now = now_ms();
-                    let inserted = sqlx::query(
+                    // A new order, or one to send again: it was left retrying, or
+                    // its sender went quiet (another node that died mid-send).
+                    let taken = sqlx::query(
                         "INSERT INTO message_attempts (id, message_id, channel, address, state, tries, started_ms) \
-                         VALUES ($1, $2, $3, $4, 'sending', 1, $5) ON CONFLICT (id) DO NOTHING",
+                         VALUES ($1, $2, $3, $4, 'sending', 1, $5) ON CONFLICT (id) DO UPDATE \
+                         SET state = 'sending', tries = message_attempts.tries + 1, started_ms = excluded.started_ms \
+                         WHERE message_attempts.state = 'retrying' OR (message_attempts.state = 'sending' AND message_attempts.started_ms < $6)",
                     )
                     .bind(&id)
                     .bind(&order.message_id)
                     .bind(&order.channel)
                     .bind(&order.address)
                     .bind(now)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-                    if inserted == 1 {
-                        return Ok::<_, Error>(None);
-                    }
-                    let taken = sqlx::query(
-                        "UPDATE message_attempts SET state = 'sending', tries = tries + 1, started_ms = $2 \
-                         WHERE id = $1 AND (state = 'retrying' OR (state = 'sending' AND started_ms < $3))",
-                    )
-                    .bind(&id)
-                    .bind(now)
                     .bind(now - STALE_SENDING_MS)
                     .execute(&mut **tx)
                     .await?
                     .rows_affected();
                     if taken == 1 {
-                        return Ok(None);
+                        return Ok::<_, Error>(None);
                     }
                     let state: String =
                         sqlx::query("SELECT state FROM message_attempts WHERE id = $1").bind(&id).fetch_one(&mut **tx).await?.try_get("state")?;
@@ -395,13 +389,11 @@ impl Router {
                         .execute(&mut **tx)
                         .await?;
                     for gid in &sent.gateway_ids {
-                        sqlx::query(
-                            "INSERT INTO message_gateway_ids (gateway_id, attempt_id) VALUES ($1, $2) ON CONFLICT (gateway_id) DO NOTHING",
-                        )
-                        .bind(format!("{}:{gid}", order.channel))
-                        .bind(&id)
-                        .execute(&mut **tx)
-                        .await?;
+                        tx.insert_later(
+                            "INSERT INTO message_gateway_ids (gateway_id, attempt_id)",
+                            "ON CONFLICT (gateway_id) DO NOTHING",
+                            vec![format!("{}:{gid}", order.channel).into(), id.as_str().into()],
+                        );
                     }
                     let from: &[&str] = if sent.delivered { &["queued", "sent"] } else { &["queued"] };
                     set_status(tx, &order.message_id, state, from, &trace).await?;
@@ -618,7 +610,7 @@ async fn set_status(tx: &mut Tx, message_id: &str, status: &str, from: &[&str], 
         == 1;
     if changed {
         let env = Envelope::new("msg.status", "civichub/messaging", Some(trace), json!({ "id": message_id, "status": status }));
-        outbox::enqueue(tx, subjects::MESSAGE_STATUS, &env).await?;
+        outbox::enqueue(tx, subjects::MESSAGE_STATUS, &env)?;
     }
     Ok(changed)
 }
@@ -640,7 +632,7 @@ fn decode_plan(s: &str) -> Vec<(ChannelKind, String)> {
 async fn enqueue_order(tx: &mut Tx, order: &Order, trace: &str) -> Result<()> {
     let kind = ChannelKind::parse(&order.channel).ok_or_else(|| Error::Invalid(format!("unknown channel {}", order.channel)))?;
     let env = Envelope::new(&format!("msg.{}.out", kind.as_str()), "civichub/messaging", Some(trace), serde_json::to_value(order)?);
-    outbox::enqueue(tx, kind.subject(), &env).await
+    outbox::enqueue(tx, kind.subject(), &env)
 }
 
 /// A delivery report, as published on `civichub.msg.sms.receipt`.
@@ -770,3 +762,4 @@ mod tests {
         assert!(decode_plan("").is_empty());
     }
 }
+
