@@ -12,5 +12,6 @@ mod kb;
 mod logout;
 mod messaging;
 mod messaging_sms;
+mod hotline;
 mod sso;
 mod tokens;

@@ -40,7 +40,7 @@ pub async fn wait_status(app: &TestApp, token: &str, id: &str, status: &str, sec
     }
 }
 
-fn dingtalk_config() -> SimConfig {
+pub fn dingtalk_config() -> SimConfig {
     SimConfig {
         users: vec![SimUser {
             userid: "zhangsan".into(),
@@ -54,7 +54,7 @@ fn dingtalk_config() -> SimConfig {
     }
 }
 
-fn dingtalk_flags(sim: &DingTalkSimulator) -> Vec<String> {
+pub fn dingtalk_flags(sim: &DingTalkSimulator) -> Vec<String> {
     let c = sim.client_config();
     vec![
         "--dingtalk-app-key".into(),

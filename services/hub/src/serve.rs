@@ -42,6 +42,8 @@ pub async fn run(config: Config) -> Result<()> {
     let router = Arc::new(crate::channels::router(&config, bus.clone()).await?);
     background.push(router.start());
     background.push(civichub_messaging::spawn_audit_forwarder(bus.clone()));
+    let tickets = Arc::new(civichub_hotline::Tickets::new(bus.clone(), civichub_hotline::Calendar::builtin(), Default::default()));
+    civichub_hotline::Notices::register(router.clone());
     background.extend(bus.start());
 
     println!("civichub listening on http://{addr}");
@@ -67,6 +69,7 @@ pub async fn run(config: Config) -> Result<()> {
         .or(kb_api)
         .or(civichub_kb::pages::routes(kb.clone(), identity.clone()))
         .or(civichub_messaging::api::routes(router.clone(), identity.clone()))
+        .or(civichub_hotline::api::routes(tickets, identity.clone()))
         .recover(handle_rejection)
         .with(warp::log("civichub::http"));
     warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;
@@ -117,8 +120,6 @@ async fn shutdown_signal() {
 async fn handle_rejection(err: Rejection) -> Result<warp::reply::Response, Infallible> {
     let (status, error, description) = if err.is_not_found() {
         (StatusCode::NOT_FOUND, "not_found", "no such endpoint".to_owned())
-    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed for this endpoint".to_owned())
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() || err.find::<civichub_identity::BodyTooLarge>().is_some() {
         (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large".to_owned())
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
@@ -131,6 +132,10 @@ async fn handle_rejection(err: Rejection) -> Result<warp::reply::Response, Infal
         (StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
     } else if let Some(e) = err.find::<warp::reject::UnsupportedMediaType>() {
         (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", e.to_string())
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        // Last: a route with the right method that refused the request says more
+        // than another route on the same path with a different method.
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed for this endpoint".to_owned())
     } else {
         tracing::error!("unhandled rejection: {err:?}");
         (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal server error".to_owned())

@@ -242,6 +242,12 @@ impl Db {
                 include_str!("../migrations/common/0003_messaging.sql"),
                 include_str!("../migrations/common/0003_messaging.sql"),
             ),
+            (
+                4,
+                "hotline",
+                include_str!("../migrations/common/0004_hotline.sql"),
+                include_str!("../migrations/common/0004_hotline.sql"),
+            ),
         ];
         let migrations = sources
             .iter()

@@ -222,9 +222,19 @@ impl Router {
     /// Accepts a message: stores it and its first send orders in one
     /// transaction; the bus does the rest.
     pub async fn submit(&self, req: MessageRequest, client_id: Option<&str>, trace_id: Option<&str>) -> Result<Accepted> {
+        self.submit_as(crate::new_id(), false, req, client_id, trace_id).await
+    }
+
+    /// Like [`Router::submit`] with the message id given: a second request
+    /// with the same id sends nothing and answers with the first one's
+    /// status. For handlers that may see the same event twice.
+    pub async fn submit_once(&self, id: &str, req: MessageRequest, client_id: Option<&str>, trace_id: Option<&str>) -> Result<Accepted> {
+        self.submit_as(id.to_owned(), true, req, client_id, trace_id).await
+    }
+
+    async fn submit_as(&self, id: String, once: bool, req: MessageRequest, client_id: Option<&str>, trace_id: Option<&str>) -> Result<Accepted> {
         let (mut plan, voice) = self.plan(&req).await?;
         let client_id = client_id.map(str::to_owned);
-        let id = crate::new_id();
         let trace = trace_id.unwrap_or(&id).to_owned();
         let (first, first_address) = plan.remove(0);
         let rest = encode_plan(&plan);
@@ -232,11 +242,16 @@ impl Router {
         // At this time the channel is asked whether it delivered, and the next one is tried if not.
         let fallback_at = Some(now + self.fallback_after(req.urgent));
         let urgent = req.urgent;
-        let accepted = Accepted { id: id.clone(), status: "queued".into() };
-        self.bus
+        let accepted = self
+            .bus
             .writer()
             .write(move |tx| {
                 Box::pin(async move {
+                    if once
+                        && let Some(row) = sqlx::query("SELECT status FROM messages WHERE id = $1").bind(&id).fetch_optional(&mut **tx).await?
+                    {
+                        return Ok::<_, Error>(Accepted { id: id.clone(), status: row.try_get("status")? });
+                    }
                     tx.insert_later(
                         "INSERT INTO messages (id, recipient_kind, recipient, channel, text, template, params, urgent, status, plan, \
                          current_channel, fallback_at_ms, client_id, trace_id, created_ms, updated_ms)",
@@ -272,7 +287,7 @@ impl Router {
                     if let Some(phone) = voice {
                         enqueue_order(tx, &order(ChannelKind::Voice, phone), &trace).await?;
                     }
-                    Ok::<_, Error>(())
+                    Ok::<_, Error>(Accepted { id: id.clone(), status: "queued".into() })
                 })
             })
             .await?;

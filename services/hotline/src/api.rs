@@ -1,0 +1,244 @@
+//! The hotline's HTTP API. Every call needs a bearer token with scope
+//! `hotline`; a person's roles (agent, handler, supervisor, leader, admin)
+//! and department decide what they may see and do. A system's token
+//! (client credentials, no person) may register tickets and read them.
+//!
+//! - `POST /api/hotline/tickets` → `201 {"number", "status", "suggested_departments"}`
+//! - `GET /api/hotline/tickets?status=&department=&overdue=&page=`
+//! - `GET /api/hotline/tickets/{number}` → the ticket with its audit trail
+//! - `POST /api/hotline/tickets/{number}/{action}` → the ticket after the action
+
+use std::sync::Arc;
+
+use civichub_identity::Identity;
+use civichub_identity::reply::{bearer_failure, error, internal, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use crate::ticket::{Action, Actor, Role, Ticket};
+use crate::{Error, NewTicket, Tickets};
+
+/// The scope every hotline call needs.
+pub const SCOPE: &str = "hotline";
+
+/// Largest request body.
+const MAX_BODY: u64 = 64 * 1024;
+
+/// Tickets per page of a list.
+const PAGE_SIZE: i64 = 20;
+
+fn from_error(e: Error) -> Response {
+    match e {
+        Error::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid_request", &m),
+        Error::Conflict(m) => error(StatusCode::CONFLICT, "conflict", &m),
+        Error::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", &m),
+        Error::NotFound(n) => error(StatusCode::NOT_FOUND, "not_found", &format!("no ticket {n}")),
+        other => internal("hotline", other),
+    }
+}
+
+/// Who calls: a person with roles, or a system.
+enum Caller {
+    Person(Actor),
+    System(String),
+}
+
+impl Caller {
+    fn name(&self) -> &str {
+        match self {
+            Caller::Person(a) => &a.name,
+            Caller::System(n) => n,
+        }
+    }
+
+    fn may_see(&self, t: &Ticket) -> bool {
+        match self {
+            Caller::Person(a) => a.may_see(t),
+            Caller::System(_) => true,
+        }
+    }
+
+    /// Hotline staff see callers in full; departments see them masked.
+    fn sees_callers(&self) -> bool {
+        match self {
+            Caller::Person(a) => a.has(Role::Agent) || a.has(Role::Supervisor) || a.has(Role::Leader),
+            Caller::System(_) => true,
+        }
+    }
+}
+
+async fn caller(identity: &Identity, auth: Option<String>) -> Result<Caller, Response> {
+    let principal = civichub_identity::reply::authorize(identity, auth, SCOPE).await?;
+    let Some(user_id) = principal.user_id else {
+        return Ok(Caller::System(format!("client:{}", principal.client_id)));
+    };
+    let user = match civichub_identity::Users::new(identity.db.clone()).get(&user_id).await {
+        Ok(u) => u,
+        Err(e) => return Err(internal("loading the user", e)),
+    };
+    if user.disabled {
+        return Err(bearer_failure(civichub_identity::BearerError::InvalidToken));
+    }
+    Ok(Caller::Person(Actor {
+        name: user.username,
+        roles: user.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+        department: user.department,
+    }))
+}
+
+/// `138****5678`, `王**`.
+fn mask(value: &str, keep_start: usize, keep_end: usize) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() <= keep_start + keep_end {
+        return chars.first().map(|c| format!("{c}*")).unwrap_or_default();
+    }
+    let hidden = chars.len() - keep_start - keep_end;
+    chars[..keep_start].iter().chain(std::iter::repeat_n(&'*', hidden)).chain(chars[chars.len() - keep_end..].iter()).collect()
+}
+
+fn view(t: &Ticket, caller: &Caller) -> Value {
+    let mut v = json!(t);
+    if !caller.sees_callers() {
+        v["caller_phone"] = json!(t.caller_phone.as_deref().map(|p| mask(p, 3, 4)));
+        v["caller_name"] = json!(t.caller_name.as_deref().map(|n| mask(n, 1, 0)));
+    }
+    v
+}
+
+type Shared = (Arc<Tickets>, Arc<Identity>);
+
+fn with(shared: Shared) -> impl Filter<Extract = (Shared,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || shared.clone())
+}
+
+/// Query of the ticket list.
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    department: Option<String>,
+    overdue: Option<bool>,
+    page: Option<i64>,
+}
+
+/// The hotline routes.
+pub fn routes(tickets: Arc<Tickets>, identity: Arc<Identity>) -> BoxedFilter<(Response,)> {
+    let shared = (tickets, identity);
+    let register = warp::path!("api" / "hotline" / "tickets")
+        .and(warp::post())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(civichub_identity::limited_body(MAX_BODY))
+        .and(with(shared.clone()))
+        .then(|auth: Option<String>, body: bytes::Bytes, (tickets, id): Shared| async move {
+            let caller = match caller(&id, auth).await {
+                Ok(c) => c,
+                Err(reply) => return reply,
+            };
+            if let Caller::Person(a) = &caller
+                && !a.has(Role::Agent)
+            {
+                return from_error(Error::Forbidden("only a hotline agent registers tickets".into()));
+            }
+            let new = match NewTicket::parse(&body) {
+                Ok(n) => n,
+                Err(e) => return from_error(e),
+            };
+            let ticket = match tickets.register(new, caller.name(), Tickets::now()).await {
+                Ok(t) => t,
+                Err(e) => return from_error(e),
+            };
+            let suggested = tickets.suggest_departments(ticket.category.as_deref()).await.unwrap_or_default();
+            json(StatusCode::CREATED, &json!({ "number": ticket.number, "status": ticket.status, "suggested_departments": suggested }))
+        });
+    let list = warp::path!("api" / "hotline" / "tickets")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::query::<ListQuery>())
+        .and(with(shared.clone()))
+        .then(|auth: Option<String>, q: ListQuery, (tickets, id): Shared| async move {
+            let caller = match caller(&id, auth).await {
+                Ok(c) => c,
+                Err(reply) => return reply,
+            };
+            let mut department = q.department;
+            if let Caller::Person(a) = &caller
+                && !caller.sees_callers()
+            {
+                // A department sees its own tickets only.
+                match (&a.department, a.has(Role::Handler)) {
+                    (Some(own), true) => department = Some(own.clone()),
+                    _ => return from_error(Error::Forbidden("no hotline role".into())),
+                }
+            }
+            let page = q.page.unwrap_or(1).max(1);
+            match tickets.list(q.status.as_deref(), department.as_deref(), q.overdue.unwrap_or(false), page, PAGE_SIZE).await {
+                Ok((items, total)) => json(
+                    StatusCode::OK,
+                    &json!({ "items": items.iter().map(|t| view(t, &caller)).collect::<Vec<_>>(), "page": page, "page_size": PAGE_SIZE, "total": total }),
+                ),
+                Err(e) => from_error(e),
+            }
+        });
+    let get = warp::path!("api" / "hotline" / "tickets" / String)
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with(shared.clone()))
+        .then(|number: String, auth: Option<String>, (tickets, id): Shared| async move {
+            let caller = match caller(&id, auth).await {
+                Ok(c) => c,
+                Err(reply) => return reply,
+            };
+            let ticket = match tickets.get(&number).await {
+                Ok(t) if caller.may_see(&t) => t,
+                Ok(_) => return from_error(Error::NotFound(number)),
+                Err(e) => return from_error(e),
+            };
+            let events = match tickets.events(&ticket.number).await {
+                Ok(e) => e,
+                Err(e) => return from_error(e),
+            };
+            let mut v = view(&ticket, &caller);
+            v["events"] = json!(events);
+            json(StatusCode::OK, &v)
+        });
+    let act = warp::path!("api" / "hotline" / "tickets" / String / String)
+        .and(warp::post())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(civichub_identity::limited_body(MAX_BODY))
+        .and(with(shared))
+        .then(|number: String, action: String, auth: Option<String>, body: bytes::Bytes, (tickets, id): Shared| async move {
+            let actor = match caller(&id, auth).await {
+                Ok(Caller::Person(a)) => a,
+                Ok(Caller::System(_)) => return from_error(Error::Forbidden("actions on tickets are taken by people".into())),
+                Err(reply) => return reply,
+            };
+            let action = match Action::parse(&action, &body) {
+                Ok(a) => a,
+                Err(e) => return from_error(e),
+            };
+            match tickets.act(&number, &action, &actor, Tickets::now()).await {
+                Ok((ticket, change)) => {
+                    let mut v = view(&ticket, &Caller::Person(actor));
+                    v["event"] = json!(change.event);
+                    json(StatusCode::OK, &v)
+                }
+                Err(e) => from_error(e),
+            }
+        });
+    register.or(list).unify().or(get).unify().or(act).unify().boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn callers_are_masked() {
+        assert_eq!(mask("13812345678", 3, 4), "138****5678");
+        assert_eq!(mask("王小明", 1, 0), "王**");
+        assert_eq!(mask("王", 1, 0), "王*");
+    }
+}

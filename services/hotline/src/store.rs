@@ -1,0 +1,359 @@
+//! Tickets in the database: each registration and each action is one
+//! transaction holding the ticket, its audit record and its event
+//! (`civichub.hotline.ticket.<event>`, through the messaging outbox).
+
+use chrono::DateTime;
+use civichub_messaging::{Bus, Envelope, now_ms, outbox, subjects};
+use civichub_store::{Backend, Db, Row, Tx};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::calendar::{Calendar, china};
+use crate::number::TicketNumber;
+use crate::ticket::{Action, Actor, Change, Channel, Rules, Status, Ticket, TimeLimits, Urgency};
+use crate::{Error, Result};
+
+/// What registering a ticket takes (`POST /api/hotline/tickets`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTicket {
+    /// Where it came from.
+    pub channel: Channel,
+    /// The caller's name.
+    #[serde(default)]
+    pub caller_name: Option<String>,
+    /// The caller's phone.
+    #[serde(default)]
+    pub caller_phone: Option<String>,
+    /// What the citizen asks.
+    pub content: String,
+    /// Where.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// GB/T 39666 category code (six digits).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// How fast (default normal).
+    #[serde(default)]
+    pub urgency: Option<Urgency>,
+}
+
+/// Longest ticket content.
+const MAX_CONTENT: usize = 5_000;
+
+impl NewTicket {
+    /// Reads and checks a registration from JSON.
+    pub fn parse(body: &[u8]) -> Result<NewTicket> {
+        let t: NewTicket = serde_json::from_slice(body).map_err(|e| Error::Invalid(format!("ticket: {e}")))?;
+        t.check()?;
+        Ok(t)
+    }
+
+    fn check(&self) -> Result<()> {
+        let n = self.content.trim().chars().count();
+        if n == 0 {
+            return Err(Error::Invalid("content must not be empty".into()));
+        }
+        if n > MAX_CONTENT {
+            return Err(Error::Invalid(format!("content is {n} characters; at most {MAX_CONTENT}")));
+        }
+        if let Some(phone) = &self.caller_phone {
+            let digits = phone.strip_prefix('+').unwrap_or(phone);
+            if !(3..=20).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+                return Err(Error::Invalid(format!("caller_phone {phone:?} is not a phone number")));
+            }
+        }
+        if let Some(c) = &self.category
+            && (c.len() != 6 || !c.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(Error::Invalid(format!("category {c:?} is not a six-digit GB/T 39666 code")));
+        }
+        for (field, v) in [("caller_name", &self.caller_name), ("location", &self.location)] {
+            if v.as_ref().is_some_and(|v| v.chars().count() > 200) {
+                return Err(Error::Invalid(format!("{field} is longer than 200 characters")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One audit record of a ticket.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TicketEvent {
+    /// What happened (`created`, `dispatched`, …).
+    pub event: String,
+    /// The action taken (`register`, `dispatch`, …).
+    pub action: String,
+    /// Who.
+    pub actor: String,
+    /// Status before (none for the registration).
+    pub from_status: Option<String>,
+    /// Status after.
+    pub to_status: String,
+    /// Details.
+    pub detail: serde_json::Value,
+    /// When (Unix ms).
+    pub at_ms: i64,
+}
+
+/// The hotline's tickets.
+#[derive(Clone, Debug)]
+pub struct Tickets {
+    db: Db,
+    bus: Bus,
+    calendar: Calendar,
+    limits: TimeLimits,
+}
+
+fn ticket_from(row: &sqlx::any::AnyRow) -> Result<Ticket> {
+    Ok(serde_json::from_str(&row.try_get::<String, _>("doc")?)?)
+}
+
+impl Tickets {
+    /// Tickets in the database of `bus` (which announces their events), with
+    /// deadlines on `calendar` under `limits`.
+    pub fn new(bus: Bus, calendar: Calendar, limits: TimeLimits) -> Tickets {
+        Tickets { db: bus.db().clone(), bus, calendar, limits }
+    }
+
+    /// The working-day calendar.
+    pub fn calendar(&self) -> &Calendar {
+        &self.calendar
+    }
+
+    /// Registers a ticket by `actor` at `now` (Unix ms).
+    pub async fn register(&self, new: NewTicket, actor: &str, now: i64) -> Result<Ticket> {
+        new.check()?;
+        let day = DateTime::from_timestamp_millis(now).ok_or_else(|| Error::Invalid("time out of range".into()))?.with_timezone(&china()).date_naive();
+        let mut tx = self.db.begin().await?;
+        let seq: i64 = sqlx::query(
+            "INSERT INTO hotline_counters (day, last) VALUES ($1, 1) ON CONFLICT (day) DO UPDATE SET last = hotline_counters.last + 1 RETURNING last",
+        )
+        .bind(TicketNumber::day_key(day))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("last")?;
+        let number = TicketNumber::new(day, u32::try_from(seq).unwrap_or(u32::MAX))?.to_string();
+        let ticket = Ticket {
+            caller_name: new.caller_name.filter(|s| !s.trim().is_empty()),
+            caller_phone: new.caller_phone.filter(|s| !s.trim().is_empty()),
+            location: new.location.filter(|s| !s.trim().is_empty()),
+            category: new.category,
+            urgency: new.urgency.unwrap_or(Urgency::Normal),
+            ..Ticket::registered(number, new.channel, new.content.trim().to_owned(), now)
+        };
+        let doc = serde_json::to_string(&ticket)?;
+        sqlx::query(
+            "INSERT INTO hotline_tickets (number, doc, status, channel, category, urgency, department, caller_phone, sign_due_ms, due_ms, \
+             created_ms, updated_ms, closed_ms) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, NULL, NULL, $8, $8, NULL)",
+        )
+        .bind(&ticket.number)
+        .bind(doc)
+        .bind(ticket.status.as_str())
+        .bind(ticket.channel.as_str())
+        .bind(&ticket.category)
+        .bind(ticket.urgency.as_str())
+        .bind(&ticket.caller_phone)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let change = Change {
+            event: "created",
+            from: Status::Registered,
+            to: Status::Registered,
+            detail: json!({ "channel": ticket.channel, "category": ticket.category, "urgency": ticket.urgency }),
+        };
+        record(&mut tx, &ticket, "register", None, &change, actor, now)?;
+        tx.commit().await?;
+        self.bus.kick();
+        Ok(ticket)
+    }
+
+    /// The ticket numbered `number`.
+    pub async fn get(&self, number: &str) -> Result<Ticket> {
+        let number: TicketNumber = number.parse()?;
+        let row = sqlx::query("SELECT doc FROM hotline_tickets WHERE number = $1")
+            .bind(number.to_string())
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| Error::NotFound(number.to_string()))?;
+        ticket_from(&row)
+    }
+
+    /// The audit trail of a ticket, oldest first.
+    pub async fn events(&self, number: &str) -> Result<Vec<TicketEvent>> {
+        let rows = sqlx::query(
+            "SELECT event, action, actor, from_status, to_status, detail, at_ms FROM hotline_ticket_events WHERE number = $1 ORDER BY at_ms, id",
+        )
+        .bind(number)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TicketEvent {
+                    event: r.try_get("event")?,
+                    action: r.try_get("action")?,
+                    actor: r.try_get("actor")?,
+                    from_status: r.try_get("from_status")?,
+                    to_status: r.try_get("to_status")?,
+                    detail: serde_json::from_str(&r.try_get::<String, _>("detail")?)?,
+                    at_ms: r.try_get("at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes `action` on ticket `number` as `actor` at `now` (Unix ms): the
+    /// actor's rights and the lifecycle are checked, then the ticket, its
+    /// audit record and its event are written together.
+    pub async fn act(&self, number: &str, action: &Action, actor: &Actor, now: i64) -> Result<(Ticket, Change)> {
+        let number: TicketNumber = number.parse()?;
+        let mut tx = self.db.begin().await?;
+        let lock = if self.db.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT doc FROM hotline_tickets WHERE number = $1{lock}")))
+            .bind(number.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::NotFound(number.to_string()))?;
+        let mut ticket = ticket_from(&row)?;
+        if !actor.may_see(&ticket) {
+            return Err(Error::NotFound(number.to_string()));
+        }
+        ticket.authorize(action, actor)?;
+        if let Action::Merge { into } = action {
+            let target: TicketNumber = into.parse()?;
+            let status: Option<String> = sqlx::query("SELECT status FROM hotline_tickets WHERE number = $1")
+                .bind(target.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("status"))
+                .transpose()?;
+            match status.as_deref().and_then(Status::parse) {
+                None => return Err(Error::Invalid(format!("merge: no ticket {target}"))),
+                Some(Status::Closed | Status::Merged) => {
+                    return Err(Error::Conflict(format!("merge: ticket {target} is no longer open")));
+                }
+                Some(_) => {}
+            }
+        }
+        let change = ticket.apply(action, now, Rules { calendar: &self.calendar, limits: &self.limits })?;
+        sqlx::query(
+            "UPDATE hotline_tickets SET doc = $2, status = $3, department = $4, sign_due_ms = $5, due_ms = $6, updated_ms = $7, closed_ms = $8 \
+             WHERE number = $1",
+        )
+        .bind(&ticket.number)
+        .bind(serde_json::to_string(&ticket)?)
+        .bind(ticket.status.as_str())
+        .bind(&ticket.department)
+        .bind(ticket.sign_due_ms)
+        .bind(ticket.due_ms)
+        .bind(now)
+        .bind(ticket.closed_ms)
+        .execute(&mut *tx)
+        .await?;
+        record(&mut tx, &ticket, action.name(), Some(change.from), &change, &actor.name, now)?;
+        tx.commit().await?;
+        self.bus.kick();
+        Ok((ticket, change))
+    }
+
+    /// Tickets, newest first, with the number of all that match:
+    /// `overdue` keeps those past their reply deadline and not yet replied.
+    pub async fn list(&self, status: Option<&str>, department: Option<&str>, overdue: bool, page: i64, page_size: i64) -> Result<(Vec<Ticket>, i64)> {
+        if let Some(s) = status
+            && Status::parse(s).is_none()
+        {
+            let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            return Err(Error::Invalid(format!("status {s:?} is not one of {}", all.join(", "))));
+        }
+        let mut clauses = vec!["1 = 1".to_owned()];
+        let mut binds: Vec<civichub_store::Value> = Vec::new();
+        if let Some(s) = status {
+            binds.push(s.into());
+            clauses.push(format!("status = ${}", binds.len()));
+        }
+        if let Some(d) = department {
+            binds.push(d.into());
+            clauses.push(format!("department = ${}", binds.len()));
+        }
+        if overdue {
+            binds.push(now_ms().into());
+            clauses.push(format!("due_ms < ${} AND status IN ('dispatched', 'accepted', 'returned')", binds.len()));
+        }
+        let filter = clauses.join(" AND ");
+        let bind_all = |sql: String, binds: &[civichub_store::Value]| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for b in binds {
+                q = match b {
+                    civichub_store::Value::Text(v) => q.bind(v.clone()),
+                    civichub_store::Value::Int(v) => q.bind(*v),
+                };
+            }
+            q
+        };
+        let total: i64 = bind_all(format!("SELECT COUNT(*) AS n FROM hotline_tickets WHERE {filter}"), &binds).fetch_one(self.db.pool()).await?.try_get("n")?;
+        let rows = bind_all(
+            format!("SELECT doc FROM hotline_tickets WHERE {filter} ORDER BY created_ms DESC, number DESC LIMIT {} OFFSET {}", page_size.clamp(1, 200), (page.max(1) - 1) * page_size.clamp(1, 200)),
+            &binds,
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok((rows.iter().map(ticket_from).collect::<Result<Vec<_>>>()?, total))
+    }
+
+    /// Departments that handled past tickets of `category`, most often first (at most three).
+    pub async fn suggest_departments(&self, category: Option<&str>) -> Result<Vec<String>> {
+        let Some(category) = category else { return Ok(vec![]) };
+        let rows = sqlx::query(
+            "SELECT department, COUNT(*) AS n FROM hotline_tickets WHERE category = $1 AND department IS NOT NULL \
+             AND status NOT IN ('merged') GROUP BY department ORDER BY n DESC, department LIMIT 3",
+        )
+        .bind(category)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("department")?)).collect()
+    }
+
+    /// Current time, for callers without a clock of their own.
+    pub fn now() -> i64 {
+        now_ms()
+    }
+}
+
+/// The audit record and the event of one change, in the caller's transaction.
+fn record(tx: &mut Tx, ticket: &Ticket, action: &str, from: Option<Status>, change: &Change, actor: &str, now: i64) -> Result<()> {
+    let id = civichub_messaging::new_id();
+    tx.insert_later(
+        "INSERT INTO hotline_ticket_events (id, number, event, action, actor, from_status, to_status, detail, at_ms)",
+        "",
+        vec![
+            id.as_str().into(),
+            ticket.number.as_str().into(),
+            change.event.into(),
+            action.into(),
+            actor.into(),
+            from.map(Status::as_str).into(),
+            change.to.as_str().into(),
+            change.detail.to_string().into(),
+            now.into(),
+        ],
+    );
+    let payload = json!({
+        "number": ticket.number,
+        "event": change.event,
+        "action": action,
+        "actor": actor,
+        "from": from,
+        "status": change.to,
+        "department": ticket.department,
+        "co_departments": ticket.co_departments,
+        "channel": ticket.channel,
+        "urgency": ticket.urgency,
+        "detail": change.detail,
+    });
+    let mut env = Envelope::new(&format!("hotline.ticket.{}", change.event), "civichub/hotline", None, payload);
+    env.id = id;
+    env.trace_id = ticket.number.clone();
+    outbox::enqueue(tx, &subjects::ticket(change.event), &env)?;
+    Ok(())
+}

@@ -1,0 +1,41 @@
+-- The 12345 hotline. `doc` holds the whole ticket as JSON; the columns
+-- beside it repeat what lists, deadlines and statistics select on.
+CREATE TABLE hotline_tickets (
+    number TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    status TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    category TEXT,
+    urgency TEXT NOT NULL,
+    department TEXT,
+    caller_phone TEXT,
+    sign_due_ms BIGINT,
+    due_ms BIGINT,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    closed_ms BIGINT
+);
+CREATE INDEX hotline_tickets_status ON hotline_tickets(status, due_ms);
+CREATE INDEX hotline_tickets_department ON hotline_tickets(department, status);
+CREATE INDEX hotline_tickets_created ON hotline_tickets(created_ms);
+CREATE INDEX hotline_tickets_caller ON hotline_tickets(caller_phone);
+
+-- Every action on a ticket: who, when, what, from which state.
+CREATE TABLE hotline_ticket_events (
+    id TEXT PRIMARY KEY,
+    number TEXT NOT NULL,
+    event TEXT NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX hotline_ticket_events_number ON hotline_ticket_events(number, at_ms);
+
+-- The last sequence number given out per day (YYYYMMDD, Beijing time).
+CREATE TABLE hotline_counters (
+    day TEXT PRIMARY KEY,
+    last BIGINT NOT NULL
+);

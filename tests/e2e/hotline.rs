@@ -1,0 +1,266 @@
+//! The 12345 hotline over HTTP: whole ticket lifecycles taken by agents,
+//! handlers and supervisors signed in through the hub, with the notices
+//! they cause reaching the DingTalk and CMPP simulators over NATS.
+
+use std::time::Duration;
+
+use civichub_dingtalk::simulator::DingTalkSimulator;
+use civichub_sms::{CmppSimConfig, CmppSimulator};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, Browser, NatsServer, TestApp, eventually, http, query_param, service_token};
+use crate::messaging::{dingtalk_config, dingtalk_flags};
+use crate::messaging_sms::cmpp_flags;
+
+/// A person's access token with scope `hotline`, signed in through the hub.
+async fn sign_in(app: &TestApp, secret: &str, username: &str) -> String {
+    let rp = app.rp("hotline-console", Some(secret.to_owned())).await;
+    let req = rp.authorize(&["hotline"]);
+    let cb = Browser::new().sign_in(req.url.as_str(), username, crate::helpers::PASSWORD).await;
+    let tokens = rp.exchange(&query_param(&cb, "code").expect("code"), req.verifier).await;
+    openidconnect::OAuth2TokenResponse::access_token(&tokens).secret().clone()
+}
+
+async fn call(app: &TestApp, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let url = app.url(path);
+    let req = match method {
+        "GET" => http().get(url),
+        _ => http().post(url),
+    };
+    let req = req.bearer_auth(token);
+    let req = match body {
+        Some(b) => req.json(&b),
+        None => req,
+    };
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn act(app: &TestApp, token: &str, number: &str, action: &str, body: Value) -> Value {
+    let (status, v) = call(app, token, "POST", &format!("/api/hotline/tickets/{number}/{action}"), Some(body)).await;
+    assert_eq!(status, 200, "{action} on {number}: {v}\n{}", app.log());
+    v
+}
+
+async fn register(app: &TestApp, token: &str, body: Value) -> String {
+    let (status, v) = call(app, token, "POST", "/api/hotline/tickets", Some(body)).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["status"], "registered");
+    let number = v["number"].as_str().expect("number").to_owned();
+    assert!(number.starts_with("12345-") && number.len() == 21, "{number}");
+    number
+}
+
+/// Waits for an SMS to `to` whose text contains `needle`.
+async fn sms_to(sim: &CmppSimulator, to: &str, needle: &str) -> String {
+    let found = eventually(15, || async {
+        sim.received().into_iter().find(|s| s.to.iter().any(|t| t == to) && s.text.contains(needle)).map(|s| s.text)
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("no SMS to {to} with {needle:?}; got {:?}", sim.received().iter().map(|s| (&s.to, &s.text)).collect::<Vec<_>>()))
+}
+
+crate::both_backends!(ticket_lifecycles_with_notices_over_nats);
+crate::both!(hotline_api_checks_input_and_roles);
+
+async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
+    let nats = NatsServer::start().await;
+    let sms = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
+    let dingtalk = DingTalkSimulator::start(dingtalk_config()).await.unwrap();
+    let mut flags = vec!["--nats-url".to_owned(), nats.url()];
+    flags.extend(cmpp_flags(&sms));
+    flags.extend(dingtalk_flags(&dingtalk));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let app = TestApp::spawn_with(backend, &flags).await;
+
+    app.add_user("agent", &["--role", "agent"]);
+    app.add_user("zhang", &["--role", "handler", "--department", "城管局", "--phone", "13800000001"]);
+    app.cli_ok(&["user", "link", "zhang", "--dingtalk", "zhangsan"], None);
+    app.add_user("li", &["--role", "handler", "--department", "住建局", "--phone", "13800000002"]);
+    app.add_user("boss", &["--role", "supervisor"]);
+    let secret = app.add_client("hotline-console", &["--first-party", "--scope", "hotline"]).expect("secret");
+    let agent = sign_in(&app, &secret, "agent").await;
+    let zhang = sign_in(&app, &secret, "zhang").await;
+    let li = sign_in(&app, &secret, "li").await;
+    let boss = sign_in(&app, &secret, "boss").await;
+
+    // Direct answer from the knowledge base: closed at once.
+    let direct = register(&app, &agent, json!({"channel": "phone", "content": "公积金提取需要什么材料？", "caller_phone": "13900000009"})).await;
+    let v = act(&app, &agent, &direct, "answer-directly", json!({"answer": "携带身份证和购房合同到公积金中心办理。"})).await;
+    assert_eq!((v["status"].as_str(), v["direct_answer"].as_bool()), (Some("closed"), Some(true)));
+
+    // Registered: the citizen hears the number by SMS.
+    let number = register(
+        &app,
+        &agent,
+        json!({"channel": "phone", "caller_name": "王小明", "caller_phone": "13912345678", "content": "幸福小区门口路灯不亮已一周",
+               "location": "幸福路12号", "category": "070101"}),
+    )
+    .await;
+    sms_to(&sms, "13912345678", &number).await;
+
+    // A repeat of the same matter is merged into it.
+    let repeat = register(&app, &agent, json!({"channel": "app", "content": "幸福小区路灯坏了", "category": "070101"})).await;
+    let v = act(&app, &agent, &repeat, "merge", json!({"into": number})).await;
+    assert_eq!((v["status"].as_str(), v["merged_into"].as_str()), (Some("merged"), Some(number.as_str())));
+
+    // Dispatched to 城管局: its handler gets a DingTalk work notice.
+    let v = act(&app, &agent, &number, "dispatch", json!({"department": "城管局"})).await;
+    assert_eq!(v["status"], "dispatched");
+    assert!(v["sign_due_ms"].as_i64().is_some() && v["due_ms"].as_i64().is_some(), "{v}");
+    let notices = dingtalk.wait_for_notices(1, Duration::from_secs(15)).await;
+    assert_eq!(notices.len(), 1, "{}", app.log());
+    assert_eq!(notices[0].userids, ["zhangsan"]);
+    assert!(format!("{:?}", notices[0].msg).contains(&number), "{:?}", notices[0].msg);
+
+    // Another department neither sees nor signs it; its own sees the caller masked.
+    let (status, _) = call(&app, &li, "GET", &format!("/api/hotline/tickets/{number}"), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&app, &li, "POST", &format!("/api/hotline/tickets/{number}/accept"), Some(json!({}))).await;
+    assert_eq!(status, 404);
+    let (status, seen) = call(&app, &zhang, "GET", &format!("/api/hotline/tickets/{number}"), None).await;
+    assert_eq!((status, seen["caller_phone"].as_str(), seen["caller_name"].as_str()), (200, Some("139****5678"), Some("王**")));
+
+    // Returned (not our area), reviewed and re-dispatched to 住建局, whose handler
+    // has no DingTalk and is told by SMS.
+    act(&app, &zhang, &number, "accept", json!({})).await;
+    act(&app, &zhang, &number, "return", json!({"reason": "属地不符，路灯属小区物业"})).await;
+    let (status, err) = call(&app, &agent, "POST", &format!("/api/hotline/tickets/{number}/review-return"), Some(json!({"decision": "uphold", "reason": "x"}))).await;
+    assert_eq!(status, 403, "only supervisors review returns: {err}");
+    let v = act(&app, &boss, &number, "review-return", json!({"decision": "redispatch", "department": "住建局"})).await;
+    assert_eq!((v["status"].as_str(), v["department"].as_str()), (Some("dispatched"), Some("住建局")));
+    sms_to(&sms, "13800000002", &number).await;
+
+    // An extension asked before the deadline and granted moves the deadline.
+    act(&app, &li, &number, "accept", json!({})).await;
+    let before = act(&app, &li, &number, "extend", json!({"working_days": 3, "reason": "需物业配合更换灯具"})).await["due_ms"].as_i64().unwrap();
+    let after = act(&app, &boss, &number, "review-extension", json!({"approve": true})).await["due_ms"].as_i64().unwrap();
+    assert!(after >= before + 3 * 86_400_000, "{before} → {after}");
+
+    // Overdue (the clock moved past the deadline) → listed as overdue and supervised.
+    let mut db = app.db().await;
+    sqlx::query("UPDATE hotline_tickets SET due_ms = 1 WHERE number = $1").bind(&number).execute(&mut db).await.unwrap();
+    let (_, overdue) = call(&app, &boss, "GET", "/api/hotline/tickets?overdue=true", None).await;
+    assert!(overdue["items"].as_array().unwrap().iter().any(|t| t["number"] == number), "{overdue}");
+    let v = act(&app, &boss, &number, "supervise", json!({"level": "yellow", "note": "请加快办理"})).await;
+    assert_eq!(v["supervision"], "yellow");
+
+    // Replied: the citizen is told; called back unsatisfied, reopened, and the department hears again.
+    act(&app, &li, &number, "reply", json!({"text": "已协调物业更换路灯。"})).await;
+    sms_to(&sms, "13912345678", "已办理答复").await;
+    act(&app, &agent, &number, "callback", json!({"rating": "unsatisfied", "note": "仍有两盏不亮"})).await;
+    let v = act(&app, &agent, &number, "reopen", json!({"reason": "群众不满意"})).await;
+    assert_eq!((v["status"].as_str(), v["reopened"].as_i64()), (Some("dispatched"), Some(1)));
+    let reopened = eventually(15, || async {
+        (sms.received().iter().filter(|s| s.to == ["13800000002"] && s.text.contains(&number)).count() >= 2).then_some(())
+    })
+    .await;
+    assert!(reopened.is_some(), "the handler hears of the reopened ticket");
+    act(&app, &li, &number, "accept", json!({})).await;
+    act(&app, &li, &number, "reply", json!({"text": "两盏路灯已全部修复。"})).await;
+    act(&app, &agent, &number, "callback", json!({"rating": "satisfied"})).await;
+    let v = act(&app, &agent, &number, "close", json!({})).await;
+    assert_eq!(v["status"], "closed");
+
+    // Every action is in the audit trail: who, what, from which state.
+    let (_, t) = call(&app, &agent, "GET", &format!("/api/hotline/tickets/{number}"), None).await;
+    let trail: Vec<(String, String, String)> = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap().to_owned(), e["actor"].as_str().unwrap().to_owned(), e["from_status"].as_str().unwrap_or("-").to_owned()))
+        .collect();
+    let expected = [
+        ("register", "agent", "-"),
+        ("dispatch", "agent", "registered"),
+        ("accept", "zhang", "dispatched"),
+        ("return", "zhang", "accepted"),
+        ("review-return", "boss", "returned"),
+        ("accept", "li", "dispatched"),
+        ("extend", "li", "accepted"),
+        ("review-extension", "boss", "accepted"),
+        ("supervise", "boss", "accepted"),
+        ("reply", "li", "accepted"),
+        ("callback", "agent", "replied"),
+        ("reopen", "agent", "visited"),
+        ("accept", "li", "dispatched"),
+        ("reply", "li", "accepted"),
+        ("callback", "agent", "replied"),
+        ("close", "agent", "visited"),
+    ];
+    let expected: Vec<(String, String, String)> = expected.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+    assert_eq!(trail, expected);
+
+    // The events are on NATS for other systems.
+    let client = nats.client().await;
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("CIVICHUB_EVENTS").await.expect("events stream");
+    let info = stream.info().await.expect("info");
+    assert!(info.state.messages >= 20, "ticket events in JetStream: {}", info.state.messages);
+    let msg = stream.get_last_raw_message_by_subject("civichub.hotline.ticket.closed").await.expect("closed event");
+    let env: Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(env["payload"]["number"], number);
+}
+
+async fn hotline_api_checks_input_and_roles(app: &TestApp) {
+    app.add_user("agent", &["--role", "agent"]);
+    app.add_user("clerk", &[]);
+    let secret = app.add_client("hotline-console", &["--first-party", "--scope", "hotline"]).expect("secret");
+    let agent = sign_in(app, &secret, "agent").await;
+    let clerk = sign_in(app, &secret, "clerk").await;
+    let system = service_token(app, &["hotline"]).await;
+    let other = service_token(app, &["kb:read"]).await;
+
+    let r = http().post(app.url("/api/hotline/tickets")).json(&json!({"channel": "web", "content": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let (status, err) = call(app, &other, "POST", "/api/hotline/tickets", Some(json!({"channel": "web", "content": "x"}))).await;
+    assert_eq!((status, err["error"].as_str()), (403, Some("insufficient_scope")));
+    let (status, _) = call(app, &clerk, "POST", "/api/hotline/tickets", Some(json!({"channel": "web", "content": "x"}))).await;
+    assert_eq!(status, 403, "no agent role");
+    for (body, needle) in [
+        (json!({"channel": "fax", "content": "x"}), "unknown variant `fax`, expected one of `phone`"),
+        (json!({"channel": "web", "content": "  "}), "content"),
+        (json!({"channel": "web", "content": "x", "caller_phone": "call me"}), "phone"),
+        (json!({"channel": "web", "content": "x", "category": "7"}), "category"),
+        (json!({"channel": "web", "content": "x", "colour": "red"}), "colour"),
+    ] {
+        let (status, err) = call(app, &agent, "POST", "/api/hotline/tickets", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(err["message"].as_str().unwrap_or_default().contains(needle), "{body}: {err}");
+    }
+    // A system (the city app) registers and reads; numbers run on within the day.
+    let first = register(app, &system, json!({"channel": "app", "content": "噪音扰民", "category": "070101"})).await;
+    let second = register(app, &agent, json!({"channel": "web", "content": "噪音扰民2", "category": "070101"})).await;
+    assert_eq!(second[..15], first[..15]);
+    assert_eq!(second[15..].parse::<u32>().unwrap(), first[15..].parse::<u32>().unwrap() + 1);
+    let (status, _) = call(app, &system, "POST", &format!("/api/hotline/tickets/{first}/dispatch"), Some(json!({"department": "城管局"}))).await;
+    assert_eq!(status, 403, "systems do not act on tickets");
+
+    // Departments that handled the category before are suggested.
+    act(app, &agent, &first, "dispatch", json!({"department": "城管局"})).await;
+    let (_, v) = call(app, &agent, "POST", "/api/hotline/tickets", Some(json!({"channel": "web", "content": "又有噪音", "category": "070101"}))).await;
+    assert_eq!(v["suggested_departments"], json!(["城管局"]));
+
+    // Illegal transitions, unknown actions and tickets, bad bodies.
+    let (status, err) = call(app, &agent, "POST", &format!("/api/hotline/tickets/{second}/close"), Some(json!({}))).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err["message"].as_str().unwrap().contains("registered"), "{err}");
+    let (status, _) = call(app, &agent, "POST", &format!("/api/hotline/tickets/{second}/fly"), Some(json!({}))).await;
+    assert_eq!(status, 400);
+    let (status, _) = call(app, &agent, "POST", &format!("/api/hotline/tickets/{second}/dispatch"), Some(json!({}))).await;
+    assert_eq!(status, 400);
+    let (status, _) = call(app, &agent, "GET", "/api/hotline/tickets/12345-20260101-999999", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(app, &agent, "GET", "/api/hotline/tickets/not-a-number", None).await;
+    assert_eq!(status, 400);
+    let (status, _) = call(app, &agent, "GET", "/api/hotline/tickets?status=lost", None).await;
+    assert_eq!(status, 400);
+    let (status, list) = call(app, &agent, "GET", "/api/hotline/tickets?status=registered", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["total"], 2, "{list}");
+    let (status, _) = call(app, &clerk, "GET", "/api/hotline/tickets", None).await;
+    assert_eq!(status, 403);
+    let r = http().post(app.url("/api/hotline/tickets")).bearer_auth(&agent).body(vec![b' '; 70 * 1024]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+}
