@@ -7,9 +7,7 @@
 //! - `POST /api/kb/entries`, `PUT /api/kb/entries/{id}`,
 //!   `POST /api/kb/entries/{id}/publish|expire`: scope `kb:write`.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use civichub_identity::{Identity, Principal};
 use serde::Deserialize;
@@ -43,32 +41,6 @@ fn from_error(e: Error) -> Response {
         Error::NotFound(id) => error(StatusCode::NOT_FOUND, "not_found", &format!("entry {id} not found")),
         Error::Conflict(id) => error(StatusCode::CONFLICT, "conflict", &format!("entry {id} already exists")),
         other => civichub_identity::reply::internal("knowledge base", other),
-    }
-}
-
-/// Per-address request counting in one-minute windows.
-#[derive(Debug, Default)]
-struct RateLimiter {
-    per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
-}
-
-impl RateLimiter {
-    /// `Err(seconds to wait)` when `ip` is over its allowance.
-    fn allow(&self, ip: Option<IpAddr>) -> Result<(), i64> {
-        let (Some(ip), true) = (ip, self.per_minute > 0) else { return Ok(()) };
-        let now = civichub_store::now();
-        let minute = now / 60;
-        let Ok(mut windows) = self.windows.lock() else { return Ok(()) };
-        if windows.len() > 100_000 {
-            windows.retain(|_, (m, _)| *m == minute);
-        }
-        let slot = windows.entry(ip).or_insert((minute, 0));
-        if slot.0 != minute {
-            *slot = (minute, 0);
-        }
-        slot.1 += 1;
-        if slot.1 > self.per_minute { Err(60 - now % 60) } else { Ok(()) }
     }
 }
 
@@ -132,27 +104,10 @@ fn parse_entry(body: &[u8]) -> Result<EntryInput, Response> {
 /// Every knowledge-base endpoint.
 pub fn routes(kb: Arc<KnowledgeBase>, id: Arc<Identity>, settings: ApiSettings) -> BoxedFilter<(Response,)> {
     let shared: Shared = (kb, id);
-    let limiter = Arc::new(RateLimiter { per_minute: settings.public_requests_per_minute, ..Default::default() });
+    let limiter = Arc::new(civichub_identity::RateLimiter::new(settings.public_requests_per_minute));
     let auth = warp::header::optional::<String>("authorization");
 
-    let limited = {
-        let limiter = limiter.clone();
-        warp::addr::remote().and_then(move |addr: Option<SocketAddr>| {
-            let limiter = limiter.clone();
-            async move {
-                match limiter.allow(addr.map(|a| a.ip())) {
-                    Ok(()) => Ok::<_, warp::Rejection>(None),
-                    Err(wait) => {
-                        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests from this address; slow down");
-                        if let Ok(v) = warp::http::HeaderValue::from_str(&wait.to_string()) {
-                            r.headers_mut().insert(warp::http::header::RETRY_AFTER, v);
-                        }
-                        Ok(Some(r))
-                    }
-                }
-            }
-        })
-    };
+    let limited = civichub_identity::rate_limit(limiter);
     let public_search = warp::path!("api" / "public" / "kb" / "search")
         .and(warp::get())
         .and(limited.clone())
@@ -332,16 +287,5 @@ mod tests {
         assert!(parse_search(p(Some("社保"), Some("0"), None)).is_err());
         let ok = parse_search(p(Some(" 社保 "), Some("2"), Some("100"))).unwrap();
         assert_eq!((ok.q.as_str(), ok.page, ok.size), ("社保", 2, 100));
-    }
-
-    #[test]
-    fn rate_limiter_counts_per_address_per_minute() {
-        let limiter = RateLimiter { per_minute: 2, ..Default::default() };
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(limiter.allow(Some(a)).is_ok());
-        assert!(limiter.allow(Some(a)).is_ok());
-        assert!(limiter.allow(Some(a)).is_err());
-        assert!(limiter.allow(Some(b)).is_ok());
     }
 }

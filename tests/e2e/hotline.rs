@@ -63,12 +63,41 @@ async fn sms_to(sim: &CmppSimulator, to: &str, needle: &str) -> String {
 
 crate::both_backends!(ticket_lifecycles_with_notices_over_nats);
 crate::both!(hotline_api_checks_input_and_roles);
+crate::both_backends!(citizens_register_and_look_up_without_login);
+
+async fn citizens_register_and_look_up_without_login(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--hotline-rate-limit", "6"]).await;
+    let form = |body: Value| http().post(app.url("/api/public/hotline/tickets")).json(&body).send();
+    let r = form(json!({"content": "楼下餐馆油烟扰民", "caller_phone": "+86 139-1234-5678", "caller_name": "李女士"})).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    let number = v["number"].as_str().unwrap().to_owned();
+    assert_eq!(v["status"], "registered");
+    let r = form(json!({"content": "x", "caller_phone": "12345"})).await.unwrap();
+    assert_eq!(r.status(), 400, "a mobile number is needed to look the ticket up");
+    let r = form(json!({"content": "x", "caller_phone": "13912345678", "channel": "phone"})).await.unwrap();
+    assert_eq!(r.status(), 400, "the form sets the channel itself");
+
+    let lookup = |q: &str| http().get(app.url(&format!("/api/public/hotline/tickets/{number}{q}"))).send();
+    let r = lookup("?phone_last4=5678").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["status"].as_str(), v["content"].as_str()), (Some("registered"), Some("楼下餐馆油烟扰民")));
+    assert_eq!(v["progress"][0]["event"], "created");
+    assert!(v.get("caller_phone").is_none() && v.get("caller_name").is_none(), "{v}");
+    assert_eq!(lookup("?phone_last4=0000").await.unwrap().status(), 404, "a wrong phone learns nothing");
+    assert_eq!(lookup("").await.unwrap().status(), 400);
+    // Six requests a minute from one address: the next is refused with Retry-After.
+    let r = lookup("?phone_last4=5678").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+}
 
 async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     let nats = NatsServer::start().await;
     let sms = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
     let dingtalk = DingTalkSimulator::start(dingtalk_config()).await.unwrap();
-    let mut flags = vec!["--nats-url".to_owned(), nats.url()];
+    let mut flags = vec!["--nats-url".to_owned(), nats.url(), "--hotline-deadline-sweep".into(), "1".into()];
     flags.extend(cmpp_flags(&sms));
     flags.extend(dingtalk_flags(&dingtalk));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -78,7 +107,7 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     app.add_user("zhang", &["--role", "handler", "--department", "城管局", "--phone", "13800000001"]);
     app.cli_ok(&["user", "link", "zhang", "--dingtalk", "zhangsan"], None);
     app.add_user("li", &["--role", "handler", "--department", "住建局", "--phone", "13800000002"]);
-    app.add_user("boss", &["--role", "supervisor"]);
+    app.add_user("boss", &["--role", "supervisor", "--phone", "13800000003"]);
     let secret = app.add_client("hotline-console", &["--first-party", "--scope", "hotline"]).expect("secret");
     let agent = sign_in(&app, &secret, "agent").await;
     let zhang = sign_in(&app, &secret, "zhang").await;
@@ -138,9 +167,12 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     let after = act(&app, &boss, &number, "review-extension", json!({"approve": true})).await["due_ms"].as_i64().unwrap();
     assert!(after >= before + 3 * 86_400_000, "{before} → {after}");
 
-    // Overdue (the clock moved past the deadline) → listed as overdue and supervised.
+    // Overdue (the clock moved past the deadline): the handler is pressed, the supervisors
+    // are told, the ticket is listed as overdue and supervised.
     let mut db = app.db().await;
     sqlx::query("UPDATE hotline_tickets SET due_ms = 1 WHERE number = $1").bind(&number).execute(&mut db).await.unwrap();
+    sms_to(&sms, "13800000002", "督办").await;
+    sms_to(&sms, "13800000003", &format!("超期工单 {number}")).await;
     let (_, overdue) = call(&app, &boss, "GET", "/api/hotline/tickets?overdue=true", None).await;
     assert!(overdue["items"].as_array().unwrap().iter().any(|t| t["number"] == number), "{overdue}");
     let v = act(&app, &boss, &number, "supervise", json!({"level": "yellow", "note": "请加快办理"})).await;
@@ -169,8 +201,10 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|e| e["action"] != "deadline")
         .map(|e| (e["action"].as_str().unwrap().to_owned(), e["actor"].as_str().unwrap().to_owned(), e["from_status"].as_str().unwrap_or("-").to_owned()))
         .collect();
+    assert!(t["events"].as_array().unwrap().iter().any(|e| e["event"] == "overdue" && e["actor"] == "system"), "{t}");
     let expected = [
         ("register", "agent", "-"),
         ("dispatch", "agent", "registered"),

@@ -7,6 +7,8 @@
 //! - `GET /api/hotline/tickets?status=&department=&overdue=&page=`
 //! - `GET /api/hotline/tickets/{number}` → the ticket with its audit trail
 //! - `POST /api/hotline/tickets/{number}/{action}` → the ticket after the action
+//! - `POST /api/public/hotline/tickets` (no login: the citizens' web form) → `201 {"number", "status"}`
+//! - `GET /api/public/hotline/tickets/{number}?phone_last4=` (no login) → status and progress
 
 use std::sync::Arc;
 
@@ -124,8 +126,86 @@ struct ListQuery {
     page: Option<i64>,
 }
 
-/// The hotline routes.
-pub fn routes(tickets: Arc<Tickets>, identity: Arc<Identity>) -> BoxedFilter<(Response,)> {
+/// What a citizen sends through the public form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublicTicket {
+    content: String,
+    caller_phone: String,
+    #[serde(default)]
+    caller_name: Option<String>,
+    #[serde(default)]
+    location: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
+}
+
+/// Query of the public status lookup.
+#[derive(Debug, Deserialize)]
+struct Lookup {
+    phone_last4: Option<String>,
+}
+
+/// The citizens' endpoints, no login: the web form and the status lookup,
+/// `per_minute` requests a minute per address.
+fn public_routes(tickets: Arc<Tickets>, per_minute: u32) -> BoxedFilter<(Response,)> {
+    let limiter = civichub_identity::rate_limit(Arc::new(civichub_identity::RateLimiter::new(per_minute)));
+    let with_tickets = warp::any().map(move || tickets.clone());
+    let submit = warp::path!("api" / "public" / "hotline" / "tickets")
+        .and(warp::post())
+        .and(limiter.clone())
+        .and(civichub_identity::limited_body(MAX_BODY))
+        .and(with_tickets.clone())
+        .then(|limited: Option<Response>, body: bytes::Bytes, tickets: Arc<Tickets>| async move {
+            if let Some(reply) = limited {
+                return reply;
+            }
+            let form: PublicTicket = match serde_json::from_slice(&body) {
+                Ok(f) => f,
+                Err(e) => return from_error(Error::Invalid(format!("ticket: {e}"))),
+            };
+            // The lookup and the SMS answers need a mobile number.
+            let phone = match civichub_messaging::messages::Phone::parse(&form.caller_phone) {
+                Ok(p) => p.as_str().to_owned(),
+                Err(e) => return from_error(Error::Invalid(format!("caller_phone: {e}"))),
+            };
+            let new = NewTicket {
+                channel: crate::Channel::Web,
+                caller_name: form.caller_name,
+                caller_phone: Some(phone),
+                content: form.content,
+                location: form.location,
+                category: form.category,
+                urgency: None,
+            };
+            match tickets.register(new, "public", Tickets::now()).await {
+                Ok(t) => json(StatusCode::CREATED, &json!({ "number": t.number, "status": t.status })),
+                Err(e) => from_error(e),
+            }
+        });
+    let lookup = warp::path!("api" / "public" / "hotline" / "tickets" / String)
+        .and(warp::get())
+        .and(limiter)
+        .and(warp::query::<Lookup>())
+        .and(with_tickets)
+        .then(|number: String, limited: Option<Response>, q: Lookup, tickets: Arc<Tickets>| async move {
+            if let Some(reply) = limited {
+                return reply;
+            }
+            let Some(last4) = q.phone_last4 else {
+                return from_error(Error::Invalid("phone_last4 is required".into()));
+            };
+            match tickets.lookup(&number, &last4).await {
+                Ok(v) => json(StatusCode::OK, &v),
+                Err(e) => from_error(e),
+            }
+        });
+    submit.or(lookup).unify().boxed()
+}
+
+/// The hotline routes; the public ones allow `public_per_minute` requests a minute per address.
+pub fn routes(tickets: Arc<Tickets>, identity: Arc<Identity>, public_per_minute: u32) -> BoxedFilter<(Response,)> {
+    let public = public_routes(tickets.clone(), public_per_minute);
     let shared = (tickets, identity);
     let register = warp::path!("api" / "hotline" / "tickets")
         .and(warp::post())
@@ -228,7 +308,7 @@ pub fn routes(tickets: Arc<Tickets>, identity: Arc<Identity>) -> BoxedFilter<(Re
                 Err(e) => from_error(e),
             }
         });
-    register.or(list).unify().or(get).unify().or(act).unify().boxed()
+    register.or(list).unify().or(get).unify().or(act).unify().or(public).unify().boxed()
 }
 
 #[cfg(test)]

@@ -35,15 +35,16 @@ impl Notices {
         bus.register(Consumer::new("hotline-notices", "civichub.hotline.ticket.>", Arc::new(Notices { router })));
     }
 
-    async fn handlers_of(&self, department: &str) -> civichub_messaging::Result<Vec<String>> {
-        let rows = sqlx::query("SELECT username, roles FROM users WHERE department = $1 AND disabled = 0 ORDER BY username")
-            .bind(department)
+    /// Active users with `role`, of `department` when one is given.
+    async fn users_with(&self, role: &str, department: Option<&str>) -> civichub_messaging::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT username, roles, department FROM users WHERE disabled = 0 ORDER BY username")
             .fetch_all(self.router.bus().db().pool())
             .await?;
         let mut out = Vec::new();
         for row in rows {
             let roles: String = row.try_get("roles")?;
-            if roles.split_whitespace().any(|r| r == "handler") {
+            let dept: Option<String> = row.try_get("department")?;
+            if roles.split_whitespace().any(|r| r == role) && department.is_none_or(|d| dept.as_deref() == Some(d)) {
                 out.push(row.try_get("username")?);
             }
         }
@@ -91,27 +92,38 @@ impl Handler for Notices {
         let detail = &p["detail"];
         let mut notices: Vec<(String, Recipient, String)> = Vec::new();
         match event {
-            "dispatched" | "redispatched" | "reopened" | "return_refused" => {
+            "dispatched" | "redispatched" | "reopened" | "return_refused" | "sign_overdue" | "due_soon" | "overdue" => {
                 let Some(department) = p["department"].as_str() else { return Outcome::Ack };
-                let handlers = match self.handlers_of(department).await {
+                let handlers = match self.users_with("handler", Some(department)).await {
                     Ok(h) => h,
                     Err(e) => return Outcome::retry(format!("database: {e}")),
                 };
                 if handlers.is_empty() {
-                    tracing::warn!("ticket {number} went to {department}, which has no handler to notify");
+                    tracing::warn!("ticket {number} is with {department}, which has no handler to notify");
                 }
-                let what = match event {
-                    "reopened" => "重办工单",
-                    "return_refused" => "退单未获同意，请继续办理工单",
-                    _ => "新工单",
+                let sign_due = beijing(detail["sign_due_ms"].as_i64());
+                let due = beijing(detail["due_ms"].as_i64());
+                let text = match event {
+                    "sign_overdue" => format!("【12345】催办：工单 {number} 已超过签收时限（{sign_due}），请立即签收。"),
+                    "due_soon" => format!("【12345】提醒：工单 {number} 将于{due}到期，请按时办结答复。"),
+                    "overdue" => format!("【12345】督办：工单 {number} 已超过办理时限（{due}），请立即办理并答复。"),
+                    "reopened" => format!("【12345】重办工单 {number} 已派至{department}，请于{sign_due}前签收，{due}前办结。"),
+                    "return_refused" => format!("【12345】工单 {number} 的退单未获同意，请继续办理，{due}前办结。"),
+                    _ => format!("【12345】新工单 {number} 已派至{department}，请于{sign_due}前签收，{due}前办结。"),
                 };
-                let text = format!(
-                    "【12345】{what} {number} 已派至{department}，请于{}前签收，{}前办结。",
-                    beijing(detail["sign_due_ms"].as_i64().or(p["sign_due_ms"].as_i64())),
-                    beijing(detail["due_ms"].as_i64()),
-                );
                 for user in handlers {
                     notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
+                }
+                if event == "overdue" {
+                    // Escalation: the supervisors hear of it too.
+                    let supervisors = match self.users_with("supervisor", None).await {
+                        Ok(s) => s,
+                        Err(e) => return Outcome::retry(format!("database: {e}")),
+                    };
+                    let text = format!("【12345】超期工单 {number}（{department}）已超过办理时限（{due}），请督办。");
+                    for user in supervisors {
+                        notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
+                    }
                 }
             }
             "created" | "replied" => {

@@ -6,7 +6,7 @@ use chrono::DateTime;
 use civichub_messaging::{Bus, Envelope, now_ms, outbox, subjects};
 use civichub_store::{Backend, Db, Row, Tx};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::calendar::{Calendar, china};
 use crate::number::TicketNumber;
@@ -37,6 +37,9 @@ pub struct NewTicket {
     #[serde(default)]
     pub urgency: Option<Urgency>,
 }
+
+/// A reply due within this long raises a `due_soon` alert (four hours).
+pub const DUE_SOON_MS: i64 = 4 * 3_600_000;
 
 /// Longest ticket content.
 const MAX_CONTENT: usize = 5_000;
@@ -312,6 +315,115 @@ impl Tickets {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(|r| Ok(r.try_get("department")?)).collect()
+    }
+
+    /// Raises the deadline alerts that are due at `now`: `sign_overdue` (not
+    /// signed in time), `due_soon` (the reply is due within
+    /// [`DUE_SOON_MS`]) and `overdue`, each once per deadline, as ticket
+    /// events (with an audit record) that the notices turn into reminders
+    /// for the handlers and supervision notices. Safe on several nodes at
+    /// once: an alert is claimed by a compare-and-set on the ticket's alerts.
+    pub async fn sweep_deadlines(&self, now: i64) -> Result<usize> {
+        let rows = sqlx::query(
+            "SELECT doc, alerts, sign_due_ms, due_ms FROM hotline_tickets WHERE status IN ('dispatched', 'accepted', 'returned') \
+             AND (sign_due_ms < $1 OR due_ms < $2) ORDER BY due_ms LIMIT 500",
+        )
+        .bind(now)
+        .bind(now + DUE_SOON_MS)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut raised = 0;
+        for row in rows {
+            let mut ticket = ticket_from(&row)?;
+            // The columns are what deadlines are queried by.
+            ticket.sign_due_ms = row.try_get("sign_due_ms")?;
+            ticket.due_ms = row.try_get("due_ms")?;
+            let old: String = row.try_get("alerts")?;
+            let mut due: Vec<(&'static str, i64)> = Vec::new();
+            if let Some(sign) = ticket.sign_due_ms.filter(|d| ticket.status == Status::Dispatched && *d < now) {
+                due.push(("sign_overdue", sign));
+            }
+            if let Some(d) = ticket.due_ms {
+                if d < now {
+                    due.push(("overdue", d));
+                } else if d < now + DUE_SOON_MS && ticket.status != Status::Returned {
+                    due.push(("due_soon", d));
+                }
+            }
+            let fresh: Vec<(&'static str, i64)> = due.into_iter().filter(|(k, d)| !old.split_whitespace().any(|a| a == format!("{k}:{d}"))).collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            let mut alerts: Vec<String> = old.split_whitespace().map(str::to_owned).collect();
+            alerts.extend(fresh.iter().map(|(k, d)| format!("{k}:{d}")));
+            let mut tx = self.db.begin().await?;
+            let claimed = sqlx::query("UPDATE hotline_tickets SET alerts = $2 WHERE number = $1 AND alerts = $3")
+                .bind(&ticket.number)
+                .bind(alerts.join(" "))
+                .bind(&old)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if !claimed {
+                continue; // another node raised them
+            }
+            for (kind, deadline) in fresh {
+                let change = Change { event: kind, from: ticket.status, to: ticket.status, detail: json!({ "deadline_ms": deadline, "sign_due_ms": ticket.sign_due_ms, "due_ms": ticket.due_ms }) };
+                record(&mut tx, &ticket, "deadline", Some(ticket.status), &change, "system", now)?;
+                raised += 1;
+            }
+            tx.commit().await?;
+        }
+        if raised > 0 {
+            self.bus.kick();
+        }
+        Ok(raised)
+    }
+
+    /// Sweeps the deadlines every `every` until aborted.
+    pub fn spawn_deadline_watch(self: &std::sync::Arc<Self>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let tickets = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = tickets.sweep_deadlines(now_ms()).await {
+                    tracing::warn!("hotline deadline sweep: {e}");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
+    /// What a citizen may see of a ticket, given the last four digits of the
+    /// phone it was registered with; `NotFound` otherwise (so a guess does
+    /// not learn whether the number exists).
+    pub async fn lookup(&self, number: &str, phone_last4: &str) -> Result<Value> {
+        let not_found = || Error::NotFound(number.to_owned());
+        if phone_last4.len() != 4 || !phone_last4.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::Invalid("phone_last4 must be the last four digits of the phone".into()));
+        }
+        let ticket = match self.get(number).await {
+            Ok(t) => t,
+            Err(Error::NotFound(_)) => return Err(not_found()),
+            Err(e) => return Err(e),
+        };
+        if !ticket.caller_phone.as_deref().is_some_and(|p| p.ends_with(phone_last4)) {
+            return Err(not_found());
+        }
+        let events = self.events(&ticket.number).await?;
+        let answered = matches!(ticket.status, Status::Replied | Status::Visited | Status::Closed);
+        Ok(json!({
+            "number": ticket.number,
+            "status": ticket.status,
+            "content": ticket.content,
+            "created_ms": ticket.created_ms,
+            "department": ticket.department,
+            "due_ms": ticket.due_ms,
+            "reply": if answered { ticket.reply.clone() } else { None },
+            "replied_ms": ticket.replied_ms,
+            "closed_ms": ticket.closed_ms,
+            "progress": events.iter().filter(|e| e.action != "deadline").map(|e| json!({ "event": e.event, "at_ms": e.at_ms })).collect::<Vec<_>>(),
+        }))
     }
 
     /// Current time, for callers without a clock of their own.

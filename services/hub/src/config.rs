@@ -37,6 +37,12 @@ pub struct GlobalArgs {
     /// Public knowledge-base requests per minute per source address (0: unlimited).
     #[arg(long, env = "CIVICHUB_KB_RATE_LIMIT", global = true, value_name = "N")]
     pub kb_rate_limit: Option<u32>,
+    /// Public hotline requests (the citizens' form and status lookup) per minute per source address (0: unlimited).
+    #[arg(long, env = "CIVICHUB_HOTLINE_RATE_LIMIT", global = true, value_name = "N")]
+    pub hotline_rate_limit: Option<u32>,
+    /// Seconds between sweeps of the hotline deadlines (due soon, overdue).
+    #[arg(long, env = "CIVICHUB_HOTLINE_DEADLINE_SWEEP", global = true, value_name = "SECONDS")]
+    pub hotline_deadline_sweep: Option<u64>,
     #[command(flatten)]
     pub messaging: MessagingArgs,
 }
@@ -154,6 +160,8 @@ struct FileConfig {
     log: Option<String>,
     kb_cors_origins: Option<Vec<String>>,
     kb_rate_limit: Option<u32>,
+    hotline_rate_limit: Option<u32>,
+    hotline_deadline_sweep: Option<u64>,
     #[serde(default)]
     messaging: MessagingArgs,
 }
@@ -175,6 +183,10 @@ pub struct Config {
     pub kb_cors_origins: Vec<String>,
     /// Public knowledge-base requests per minute per address.
     pub kb_rate_limit: u32,
+    /// Public hotline requests per minute per address.
+    pub hotline_rate_limit: u32,
+    /// Between sweeps of the hotline deadlines.
+    pub hotline_deadline_sweep: std::time::Duration,
     /// Messaging settings (flags and environment over the file's `[messaging]`).
     pub messaging: MessagingArgs,
 }
@@ -214,13 +226,18 @@ impl Config {
             }
         }
         let kb_rate_limit = args.kb_rate_limit.or(file.kb_rate_limit).unwrap_or(120);
+        let hotline_rate_limit = args.hotline_rate_limit.or(file.hotline_rate_limit).unwrap_or(20);
+        let hotline_deadline_sweep = match args.hotline_deadline_sweep.or(file.hotline_deadline_sweep).unwrap_or(30) {
+            s @ 1..=3600 => std::time::Duration::from_secs(s),
+            _ => anyhow::bail!("--hotline-deadline-sweep must be 1–3600 seconds"),
+        };
         let messaging = args.messaging.over(file.messaging);
         if let Some(g) = &messaging.sms_gateway
             && !matches!(g.as_str(), "cmpp" | "aliyun")
         {
             bail!("sms gateway {g:?} is unknown: use cmpp or aliyun");
         }
-        Ok(Config { listen, data_dir, issuer, database, log, kb_cors_origins, kb_rate_limit, messaging })
+        Ok(Config { listen, data_dir, issuer, database, log, kb_cors_origins, kb_rate_limit, hotline_rate_limit, hotline_deadline_sweep, messaging })
     }
 }
 

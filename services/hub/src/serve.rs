@@ -44,6 +44,7 @@ pub async fn run(config: Config) -> Result<()> {
     background.push(civichub_messaging::spawn_audit_forwarder(bus.clone()));
     let tickets = Arc::new(civichub_hotline::Tickets::new(bus.clone(), civichub_hotline::Calendar::builtin(), Default::default()));
     civichub_hotline::Notices::register(router.clone());
+    background.push(tickets.spawn_deadline_watch(config.hotline_deadline_sweep));
     background.extend(bus.start());
 
     println!("civichub listening on http://{addr}");
@@ -69,7 +70,7 @@ pub async fn run(config: Config) -> Result<()> {
         .or(kb_api)
         .or(civichub_kb::pages::routes(kb.clone(), identity.clone()))
         .or(civichub_messaging::api::routes(router.clone(), identity.clone()))
-        .or(civichub_hotline::api::routes(tickets, identity.clone()))
+        .or(civichub_hotline::api::routes(tickets.clone(), identity.clone(), config.hotline_rate_limit))
         .recover(handle_rejection)
         .with(warp::log("civichub::http"));
     warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;

@@ -20,6 +20,7 @@ mod password;
 mod sessions;
 mod settings;
 mod throttle;
+mod ratelimit;
 mod users;
 mod values;
 
@@ -41,6 +42,7 @@ pub use password::{Verdict, current_params as password_params, hash_blocking, ve
 pub use sessions::{BACKCHANNEL_TOPIC, SESSION_COOKIE, Session, Sessions};
 pub use settings::Settings;
 pub use throttle::Throttle;
+pub use ratelimit::{RateLimiter, rate_limit};
 pub use users::{NewUser, User, Users};
 pub use values::{ClientId, Password, RedirectUri, SigningAlg, Username};
 

@@ -13,7 +13,10 @@ CREATE TABLE hotline_tickets (
     due_ms BIGINT,
     created_ms BIGINT NOT NULL,
     updated_ms BIGINT NOT NULL,
-    closed_ms BIGINT
+    closed_ms BIGINT,
+    -- Deadline alerts already raised, space-separated `kind:deadline_ms`
+    -- (a moved deadline raises its alerts again).
+    alerts TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX hotline_tickets_status ON hotline_tickets(status, due_ms);
 CREATE INDEX hotline_tickets_department ON hotline_tickets(department, status);
