@@ -63,7 +63,49 @@ async fn sms_to(sim: &CmppSimulator, to: &str, needle: &str) -> String {
 
 crate::both_backends!(ticket_lifecycles_with_notices_over_nats);
 crate::both!(hotline_api_checks_input_and_roles);
-crate::both_backends!(citizens_register_and_look_up_without_login);
+crate::both_backends!(citizens_register_and_look_up_without_login, an_sms_becomes_a_ticket_and_a_survey_answer_rates_it);
+
+async fn an_sms_becomes_a_ticket_and_a_survey_answer_rates_it(backend: Backend) {
+    // The embedded bus: SMS intake works without NATS too.
+    let sms = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
+    let flags = cmpp_flags(&sms);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let app = TestApp::spawn_with(backend, &flags).await;
+    app.add_user("agent", &["--role", "agent"]);
+    app.add_user("zhang", &["--role", "handler", "--department", "城管局", "--phone", "13800000001"]);
+    let secret = app.add_client("hotline-console", &["--first-party", "--scope", "hotline"]).expect("secret");
+    let agent = sign_in(&app, &secret, "agent").await;
+    let zhang = sign_in(&app, &secret, "zhang").await;
+
+    // A bare survey answer with nothing to rate is not a ticket.
+    sms.inject_mo("13912345678", "1").unwrap();
+    sms.inject_mo("13912345678", "幸福小区垃圾三天没人清运").unwrap();
+    let answer = sms_to(&sms, "13912345678", "工单号").await;
+    let start = answer.find("12345-").expect("a number in the answer");
+    let number = answer[start..start + 21].to_owned();
+    let (_, list) = call(&app, &agent, "GET", "/api/hotline/tickets", None).await;
+    assert_eq!(list["total"], 1, "{list}");
+    let t = &list["items"][0];
+    assert_eq!((t["number"].as_str(), t["channel"].as_str(), t["caller_phone"].as_str()), (Some(number.as_str()), Some("sms"), Some("13912345678")));
+    assert_eq!(t["content"], "幸福小区垃圾三天没人清运");
+
+    act(&app, &agent, &number, "dispatch", json!({"department": "城管局"})).await;
+    act(&app, &zhang, &number, "accept", json!({})).await;
+    act(&app, &zhang, &number, "reply", json!({"text": "已安排环卫清运。"})).await;
+    sms_to(&sms, "13912345678", "回复1满意").await;
+    sms.inject_mo("13912345678", "3").unwrap();
+    let rated = eventually(15, || async {
+        let (_, t) = call(&app, &agent, "GET", &format!("/api/hotline/tickets/{number}"), None).await;
+        (t["status"] == "visited").then_some(t)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the survey answer was not recorded\n{}", app.log()));
+    assert_eq!(rated["rating"], "unsatisfied");
+    let last = rated["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("callback"), Some("citizen-sms")));
+    // Unsatisfied: the agent reopens it.
+    act(&app, &agent, &number, "reopen", json!({"reason": "群众短信评价不满意"})).await;
+}
 
 async fn citizens_register_and_look_up_without_login(backend: Backend) {
     let app = TestApp::spawn_with(backend, &["--hotline-rate-limit", "6"]).await;
@@ -225,6 +267,20 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     ];
     let expected: Vec<(String, String, String)> = expected.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
     assert_eq!(trail, expected);
+
+    // The leaders' and supervisors' KPIs: three tickets today, one answered directly, one merged.
+    let (status, kpi) = call(&app, &boss, "GET", "/api/hotline/stats", None).await;
+    assert_eq!(status, 200, "{kpi}");
+    assert_eq!((kpi["total"].as_u64(), kpi["merged"].as_u64()), (Some(3), Some(1)), "{kpi}");
+    assert_eq!(kpi["direct_answer_rate"], 0.5);
+    assert_eq!(kpi["callback_rate"], 1.0);
+    assert_eq!(kpi["satisfaction_rate"], 1.0, "the last rating counts");
+    assert_eq!(kpi["by_channel"]["phone"], 2);
+    assert_eq!(kpi["by_department"][0]["department"], "住建局");
+    let (status, _) = call(&app, &agent, "GET", "/api/hotline/stats", None).await;
+    assert_eq!(status, 403);
+    let (status, _) = call(&app, &boss, "GET", "/api/hotline/stats?from=2026-13-01", None).await;
+    assert_eq!(status, 400);
 
     // The events are on NATS for other systems.
     let client = nats.client().await;

@@ -7,6 +7,7 @@
 //! - `GET /api/hotline/tickets?status=&department=&overdue=&page=`
 //! - `GET /api/hotline/tickets/{number}` → the ticket with its audit trail
 //! - `POST /api/hotline/tickets/{number}/{action}` → the ticket after the action
+//! - `GET /api/hotline/stats?from=&to=` (leaders, supervisors) → the KPIs of the period
 //! - `POST /api/public/hotline/tickets` (no login: the citizens' web form) → `201 {"number", "status"}`
 //! - `GET /api/public/hotline/tickets/{number}?phone_last4=` (no login) → status and progress
 
@@ -22,7 +23,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use crate::ticket::{Action, Actor, Role, Ticket};
-use crate::{Error, NewTicket, Tickets};
+use crate::{Error, NewTicket, Tickets, mask};
 
 /// The scope every hotline call needs.
 pub const SCOPE: &str = "hotline";
@@ -92,16 +93,6 @@ async fn caller(identity: &Identity, auth: Option<String>) -> Result<Caller, Res
     }))
 }
 
-/// `138****5678`, `王**`.
-fn mask(value: &str, keep_start: usize, keep_end: usize) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    if chars.len() <= keep_start + keep_end {
-        return chars.first().map(|c| format!("{c}*")).unwrap_or_default();
-    }
-    let hidden = chars.len() - keep_start - keep_end;
-    chars[..keep_start].iter().chain(std::iter::repeat_n(&'*', hidden)).chain(chars[chars.len() - keep_end..].iter()).collect()
-}
-
 fn view(t: &Ticket, caller: &Caller) -> Value {
     let mut v = json!(t);
     if !caller.sees_callers() {
@@ -124,6 +115,34 @@ struct ListQuery {
     department: Option<String>,
     overdue: Option<bool>,
     page: Option<i64>,
+}
+
+/// Query of the statistics: days in Beijing time, `to` included.
+#[derive(Debug, Deserialize)]
+struct StatsQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `[from 00:00, to + 1 day 00:00)` in Beijing time as Unix ms; the last 30 days by default.
+fn period(q: &StatsQuery, now: i64) -> Result<(i64, i64, String, String), Error> {
+    use chrono::{DateTime, Duration, NaiveDate, TimeZone};
+    let tz = crate::china();
+    let today = DateTime::from_timestamp_millis(now).map(|t| t.with_timezone(&tz).date_naive()).unwrap_or_default();
+    let day = |v: &Option<String>, default: NaiveDate, name: &str| match v {
+        None => Ok(default),
+        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| Error::Invalid(format!("{name} must be a date, YYYY-MM-DD"))),
+    };
+    let to = day(&q.to, today, "to")?;
+    let from = day(&q.from, to - Duration::days(29), "from")?;
+    if from > to {
+        return Err(Error::Invalid("from is after to".into()));
+    }
+    if (to - from).num_days() > 366 {
+        return Err(Error::Invalid("a period is at most a year".into()));
+    }
+    let start = |d: NaiveDate| tz.from_local_datetime(&d.and_time(chrono::NaiveTime::MIN)).single().map(|t| t.timestamp_millis()).unwrap_or(0);
+    Ok((start(from), start(to + Duration::days(1)), from.to_string(), to.to_string()))
 }
 
 /// What a citizen sends through the public form.
@@ -284,6 +303,32 @@ pub fn routes(tickets: Arc<Tickets>, identity: Arc<Identity>, public_per_minute:
             v["events"] = json!(events);
             json(StatusCode::OK, &v)
         });
+    let stats = warp::path!("api" / "hotline" / "stats")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::query::<StatsQuery>())
+        .and(with(shared.clone()))
+        .then(|auth: Option<String>, q: StatsQuery, (tickets, id): Shared| async move {
+            match caller(&id, auth).await {
+                Ok(Caller::Person(a)) if a.has(Role::Leader) || a.has(Role::Supervisor) => {}
+                Ok(_) => return from_error(Error::Forbidden("the statistics are for leaders and supervisors".into())),
+                Err(reply) => return reply,
+            }
+            let now = Tickets::now();
+            let (from_ms, to_ms, from, to) = match period(&q, now) {
+                Ok(p) => p,
+                Err(e) => return from_error(e),
+            };
+            match tickets.stats(from_ms, to_ms, now).await {
+                Ok(s) => {
+                    let mut v = json!(s);
+                    v["from"] = json!(from);
+                    v["to"] = json!(to);
+                    json(StatusCode::OK, &v)
+                }
+                Err(e) => from_error(e),
+            }
+        });
     let act = warp::path!("api" / "hotline" / "tickets" / String / String)
         .and(warp::post())
         .and(warp::header::optional::<String>("authorization"))
@@ -308,12 +353,12 @@ pub fn routes(tickets: Arc<Tickets>, identity: Arc<Identity>, public_per_minute:
                 Err(e) => from_error(e),
             }
         });
-    register.or(list).unify().or(get).unify().or(act).unify().or(public).unify().boxed()
+    register.or(list).unify().or(get).unify().or(act).unify().or(stats).unify().or(public).unify().boxed()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::mask;
+    use crate::mask;
 
     #[test]
     fn callers_are_masked() {

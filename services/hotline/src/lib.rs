@@ -10,6 +10,8 @@ mod calendar;
 mod error;
 mod notices;
 mod number;
+mod sms_intake;
+mod stats;
 mod store;
 mod ticket;
 
@@ -17,8 +19,25 @@ pub use calendar::{CN_2026, Calendar, DayKind, Limit, china};
 pub use error::{Error, Result};
 pub use notices::Notices;
 pub use number::TicketNumber;
+pub use stats::{DepartmentStats, Stats};
+pub use sms_intake::{SMS_ACTOR, SmsIntake, survey_answer};
 pub use store::{NewTicket, TicketEvent, Tickets};
 pub use ticket::{
     ACTIONS, Action, Actor, Change, Channel, LimitRule, PendingExtension, Rating, ReturnDecision, Role, Rules, Status, Supervision, Ticket,
     TimeLimits, Urgency,
 };
+
+/// `138****5678`, `王**`.
+pub(crate) fn mask(value: &str, keep_start: usize, keep_end: usize) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() <= keep_start + keep_end {
+        return chars.first().map(|c| format!("{c}*")).unwrap_or_default();
+    }
+    let hidden = chars.len() - keep_start - keep_end;
+    chars[..keep_start].iter().chain(std::iter::repeat_n(&'*', hidden)).chain(chars[chars.len() - keep_end..].iter()).collect()
+}
+
+/// A phone number as logs and departments see it: `139****5678`.
+pub fn mask_phone(phone: &str) -> String {
+    mask(phone, 3, 4)
+}

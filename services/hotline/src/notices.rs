@@ -136,7 +136,7 @@ impl Handler for Notices {
                 let text = if event == "created" {
                     format!("【12345】您反映的问题已受理，工单号 {number}。可凭工单号和手机号后四位查询办理进度。")
                 } else {
-                    format!("【12345】您反映的问题（工单号 {number}）已办理答复，我们将进行回访，请对办理结果进行评价。")
+                    format!("【12345】您反映的问题（工单号 {number}）已办理答复。请对办理结果评价：回复1满意，2基本满意，3不满意。")
                 };
                 notices.push((format!("notice-{}-citizen", env.id), Recipient::Phone(phone), text));
             }

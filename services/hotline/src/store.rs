@@ -124,9 +124,25 @@ impl Tickets {
         &self.calendar
     }
 
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Registers a ticket by `actor` at `now` (Unix ms).
     pub async fn register(&self, new: NewTicket, actor: &str, now: i64) -> Result<Ticket> {
+        self.register_from(new, actor, now, None).await
+    }
+
+    /// Registers a ticket made from the message `source` (an envelope id):
+    /// the same source registers once, and again answers with that ticket.
+    pub async fn register_from(&self, new: NewTicket, actor: &str, now: i64, source: Option<&str>) -> Result<Ticket> {
         new.check()?;
+        if let Some(source) = source
+            && let Some(row) = sqlx::query("SELECT doc FROM hotline_tickets WHERE source_id = $1").bind(source).fetch_optional(self.db.pool()).await?
+        {
+            return ticket_from(&row);
+        }
         let day = DateTime::from_timestamp_millis(now).ok_or_else(|| Error::Invalid("time out of range".into()))?.with_timezone(&china()).date_naive();
         let mut tx = self.db.begin().await?;
         let seq: i64 = sqlx::query(
@@ -148,7 +164,7 @@ impl Tickets {
         let doc = serde_json::to_string(&ticket)?;
         sqlx::query(
             "INSERT INTO hotline_tickets (number, doc, status, channel, category, urgency, department, caller_phone, sign_due_ms, due_ms, \
-             created_ms, updated_ms, closed_ms) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, NULL, NULL, $8, $8, NULL)",
+             created_ms, updated_ms, closed_ms, source_id) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, NULL, NULL, $8, $8, NULL, $9)",
         )
         .bind(&ticket.number)
         .bind(doc)
@@ -158,6 +174,7 @@ impl Tickets {
         .bind(ticket.urgency.as_str())
         .bind(&ticket.caller_phone)
         .bind(now)
+        .bind(source)
         .execute(&mut *tx)
         .await?;
         let change = Change {
@@ -424,6 +441,17 @@ impl Tickets {
             "closed_ms": ticket.closed_ms,
             "progress": events.iter().filter(|e| e.action != "deadline").map(|e| json!({ "event": e.event, "at_ms": e.at_ms })).collect::<Vec<_>>(),
         }))
+    }
+
+    /// The KPIs of the tickets registered from `from_ms` up to `to_ms`.
+    pub async fn stats(&self, from_ms: i64, to_ms: i64, now: i64) -> Result<crate::Stats> {
+        let rows = sqlx::query("SELECT doc FROM hotline_tickets WHERE created_ms >= $1 AND created_ms < $2")
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(self.db.pool())
+            .await?;
+        let tickets = rows.iter().map(ticket_from).collect::<Result<Vec<_>>>()?;
+        Ok(crate::stats::compute(&tickets, &self.calendar, now))
     }
 
     /// Current time, for callers without a clock of their own.

@@ -44,6 +44,7 @@ pub async fn run(config: Config) -> Result<()> {
     background.push(civichub_messaging::spawn_audit_forwarder(bus.clone()));
     let tickets = Arc::new(civichub_hotline::Tickets::new(bus.clone(), civichub_hotline::Calendar::builtin(), Default::default()));
     civichub_hotline::Notices::register(router.clone());
+    civichub_hotline::SmsIntake::register(&bus, tickets.clone());
     background.push(tickets.spawn_deadline_watch(config.hotline_deadline_sweep));
     background.extend(bus.start());
 
