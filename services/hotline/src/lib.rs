@@ -9,6 +9,7 @@ pub mod api;
 mod calendar;
 mod error;
 mod notices;
+pub mod pages;
 mod number;
 mod sms_intake;
 mod stats;

@@ -72,6 +72,7 @@ pub async fn run(config: Config) -> Result<()> {
         .or(civichub_kb::pages::routes(kb.clone(), identity.clone()))
         .or(civichub_messaging::api::routes(router.clone(), identity.clone()))
         .or(civichub_hotline::api::routes(tickets.clone(), identity.clone(), config.hotline_rate_limit))
+        .or(civichub_hotline::pages::routes(tickets.clone(), identity.clone()))
         .recover(handle_rejection)
         .with(warp::log("civichub::http"));
     warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;

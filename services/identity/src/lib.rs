@@ -11,7 +11,7 @@ mod bearer;
 mod clients;
 mod endpoints;
 mod error;
-mod http;
+pub mod http;
 mod janitor;
 mod keys;
 pub mod oauth;
