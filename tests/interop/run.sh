@@ -9,4 +9,4 @@ if [ -f package-lock.json ]; then
 else
   npm install --no-audit --no-fund
 fi
-exec node --test oidc.test.mjs
+exec node --test oidc.test.mjs openapi.test.mjs

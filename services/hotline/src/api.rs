@@ -7,6 +7,7 @@
 //! - `GET /api/hotline/tickets?status=&department=&overdue=&page=`
 //! - `GET /api/hotline/tickets/{number}` → the ticket with its audit trail
 //! - `POST /api/hotline/tickets/{number}/{action}` → the ticket after the action
+//! - `GET /api/openapi.json`: this API in OpenAPI 3.1
 //! - `GET /api/hotline/stats?from=&to=` (leaders, supervisors) → the KPIs of the period
 //! - `POST /api/public/hotline/tickets` (no login: the citizens' web form) → `201 {"number", "status"}`
 //! - `GET /api/public/hotline/tickets/{number}?phone_last4=` (no login) → status and progress
@@ -17,7 +18,7 @@ use civichub_identity::Identity;
 use civichub_identity::reply::{bearer_failure, error, internal, json};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use warp::Filter;
+use warp::{Filter, Reply};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -30,6 +31,9 @@ pub const SCOPE: &str = "hotline";
 
 /// Largest request body.
 const MAX_BODY: u64 = 64 * 1024;
+
+/// The OpenAPI 3.1 description of this API, served at `/api/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// Tickets per page of a list.
 const PAGE_SIZE: i64 = 20;
@@ -353,7 +357,12 @@ pub fn routes(tickets: Arc<Tickets>, identity: Arc<Identity>, public_per_minute:
                 Err(e) => from_error(e),
             }
         });
-    register.or(list).unify().or(get).unify().or(act).unify().or(stats).unify().or(public).unify().boxed()
+    let openapi = warp::path!("api" / "openapi.json").and(warp::get()).map(|| {
+        let mut r = warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response();
+        r.headers_mut().insert("access-control-allow-origin", warp::http::HeaderValue::from_static("*"));
+        r
+    });
+    register.or(openapi).unify().or(list).unify().or(get).unify().or(act).unify().or(stats).unify().or(public).unify().boxed()
 }
 
 #[cfg(test)]
