@@ -7,6 +7,7 @@ use std::time::Duration;
 use civichub_dingtalk::simulator::DingTalkSimulator;
 use civichub_sms::{CmppSimConfig, CmppSimulator};
 use serde_json::{Value, json};
+use sqlx::Row;
 
 use crate::helpers::{Backend, Browser, NatsServer, TestApp, eventually, http, query_param, service_token};
 use crate::messaging::{dingtalk_config, dingtalk_flags};
@@ -170,6 +171,12 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     )
     .await;
     sms_to(&sms, "13912345678", &number).await;
+    // The caller's name and phone are sealed at rest.
+    let mut db = app.db().await;
+    let stored = sqlx::query("SELECT doc, caller_phone FROM hotline_tickets WHERE number = $1").bind(&number).fetch_one(&mut db).await.unwrap();
+    let (doc, phone_column): (String, Option<String>) = (stored.try_get("doc").unwrap(), stored.try_get("caller_phone").unwrap());
+    assert!(!doc.contains("13912345678") && !doc.contains("王小明") && doc.contains("\"caller_phone\":\"v1:"), "{doc}");
+    assert!(phone_column.is_some_and(|p| p.len() == 64 && !p.contains("1391234")));
 
     // A repeat of the same matter is merged into it.
     let repeat = register(&app, &agent, json!({"channel": "app", "content": "幸福小区路灯坏了", "category": "070101"})).await;
@@ -211,7 +218,6 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
 
     // Overdue (the clock moved past the deadline): the handler is pressed, the supervisors
     // are told, the ticket is listed as overdue and supervised.
-    let mut db = app.db().await;
     sqlx::query("UPDATE hotline_tickets SET due_ms = 1 WHERE number = $1").bind(&number).execute(&mut db).await.unwrap();
     sms_to(&sms, "13800000002", "督办").await;
     sms_to(&sms, "13800000003", &format!("超期工单 {number}")).await;

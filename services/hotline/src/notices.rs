@@ -20,6 +20,7 @@ use crate::calendar::china;
 /// Sends the notices of ticket events.
 pub struct Notices {
     router: Arc<Router>,
+    tickets: Arc<crate::Tickets>,
 }
 
 impl std::fmt::Debug for Notices {
@@ -30,9 +31,9 @@ impl std::fmt::Debug for Notices {
 
 impl Notices {
     /// Registers the notice consumer on the router's bus (before the bus starts).
-    pub fn register(router: Arc<Router>) {
+    pub fn register(router: Arc<Router>, tickets: Arc<crate::Tickets>) {
         let bus = router.bus().clone();
-        bus.register(Consumer::new("hotline-notices", "civichub.hotline.ticket.>", Arc::new(Notices { router })));
+        bus.register(Consumer::new("hotline-notices", "civichub.hotline.ticket.>", Arc::new(Notices { router, tickets })));
     }
 
     /// Active users with `role`, of `department` when one is given.
@@ -51,12 +52,8 @@ impl Notices {
         Ok(out)
     }
 
-    async fn caller_phone(&self, number: &str) -> civichub_messaging::Result<Option<String>> {
-        Ok(sqlx::query("SELECT caller_phone FROM hotline_tickets WHERE number = $1")
-            .bind(number)
-            .fetch_optional(self.router.bus().db().pool())
-            .await?
-            .and_then(|r| r.try_get::<Option<String>, _>("caller_phone").ok().flatten()))
+    async fn caller_phone(&self, number: &str) -> crate::Result<Option<String>> {
+        Ok(self.tickets.get(number).await?.caller_phone)
     }
 
     /// Sends one notice; `Err` only for what a retry can fix.

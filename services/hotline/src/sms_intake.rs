@@ -78,7 +78,7 @@ impl SmsIntake {
     /// The caller's latest ticket answered and not yet rated.
     async fn awaiting_rating(&self, phone: &str) -> crate::Result<Option<String>> {
         Ok(sqlx::query("SELECT number FROM hotline_tickets WHERE caller_phone = $1 AND status = 'replied' ORDER BY updated_ms DESC LIMIT 1")
-            .bind(phone)
+            .bind(self.tickets.phone_index(phone))
             .fetch_optional(self.tickets.db().pool())
             .await?
             .map(|r| r.try_get("number"))

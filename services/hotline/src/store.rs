@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::calendar::{Calendar, china};
+use crate::secret::DataKey;
 use crate::number::TicketNumber;
 use crate::ticket::{Action, Actor, Change, Channel, Rules, Status, Ticket, TimeLimits, Urgency};
 use crate::{Error, Result};
@@ -104,19 +105,44 @@ pub struct TicketEvent {
 pub struct Tickets {
     db: Db,
     bus: Bus,
+    key: std::sync::Arc<DataKey>,
     calendar: Calendar,
     limits: TimeLimits,
-}
-
-fn ticket_from(row: &sqlx::any::AnyRow) -> Result<Ticket> {
-    Ok(serde_json::from_str(&row.try_get::<String, _>("doc")?)?)
 }
 
 impl Tickets {
     /// Tickets in the database of `bus` (which announces their events), with
     /// deadlines on `calendar` under `limits`.
-    pub fn new(bus: Bus, calendar: Calendar, limits: TimeLimits) -> Tickets {
-        Tickets { db: bus.db().clone(), bus, calendar, limits }
+    /// Callers' names and phones are sealed with `key`.
+    pub fn new(bus: Bus, key: DataKey, calendar: Calendar, limits: TimeLimits) -> Tickets {
+        Tickets { db: bus.db().clone(), bus, key: std::sync::Arc::new(key), calendar, limits }
+    }
+
+    /// The ticket stored in a row's `doc`, callers' data opened.
+    fn decode(&self, row: &sqlx::any::AnyRow) -> Result<Ticket> {
+        let mut t: Ticket = serde_json::from_str(&row.try_get::<String, _>("doc")?)?;
+        for field in [&mut t.caller_name, &mut t.caller_phone] {
+            if let Some(sealed) = field.take() {
+                *field = Some(self.key.open(&sealed)?);
+            }
+        }
+        Ok(t)
+    }
+
+    /// The ticket as `doc` JSON, callers' data sealed.
+    fn encode(&self, t: &Ticket) -> Result<String> {
+        let mut sealed = t.clone();
+        for field in [&mut sealed.caller_name, &mut sealed.caller_phone] {
+            if let Some(plain) = field.take() {
+                *field = Some(self.key.seal(&plain)?);
+            }
+        }
+        Ok(serde_json::to_string(&sealed)?)
+    }
+
+    /// What a phone number is found by in the `caller_phone` column.
+    pub fn phone_index(&self, phone: &str) -> String {
+        self.key.index(phone)
     }
 
     /// The working-day calendar.
@@ -141,7 +167,7 @@ impl Tickets {
         if let Some(source) = source
             && let Some(row) = sqlx::query("SELECT doc FROM hotline_tickets WHERE source_id = $1").bind(source).fetch_optional(self.db.pool()).await?
         {
-            return ticket_from(&row);
+            return self.decode(&row);
         }
         let day = DateTime::from_timestamp_millis(now).ok_or_else(|| Error::Invalid("time out of range".into()))?.with_timezone(&china()).date_naive();
         let mut tx = self.db.begin().await?;
@@ -155,13 +181,16 @@ impl Tickets {
         let number = TicketNumber::new(day, u32::try_from(seq).unwrap_or(u32::MAX))?.to_string();
         let ticket = Ticket {
             caller_name: new.caller_name.filter(|s| !s.trim().is_empty()),
-            caller_phone: new.caller_phone.filter(|s| !s.trim().is_empty()),
+            // One spelling per mobile number, so its keyed hash finds all of the caller's tickets.
+            caller_phone: new.caller_phone.filter(|s| !s.trim().is_empty()).map(|p| {
+                civichub_messaging::messages::Phone::parse(&p).map(|m| m.as_str().to_owned()).unwrap_or(p)
+            }),
             location: new.location.filter(|s| !s.trim().is_empty()),
             category: new.category,
             urgency: new.urgency.unwrap_or(Urgency::Normal),
             ..Ticket::registered(number, new.channel, new.content.trim().to_owned(), now)
         };
-        let doc = serde_json::to_string(&ticket)?;
+        let doc = self.encode(&ticket)?;
         sqlx::query(
             "INSERT INTO hotline_tickets (number, doc, status, channel, category, urgency, department, caller_phone, sign_due_ms, due_ms, \
              created_ms, updated_ms, closed_ms, source_id) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, NULL, NULL, $8, $8, NULL, $9)",
@@ -172,7 +201,7 @@ impl Tickets {
         .bind(ticket.channel.as_str())
         .bind(&ticket.category)
         .bind(ticket.urgency.as_str())
-        .bind(&ticket.caller_phone)
+        .bind(ticket.caller_phone.as_deref().map(|p| self.key.index(p)))
         .bind(now)
         .bind(source)
         .execute(&mut *tx)
@@ -197,7 +226,7 @@ impl Tickets {
             .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| Error::NotFound(number.to_string()))?;
-        ticket_from(&row)
+        self.decode(&row)
     }
 
     /// The audit trail of a ticket, oldest first.
@@ -235,7 +264,7 @@ impl Tickets {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| Error::NotFound(number.to_string()))?;
-        let mut ticket = ticket_from(&row)?;
+        let mut ticket = self.decode(&row)?;
         if !actor.may_see(&ticket) {
             return Err(Error::NotFound(number.to_string()));
         }
@@ -262,7 +291,7 @@ impl Tickets {
              WHERE number = $1",
         )
         .bind(&ticket.number)
-        .bind(serde_json::to_string(&ticket)?)
+        .bind(self.encode(&ticket)?)
         .bind(ticket.status.as_str())
         .bind(&ticket.department)
         .bind(ticket.sign_due_ms)
@@ -318,7 +347,7 @@ impl Tickets {
         )
         .fetch_all(self.db.pool())
         .await?;
-        Ok((rows.iter().map(ticket_from).collect::<Result<Vec<_>>>()?, total))
+        Ok((rows.iter().map(|r| self.decode(r)).collect::<Result<Vec<_>>>()?, total))
     }
 
     /// Departments that handled past tickets of `category`, most often first (at most three).
@@ -351,7 +380,7 @@ impl Tickets {
         .await?;
         let mut raised = 0;
         for row in rows {
-            let mut ticket = ticket_from(&row)?;
+            let mut ticket = self.decode(&row)?;
             // The columns are what deadlines are queried by.
             ticket.sign_due_ms = row.try_get("sign_due_ms")?;
             ticket.due_ms = row.try_get("due_ms")?;
@@ -450,7 +479,7 @@ impl Tickets {
             .bind(to_ms)
             .fetch_all(self.db.pool())
             .await?;
-        let tickets = rows.iter().map(ticket_from).collect::<Result<Vec<_>>>()?;
+        let tickets = rows.iter().map(|r| self.decode(r)).collect::<Result<Vec<_>>>()?;
         Ok(crate::stats::compute(&tickets, &self.calendar, now))
     }
 

@@ -2,7 +2,7 @@
 //! an audit record and an event in the outbox, and raised again when the
 //! deadline moves.
 
-use civichub_hotline::{Action, Actor, Calendar, NewTicket, Role, Tickets};
+use civichub_hotline::{Action, Actor, Calendar, DataKey, NewTicket, Role, Tickets};
 use civichub_messaging::Bus;
 use civichub_store::{Db, DbUrl, Row};
 
@@ -23,7 +23,7 @@ async fn overdue_tickets_raise_each_alert_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&DbUrl::sqlite_in(dir.path())).await.unwrap();
     // The relay is not started: the outbox keeps what the tickets announce.
-    let tickets = Tickets::new(Bus::local(db.clone()), Calendar::default(), Default::default());
+    let tickets = Tickets::new(Bus::local(db.clone()), DataKey::from_secret(&[1; 32]), Calendar::default(), Default::default());
     let agent = Actor { name: "agent".into(), roles: vec![Role::Agent, Role::Supervisor], department: None };
     let handler = Actor { name: "zhang".into(), roles: vec![Role::Handler], department: Some("城管局".into()) };
     let now = civichub_messaging::now_ms();

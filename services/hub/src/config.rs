@@ -43,6 +43,10 @@ pub struct GlobalArgs {
     /// Seconds between sweeps of the hotline deadlines (due soon, overdue).
     #[arg(long, env = "CIVICHUB_HOTLINE_DEADLINE_SWEEP", global = true, value_name = "SECONDS")]
     pub hotline_deadline_sweep: Option<u64>,
+    /// The key (32 bytes, base64) that seals callers' names and phones; every node sharing a
+    /// database needs the same one. Default: made once in the data directory (hotline-data.key).
+    #[arg(long, env = "CIVICHUB_HOTLINE_DATA_KEY", global = true, value_name = "BASE64", hide_env_values = true)]
+    pub hotline_data_key: Option<String>,
     #[command(flatten)]
     pub messaging: MessagingArgs,
 }
@@ -162,6 +166,7 @@ struct FileConfig {
     kb_rate_limit: Option<u32>,
     hotline_rate_limit: Option<u32>,
     hotline_deadline_sweep: Option<u64>,
+    hotline_data_key: Option<String>,
     #[serde(default)]
     messaging: MessagingArgs,
 }
@@ -187,6 +192,8 @@ pub struct Config {
     pub hotline_rate_limit: u32,
     /// Between sweeps of the hotline deadlines.
     pub hotline_deadline_sweep: std::time::Duration,
+    /// The key sealing callers' data, if given.
+    pub hotline_data_key: Option<String>,
     /// Messaging settings (flags and environment over the file's `[messaging]`).
     pub messaging: MessagingArgs,
 }
@@ -237,7 +244,7 @@ impl Config {
         {
             bail!("sms gateway {g:?} is unknown: use cmpp or aliyun");
         }
-        Ok(Config { listen, data_dir, issuer, database, log, kb_cors_origins, kb_rate_limit, hotline_rate_limit, hotline_deadline_sweep, messaging })
+        Ok(Config { listen, data_dir, issuer, database, log, kb_cors_origins, kb_rate_limit, hotline_rate_limit, hotline_deadline_sweep, hotline_data_key: args.hotline_data_key.clone().or(file.hotline_data_key), messaging })
     }
 }
 

@@ -42,8 +42,12 @@ pub async fn run(config: Config) -> Result<()> {
     let router = Arc::new(crate::channels::router(&config, bus.clone()).await?);
     background.push(router.start());
     background.push(civichub_messaging::spawn_audit_forwarder(bus.clone()));
-    let tickets = Arc::new(civichub_hotline::Tickets::new(bus.clone(), civichub_hotline::Calendar::builtin(), Default::default()));
-    civichub_hotline::Notices::register(router.clone());
+    let data_key = match &config.hotline_data_key {
+        Some(k) => civichub_hotline::DataKey::parse(k)?,
+        None => civichub_hotline::DataKey::load_or_create(&config.data_dir.join("hotline-data.key"))?,
+    };
+    let tickets = Arc::new(civichub_hotline::Tickets::new(bus.clone(), data_key, civichub_hotline::Calendar::builtin(), Default::default()));
+    civichub_hotline::Notices::register(router.clone(), tickets.clone());
     civichub_hotline::SmsIntake::register(&bus, tickets.clone());
     background.push(tickets.spawn_deadline_watch(config.hotline_deadline_sweep));
     background.extend(bus.start());

@@ -1,5 +1,7 @@
--- The 12345 hotline. `doc` holds the whole ticket as JSON; the columns
--- beside it repeat what lists, deadlines and statistics select on.
+-- The 12345 hotline. `doc` holds the whole ticket as JSON (the caller's
+-- name and phone sealed with the hotline data key); the columns beside it
+-- repeat what lists, deadlines and statistics select on. `caller_phone`
+-- is a keyed hash of the phone, to find a caller's tickets.
 CREATE TABLE hotline_tickets (
     number TEXT PRIMARY KEY,
     doc TEXT NOT NULL,
