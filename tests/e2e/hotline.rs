@@ -63,7 +63,51 @@ async fn sms_to(sim: &CmppSimulator, to: &str, needle: &str) -> String {
 }
 
 crate::both_backends!(ticket_lifecycles_with_notices_over_nats);
-crate::both!(hotline_api_checks_input_and_roles);
+crate::both!(hotline_api_checks_input_and_roles, an_answered_call_prefills_the_workbench);
+
+/// The workbench page of a signed-in agent.
+async fn workbench(app: &TestApp, browser: &Browser) -> String {
+    let mut landing = browser.visit(&app.url("/hotline")).await;
+    if let crate::helpers::Landing::Page { url, body, .. } = &landing
+        && body.contains("name=\"password\"")
+    {
+        landing = browser.submit(url, body, &[("username", "agent"), ("password", crate::helpers::PASSWORD)]).await;
+    }
+    match landing {
+        crate::helpers::Landing::Page { status: 200, body, .. } => body,
+        crate::helpers::Landing::Page { status, url, body } => panic!("{status} at {url}:\n{body}"),
+        crate::helpers::Landing::Callback(u) => panic!("redirected to {u}"),
+    }
+}
+
+async fn an_answered_call_prefills_the_workbench(app: &TestApp) {
+    app.add_user("agent", &["--role", "agent"]);
+    let browser = Browser::new();
+    let page = workbench(app, &browser).await;
+    assert!(!page.contains("通话中"), "no call yet");
+    let centre = service_token(app, &["fusion:events"]).await;
+    let event = |kind: &str| json!({"event": kind, "callId": "c-1001", "from": "13912345678", "to": "12345", "direction": "inbound", "agent": "agent"});
+    for kind in ["newCall", "answer"] {
+        let r = http().post(app.url("/api/fusion/call-events")).bearer_auth(&centre).json(&event(kind)).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let page = eventually(15, || async {
+        let page = workbench(app, &browser).await;
+        page.contains("通话中").then_some(page)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the answered call never showed\n{}", app.log()));
+    assert!(page.contains("name=\"caller_phone\" maxlength=\"20\" inputmode=\"tel\" autocomplete=\"off\" value=\"13912345678\""), "{page}");
+    // Hung up: the form is no longer pre-filled.
+    let r = http().post(app.url("/api/fusion/call-events")).bearer_auth(&centre).json(&event("hangup")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let cleared = eventually(15, || async { (!workbench(app, &browser).await.contains("通话中")).then_some(()) }).await;
+    assert!(cleared.is_some(), "the call ended");
+    // The caller's number is sealed in the database too.
+    let mut db = app.db().await;
+    let caller: String = sqlx::query("SELECT caller FROM hotline_calls WHERE call_id = 'c-1001'").fetch_one(&mut db).await.unwrap().try_get("caller").unwrap();
+    assert!(caller.starts_with("v1:") && !caller.contains("1391234"));
+}
 crate::both_backends!(citizens_register_and_look_up_without_login, an_sms_becomes_a_ticket_and_a_survey_answer_rates_it);
 
 async fn an_sms_becomes_a_ticket_and_a_survey_answer_rates_it(backend: Backend) {

@@ -7,6 +7,7 @@
 
 pub mod api;
 mod calendar;
+mod calls;
 mod error;
 mod notices;
 pub mod pages;
@@ -17,6 +18,7 @@ mod stats;
 mod store;
 mod ticket;
 
+pub use calls::{Calls, CurrentCall};
 pub use calendar::{CN_2026, Calendar, DayKind, Limit, china};
 pub use error::{Error, Result};
 pub use notices::Notices;

@@ -36,6 +36,8 @@ struct Row {
 #[template(path = "workbench.html")]
 struct Workbench {
     user: String,
+    /// The caller of the call the agent is on, to pre-fill the form.
+    caller: Option<String>,
     csrf: String,
     notice: Option<String>,
     error: Option<String>,
@@ -124,7 +126,7 @@ struct Flash {
 }
 
 async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notice: Option<String>, error: Option<String>, status: StatusCode) -> Response {
-    let (_, user) = match agent(id, ctx, "/hotline").await {
+    let (actor, user) = match agent(id, ctx, "/hotline").await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -137,8 +139,15 @@ async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         let suggested = tickets.suggest_departments(t.category.as_deref()).await.unwrap_or_default().into_iter().next().unwrap_or_default();
         rows.push(row(t, suggested));
     }
+    let caller = match tickets.current_call(&actor.name).await {
+        Ok(call) => call.map(|c| c.caller),
+        Err(e) => {
+            tracing::warn!("reading the current call of {}: {e}", actor.name);
+            None
+        }
+    };
     let (csrf, fresh) = http::csrf_token(ctx);
-    let page = Workbench { user, csrf: csrf.clone(), notice, error, waiting: rows, recent: recent.iter().map(|t| row(t, String::new())).collect() };
+    let page = Workbench { user, caller, csrf: csrf.clone(), notice, error, waiting: rows, recent: recent.iter().map(|t| row(t, String::new())).collect() };
     http::with_csrf(http::render(status, &page), &csrf, fresh, id.settings.secure_cookies())
 }
 

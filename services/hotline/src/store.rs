@@ -140,6 +140,16 @@ impl Tickets {
         Ok(serde_json::to_string(&sealed)?)
     }
 
+    /// Seals a caller's datum with the hotline data key.
+    pub(crate) fn seal(&self, plain: &str) -> Result<String> {
+        self.key.seal(plain)
+    }
+
+    /// Opens a sealed datum.
+    pub(crate) fn open(&self, sealed: &str) -> Result<String> {
+        self.key.open(sealed)
+    }
+
     /// What a phone number is found by in the `caller_phone` column.
     pub fn phone_index(&self, phone: &str) -> String {
         self.key.index(phone)

@@ -48,3 +48,14 @@ CREATE TABLE hotline_counters (
     day TEXT PRIMARY KEY,
     last BIGINT NOT NULL
 );
+
+-- The call each agent is on, from the call centre's events, to pre-fill
+-- the workbench; the caller's number is sealed like a ticket's.
+CREATE TABLE hotline_calls (
+    call_id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX hotline_calls_agent ON hotline_calls(agent, at_ms);
