@@ -262,7 +262,7 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
 
     // Overdue (the clock moved past the deadline): the handler is pressed, the supervisors
     // are told, the ticket is listed as overdue and supervised.
-    sqlx::query("UPDATE hotline_tickets SET due_ms = 1 WHERE number = $1").bind(&number).execute(&mut db).await.unwrap();
+    sqlx::query("UPDATE hotline_tickets SET due_ms = 1, next_alert_ms = 1 WHERE number = $1").bind(&number).execute(&mut db).await.unwrap();
     sms_to(&sms, "13800000002", "督办").await;
     sms_to(&sms, "13800000003", &format!("超期工单 {number}")).await;
     let (_, overdue) = call(&app, &boss, "GET", "/api/hotline/tickets?overdue=true", None).await;

@@ -269,12 +269,13 @@ impl Tickets {
         let number: TicketNumber = number.parse()?;
         let mut tx = self.db.begin().await?;
         let lock = if self.db.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT doc FROM hotline_tickets WHERE number = $1{lock}")))
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT doc, alerts FROM hotline_tickets WHERE number = $1{lock}")))
             .bind(number.to_string())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| Error::NotFound(number.to_string()))?;
         let mut ticket = self.decode(&row)?;
+        let alerts: String = row.try_get("alerts")?;
         if !actor.may_see(&ticket) {
             return Err(Error::NotFound(number.to_string()));
         }
@@ -297,7 +298,8 @@ impl Tickets {
         }
         let change = ticket.apply(action, now, Rules { calendar: &self.calendar, limits: &self.limits })?;
         sqlx::query(
-            "UPDATE hotline_tickets SET doc = $2, status = $3, department = $4, sign_due_ms = $5, due_ms = $6, updated_ms = $7, closed_ms = $8 \
+            "UPDATE hotline_tickets SET doc = $2, status = $3, department = $4, sign_due_ms = $5, due_ms = $6, updated_ms = $7, closed_ms = $8, \
+             next_alert_ms = $9 \
              WHERE number = $1",
         )
         .bind(&ticket.number)
@@ -308,6 +310,7 @@ impl Tickets {
         .bind(ticket.due_ms)
         .bind(now)
         .bind(ticket.closed_ms)
+        .bind(next_alert(&ticket, &alerts))
         .execute(&mut *tx)
         .await?;
         record(&mut tx, &ticket, action.name(), Some(change.from), &change, &actor.name, now)?;
@@ -380,12 +383,12 @@ impl Tickets {
     /// for the handlers and supervision notices. Safe on several nodes at
     /// once: an alert is claimed by a compare-and-set on the ticket's alerts.
     pub async fn sweep_deadlines(&self, now: i64) -> Result<usize> {
+        // `next_alert_ms` is when the ticket's next alert falls due, so a sweep
+        // reads only tickets with something to raise, however many are late.
         let rows = sqlx::query(
-            "SELECT doc, alerts, sign_due_ms, due_ms FROM hotline_tickets WHERE status IN ('dispatched', 'accepted', 'returned') \
-             AND (sign_due_ms < $1 OR due_ms < $2) ORDER BY due_ms LIMIT 500",
+            "SELECT doc, alerts, sign_due_ms, due_ms FROM hotline_tickets WHERE next_alert_ms <= $1 ORDER BY next_alert_ms LIMIT 500",
         )
         .bind(now)
-        .bind(now + DUE_SOON_MS)
         .fetch_all(self.db.pool())
         .await?;
         let mut raised = 0;
@@ -406,17 +409,16 @@ impl Tickets {
                     due.push(("due_soon", d));
                 }
             }
-            let fresh: Vec<(&'static str, i64)> = due.into_iter().filter(|(k, d)| !old.split_whitespace().any(|a| a == format!("{k}:{d}"))).collect();
-            if fresh.is_empty() {
-                continue;
-            }
+            let fresh: Vec<(&'static str, i64)> = due.into_iter().filter(|(k, d)| !has_alert(&old, k, *d)).collect();
             let mut alerts: Vec<String> = old.split_whitespace().map(str::to_owned).collect();
             alerts.extend(fresh.iter().map(|(k, d)| format!("{k}:{d}")));
+            let alerts = alerts.join(" ");
             let mut tx = self.db.begin().await?;
-            let claimed = sqlx::query("UPDATE hotline_tickets SET alerts = $2 WHERE number = $1 AND alerts = $3")
+            let claimed = sqlx::query("UPDATE hotline_tickets SET alerts = $2, next_alert_ms = $4 WHERE number = $1 AND alerts = $3")
                 .bind(&ticket.number)
-                .bind(alerts.join(" "))
+                .bind(&alerts)
                 .bind(&old)
+                .bind(next_alert(&ticket, &alerts))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -497,6 +499,29 @@ impl Tickets {
     pub fn now() -> i64 {
         now_ms()
     }
+}
+
+/// Whether alert `kind` was raised for `deadline`.
+fn has_alert(alerts: &str, kind: &str, deadline: i64) -> bool {
+    alerts.split_whitespace().any(|a| a.split_once(':').is_some_and(|(k, d)| k == kind && d.parse() == Ok(deadline)))
+}
+
+/// When the next deadline alert of `t` falls due (given the alerts raised), if any.
+fn next_alert(t: &Ticket, alerts: &str) -> Option<i64> {
+    if !matches!(t.status, Status::Dispatched | Status::Accepted | Status::Returned) {
+        return None;
+    }
+    let mut at = Vec::new();
+    if let Some(sign) = t.sign_due_ms.filter(|s| t.status == Status::Dispatched && !has_alert(alerts, "sign_overdue", *s)) {
+        at.push(sign);
+    }
+    if let Some(due) = t.due_ms.filter(|d| !has_alert(alerts, "overdue", *d)) {
+        if t.status != Status::Returned && !has_alert(alerts, "due_soon", due) {
+            at.push(due - DUE_SOON_MS);
+        }
+        at.push(due);
+    }
+    at.into_iter().min()
 }
 
 /// The audit record and the event of one change, in the caller's transaction.

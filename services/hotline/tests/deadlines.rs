@@ -39,6 +39,15 @@ async fn overdue_tickets_raise_each_alert_once() {
 
     assert_eq!(tickets.sweep_deadlines(now).await.unwrap(), 2, "sign_overdue and overdue for the late ticket");
     assert_eq!(tickets.sweep_deadlines(now).await.unwrap(), 0, "each alert once");
+    // Nothing raised is read again: however many tickets are late, a sweep reads only those with news.
+    let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM hotline_tickets WHERE next_alert_ms <= $1")
+        .bind(now)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    assert_eq!(pending, 0);
     let subjects = outbox_subjects(&db).await;
     assert!(subjects.contains(&"civichub.hotline.ticket.sign_overdue".to_owned()), "{subjects:?}");
     assert!(subjects.contains(&"civichub.hotline.ticket.overdue".to_owned()), "{subjects:?}");

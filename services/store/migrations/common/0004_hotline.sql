@@ -19,11 +19,14 @@ CREATE TABLE hotline_tickets (
     -- Deadline alerts already raised, space-separated `kind:deadline_ms`
     -- (a moved deadline raises its alerts again).
     alerts TEXT NOT NULL DEFAULT '',
+    -- When the next of those alerts falls due (none when nothing is pending).
+    next_alert_ms BIGINT,
     -- The envelope a ticket was made from (a citizen's SMS), so a
     -- redelivered one does not make a second ticket.
     source_id TEXT
 );
 CREATE UNIQUE INDEX hotline_tickets_source ON hotline_tickets(source_id);
+CREATE INDEX hotline_tickets_next_alert ON hotline_tickets(next_alert_ms);
 CREATE INDEX hotline_tickets_status ON hotline_tickets(status, due_ms);
 CREATE INDEX hotline_tickets_department ON hotline_tickets(department, status);
 CREATE INDEX hotline_tickets_created ON hotline_tickets(created_ms);
