@@ -23,3 +23,7 @@ bench-kb:
 # Messaging throughput and latency (API → CMPP simulator) against raw JetStream publishing.
 bench-bus:
     bash bench/bus/run.sh
+
+# Ticket registrations per second and registration → handler's DingTalk notice latency.
+bench-hotline:
+    bash bench/hotline/run.sh

@@ -6,6 +6,14 @@
 //!   bus-load raw --nats URL [--nats-pid PID] [--concurrency 16] [--duration 10]
 //!                [--warmup 2] [--batch 256] [--json FILE]
 //!
+//!   bus-load hotline --ready-file FILE --go-file FILE [--concurrency 8]
+//!                [--duration 10] [--warmup 2] [--json FILE]
+//!
+//! `hotline` (`just bench-hotline`) starts the DingTalk simulator, writes its
+//! settings to `--ready-file`, waits for `--go-file` (the hub's `url`, an
+//! agent's `username`/`password`, a client with scope `hotline`), then
+//! registers and dispatches tickets and times each handler's work notice.
+//!
 //! `hub` starts the CMPP gateway simulator in this process, writes its
 //! address to `--ready-file`, waits for `--go-file` (JSON: the hub's `url`,
 //! `pid`, and a `client_id`/`client_secret` with `messages:send`), then posts
@@ -13,6 +21,7 @@
 //! against what was sent. `raw` publishes envelope-sized messages to a
 //! JetStream stream of its own with async-nats. See bench/bus/README.md.
 
+mod hotline;
 mod hub;
 mod raw;
 mod stats;
@@ -73,7 +82,8 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("hub") => opts.and_then(hub::run),
         Some("raw") => opts.and_then(raw::run),
-        _ => Err("usage: bus-load hub|raw ... (see src/main.rs)".into()),
+        Some("hotline") => opts.and_then(hotline::run),
+        _ => Err("usage: bus-load hub|raw|hotline ... (see src/main.rs)".into()),
     };
     if let Err(e) = result {
         eprintln!("bus-load: {e}");

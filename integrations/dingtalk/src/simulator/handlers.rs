@@ -403,7 +403,7 @@ fn asyncsend(shared: &Shared, body: &Map<String, Value>) -> Response<String> {
     let task_id = state.next_task_id;
     state.next_task_id += 1;
     state.results.insert(task_id, result);
-    state.notices.push(RecordedNotice { task_id, agent_id: shared.config.agent_id, userids, dept_ids, msg });
+    state.notices.push(RecordedNotice { task_id, agent_id: shared.config.agent_id, userids, dept_ids, msg, received_at: std::time::SystemTime::now() });
     drop(state);
     shared.notices_changed.notify_waiters();
     oapi_ok(json!({"task_id": task_id}))

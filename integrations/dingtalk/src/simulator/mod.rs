@@ -112,6 +112,8 @@ pub struct RecordedNotice {
     pub dept_ids: Vec<i64>,
     /// `msg`.
     pub msg: WorkMessage,
+    /// When the simulator accepted it (for latency measurements).
+    pub received_at: std::time::SystemTime,
 }
 
 /// A running simulated DingTalk. Dropping it stops the server.
