@@ -313,6 +313,16 @@ impl Tickets {
         .bind(next_alert(&ticket, &alerts))
         .execute(&mut *tx)
         .await?;
+        if let (Some(category), Some(department), "dispatched" | "redispatched") = (&ticket.category, &ticket.department, change.event) {
+            sqlx::query(
+                "INSERT INTO hotline_dispatch_counts (category, department, n) VALUES ($1, $2, 1) \
+                 ON CONFLICT (category, department) DO UPDATE SET n = hotline_dispatch_counts.n + 1",
+            )
+            .bind(category)
+            .bind(department)
+            .execute(&mut *tx)
+            .await?;
+        }
         record(&mut tx, &ticket, action.name(), Some(change.from), &change, &actor.name, now)?;
         tx.commit().await?;
         self.bus.kick();
@@ -363,13 +373,10 @@ impl Tickets {
         Ok((rows.iter().map(|r| self.decode(r)).collect::<Result<Vec<_>>>()?, total))
     }
 
-    /// Departments that handled past tickets of `category`, most often first (at most three).
+    /// Departments that past tickets of `category` were dispatched to, most often first (at most three).
     pub async fn suggest_departments(&self, category: Option<&str>) -> Result<Vec<String>> {
         let Some(category) = category else { return Ok(vec![]) };
-        let rows = sqlx::query(
-            "SELECT department, COUNT(*) AS n FROM hotline_tickets WHERE category = $1 AND department IS NOT NULL \
-             AND status NOT IN ('merged') GROUP BY department ORDER BY n DESC, department LIMIT 3",
-        )
+        let rows = sqlx::query("SELECT department FROM hotline_dispatch_counts WHERE category = $1 ORDER BY n DESC, department LIMIT 3")
         .bind(category)
         .fetch_all(self.db.pool())
         .await?;

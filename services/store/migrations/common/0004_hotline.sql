@@ -62,3 +62,12 @@ CREATE TABLE hotline_calls (
     at_ms BIGINT NOT NULL
 );
 CREATE INDEX hotline_calls_agent ON hotline_calls(agent, at_ms);
+
+-- How often tickets of a category went to a department: the suggested
+-- departments of a new ticket, kept as a running count.
+CREATE TABLE hotline_dispatch_counts (
+    category TEXT NOT NULL,
+    department TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (category, department)
+);
