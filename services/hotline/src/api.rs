@@ -90,11 +90,7 @@ async fn caller(identity: &Identity, auth: Option<String>) -> Result<Caller, Res
     if user.disabled {
         return Err(bearer_failure(civichub_identity::BearerError::InvalidToken));
     }
-    Ok(Caller::Person(Actor {
-        name: user.username,
-        roles: user.roles.iter().filter_map(|r| Role::parse(r)).collect(),
-        department: user.department,
-    }))
+    Ok(Caller::Person(Actor::of(&user)))
 }
 
 fn view(t: &Ticket, caller: &Caller) -> Value {

@@ -13,6 +13,11 @@ pub fn china() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
 }
 
+/// `ms` (Unix milliseconds) in Beijing time, formatted with chrono's `format`.
+pub fn beijing(ms: Option<i64>, format: &str) -> Option<String> {
+    ms.and_then(DateTime::from_timestamp_millis).map(|t| t.with_timezone(&china()).format(format).to_string())
+}
+
 /// The calendar of 2026 shipped with CivicHub; later years are added as files.
 pub const CN_2026: &str = include_str!("../calendar/cn-2026.txt");
 

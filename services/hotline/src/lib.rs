@@ -19,7 +19,7 @@ mod store;
 mod ticket;
 
 pub use calls::{Calls, CurrentCall};
-pub use calendar::{CN_2026, Calendar, DayKind, Limit, china};
+pub use calendar::{CN_2026, Calendar, DayKind, Limit, beijing, china};
 pub use error::{Error, Result};
 pub use notices::Notices;
 pub use secret::DataKey;

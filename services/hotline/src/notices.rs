@@ -9,13 +9,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::DateTime;
 use civichub_messaging::messages::{MessageRequest, Phone, Recipient, Router};
 use civichub_messaging::{Consumer, Envelope, Handler, Outcome};
 use civichub_store::Row;
 use serde_json::Value;
 
-use crate::calendar::china;
 
 /// Sends the notices of ticket events.
 pub struct Notices {
@@ -72,9 +70,7 @@ impl Notices {
 }
 
 fn beijing(ms: Option<i64>) -> String {
-    ms.and_then(DateTime::from_timestamp_millis)
-        .map(|t| t.with_timezone(&china()).format("%m月%d日 %H:%M").to_string())
-        .unwrap_or_else(|| "规定时限".into())
+    crate::beijing(ms, "%m月%d日 %H:%M").unwrap_or_else(|| "规定时限".into())
 }
 
 #[async_trait]

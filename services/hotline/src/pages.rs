@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use askama::Template;
-use chrono::DateTime;
 use civichub_identity::Identity;
 use civichub_identity::http::{self, RequestContext};
 use serde::Deserialize;
@@ -15,7 +14,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::ticket::{Action, Actor, Channel, Role, Status, Ticket, Urgency};
-use crate::{Error, NewTicket, Tickets, china};
+use crate::{Error, NewTicket, Tickets, beijing};
 
 const HOTLINE_CSS: &str = include_str!("../assets/hotline.css");
 
@@ -79,7 +78,7 @@ pub fn status_label(s: Status) -> &'static str {
 }
 
 fn when(ms: Option<i64>) -> String {
-    ms.and_then(DateTime::from_timestamp_millis).map(|t| t.with_timezone(&china()).format("%m-%d %H:%M").to_string()).unwrap_or_default()
+    beijing(ms, "%m-%d %H:%M").unwrap_or_default()
 }
 
 fn row(t: &Ticket, suggested: String) -> Row {
@@ -111,7 +110,7 @@ async fn agent(id: &Identity, ctx: &RequestContext, return_to: &str) -> Result<(
         Ok(u) => u,
         Err(e) => return Err(http::server_error(e)),
     };
-    let actor = Actor { name: user.username.clone(), roles: user.roles.iter().filter_map(|r| Role::parse(r)).collect(), department: user.department };
+    let actor = Actor::of(&user);
     if !actor.has(Role::Agent) {
         return Err(http::error_page(StatusCode::FORBIDDEN, "工单工作台供话务员使用：您的账号没有话务员（agent）角色。"));
     }

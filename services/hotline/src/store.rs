@@ -356,10 +356,7 @@ impl Tickets {
         let bind_all = |sql: String, binds: &[civichub_store::Value]| {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for b in binds {
-                q = match b {
-                    civichub_store::Value::Text(v) => q.bind(v.clone()),
-                    civichub_store::Value::Int(v) => q.bind(*v),
-                };
+                q = b.bind(q);
             }
             q
         };

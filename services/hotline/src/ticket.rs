@@ -403,6 +403,11 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// A person of the identity directory, with the hotline roles among theirs.
+    pub fn of(user: &civichub_identity::User) -> Actor {
+        Actor { name: user.username.clone(), roles: user.roles.iter().filter_map(|r| Role::parse(r)).collect(), department: user.department.clone() }
+    }
+
     /// Whether the actor holds `role` (an admin holds them all).
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&Role::Admin) || self.roles.contains(&role)

@@ -54,6 +54,19 @@ impl From<Option<i64>> for Value {
     }
 }
 
+/// A query of the `Any` driver, as `sqlx::query` makes it.
+pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+impl Value {
+    /// Binds this value as the query's next parameter.
+    pub fn bind<'q>(&self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        match self {
+            Value::Text(v) => query.bind(v.clone()),
+            Value::Int(v) => query.bind(*v),
+        }
+    }
+}
+
 /// `($1, $2, $3), ($4, $5, $6)` for two rows of three columns.
 pub fn row_placeholders(rows: usize, columns: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
@@ -90,10 +103,7 @@ pub async fn insert_rows(conn: &mut AnyConnection, head: &str, suffix: &str, wid
         // Row counts vary from batch to batch: keep these out of the statement cache.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
         for value in chunk {
-            query = match value {
-                Value::Text(v) => query.bind(v.clone()),
-                Value::Int(v) => query.bind(*v),
-            };
+            query = value.bind(query);
         }
         query.execute(&mut *conn).await?;
     }
