@@ -382,6 +382,28 @@ async fn hotline_api_checks_input_and_roles(app: &TestApp) {
     let (_, v) = call(app, &agent, "POST", "/api/hotline/tickets", Some(json!({"channel": "web", "content": "又有噪音", "category": "070101"}))).await;
     assert_eq!(v["suggested_departments"], json!(["城管局"]));
 
+    // The dispatch catalogue in the knowledge base names a department too; it leads, history follows.
+    let editor = service_token(app, &["kb:read", "kb:write"]).await;
+    let entry = json!({ "title": "住宅电梯故障由谁负责维修？", "body": "住宅电梯故障、困人，由电梯使用管理单位负责维修，住建部门监督。", "department": "市住房和城乡建设局", "audience": "internal" });
+    let r = http().post(app.url("/api/kb/entries")).bearer_auth(&editor).json(&entry).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let r = http().post(app.url(&format!("/api/kb/entries/{id}/publish"))).bearer_auth(&editor).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut found = false;
+    for _ in 0..50 {
+        let r = http().get(app.url("/api/kb/search?q=%E7%94%B5%E6%A2%AF")).bearer_auth(&editor).send().await.unwrap(); // 电梯
+        if r.json::<Value>().await.unwrap()["total"] == 1 {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the catalogue entry is searchable");
+    let (_, v) = call(app, &agent, "POST", "/api/hotline/tickets", Some(json!({"channel": "web", "content": "我家小区电梯故障三天没人修", "category": "070101"}))).await;
+    let suggested = v["suggested_departments"].clone();
+    assert_eq!(suggested, json!(["市住房和城乡建设局", "城管局"]));
+
     // Illegal transitions, unknown actions and tickets, bad bodies.
     let (status, err) = call(app, &agent, "POST", &format!("/api/hotline/tickets/{second}/close"), Some(json!({}))).await;
     assert_eq!(status, 409, "{err}");
@@ -398,7 +420,7 @@ async fn hotline_api_checks_input_and_roles(app: &TestApp) {
     assert_eq!(status, 400);
     let (status, list) = call(app, &agent, "GET", "/api/hotline/tickets?status=registered", None).await;
     assert_eq!(status, 200);
-    assert_eq!(list["total"], 2, "{list}");
+    assert_eq!(list["total"], 3, "{list}");
     let (status, _) = call(app, &clerk, "GET", "/api/hotline/tickets", None).await;
     assert_eq!(status, 403);
     let r = http().post(app.url("/api/hotline/tickets")).bearer_auth(&agent).body(vec![b' '; 70 * 1024]).send().await.unwrap();

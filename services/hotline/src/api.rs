@@ -249,7 +249,7 @@ pub fn routes(tickets: Arc<Tickets>, identity: Arc<Identity>, public_per_minute:
                 Ok(t) => t,
                 Err(e) => return from_error(e),
             };
-            let suggested = tickets.suggest_departments(ticket.category.as_deref()).await.unwrap_or_default();
+            let suggested = tickets.suggest_departments(ticket.category.as_deref(), &ticket.content).await.unwrap_or_default();
             json(StatusCode::CREATED, &json!({ "number": ticket.number, "status": ticket.status, "suggested_departments": suggested }))
         });
     let list = warp::path!("api" / "hotline" / "tickets")

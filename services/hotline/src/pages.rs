@@ -135,7 +135,7 @@ async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
     };
     let mut rows = Vec::with_capacity(waiting.len());
     for t in &waiting {
-        let suggested = tickets.suggest_departments(t.category.as_deref()).await.unwrap_or_default().into_iter().next().unwrap_or_default();
+        let suggested = tickets.suggest_departments(t.category.as_deref(), &t.content).await.unwrap_or_default().into_iter().next().unwrap_or_default();
         rows.push(row(t, suggested));
     }
     let caller = match tickets.current_call(&actor.name).await {

@@ -108,14 +108,28 @@ pub struct Tickets {
     key: std::sync::Arc<DataKey>,
     calendar: Calendar,
     limits: TimeLimits,
+    catalogue: Option<std::sync::Arc<civichub_kb::KnowledgeBase>>,
 }
+
+/// Knowledge-base hits read for a new ticket's suggested departments.
+const CATALOGUE_HITS: usize = 5;
+/// Departments suggested at most.
+const SUGGESTIONS: usize = 3;
 
 impl Tickets {
     /// Tickets in the database of `bus` (which announces their events), with
     /// deadlines on `calendar` under `limits`.
     /// Callers' names and phones are sealed with `key`.
     pub fn new(bus: Bus, key: DataKey, calendar: Calendar, limits: TimeLimits) -> Tickets {
-        Tickets { db: bus.db().clone(), bus, key: std::sync::Arc::new(key), calendar, limits }
+        Tickets { db: bus.db().clone(), bus, key: std::sync::Arc::new(key), calendar, limits, catalogue: None }
+    }
+
+    /// Suggests departments from the knowledge base's entries too: the
+    /// dispatch catalogue (派单目录) is kept there, each entry naming the
+    /// department (承办单位) responsible for its matter.
+    pub fn with_catalogue(mut self, kb: std::sync::Arc<civichub_kb::KnowledgeBase>) -> Tickets {
+        self.catalogue = Some(kb);
+        self
     }
 
     /// The ticket stored in a row's `doc`, callers' data opened.
@@ -370,14 +384,45 @@ impl Tickets {
         Ok((rows.iter().map(|r| self.decode(r)).collect::<Result<Vec<_>>>()?, total))
     }
 
-    /// Departments that past tickets of `category` were dispatched to, most often first (at most three).
-    pub async fn suggest_departments(&self, category: Option<&str>) -> Result<Vec<String>> {
-        let Some(category) = category else { return Ok(vec![]) };
-        let rows = sqlx::query("SELECT department FROM hotline_dispatch_counts WHERE category = $1 ORDER BY n DESC, department LIMIT 3")
-        .bind(category)
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter().map(|r| Ok(r.try_get("department")?)).collect()
+    /// At most three departments for a new ticket: those the dispatch
+    /// catalogue names for the knowledge-base entries that best match
+    /// `content`, interleaved with those that past tickets of `category`
+    /// went to (most often first), so the best of each leads.
+    pub async fn suggest_departments(&self, category: Option<&str>, content: &str) -> Result<Vec<String>> {
+        let mut catalogue: Vec<String> = Vec::new();
+        if let Some(kb) = &self.catalogue {
+            let q: String = content.chars().take(200).collect();
+            let req = civichub_kb::SearchRequest { q, category: None, department: None, page: 1, size: CATALOGUE_HITS };
+            match kb.index.search(&req, civichub_kb::Visibility::Internal, Self::now()) {
+                Ok(found) => {
+                    catalogue.extend(found.hits.into_iter().filter_map(|h| h.department));
+                }
+                Err(e) => tracing::warn!("searching the dispatch catalogue: {e}"),
+            }
+        }
+        let mut history: Vec<String> = Vec::new();
+        if let Some(category) = category {
+            let rows = sqlx::query("SELECT department FROM hotline_dispatch_counts WHERE category = $1 ORDER BY n DESC, department LIMIT 3")
+                .bind(category)
+                .fetch_all(self.db.pool())
+                .await?;
+            history = rows.iter().map(|r| r.try_get("department")).collect::<std::result::Result<_, _>>()?;
+        }
+        let mut out: Vec<String> = Vec::new();
+        let (mut c, mut h) = (catalogue.into_iter(), history.into_iter());
+        loop {
+            let (a, b) = (c.next(), h.next());
+            if a.is_none() && b.is_none() {
+                break;
+            }
+            for d in [a, b].into_iter().flatten() {
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+        }
+        out.truncate(SUGGESTIONS);
+        Ok(out)
     }
 
     /// Raises the deadline alerts that are due at `now`: `sign_overdue` (not

@@ -426,6 +426,7 @@ impl Actor {
 /// Time limits (sign and reply) per category and urgency; the first
 /// matching rule wins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TimeLimits {
     /// Rules, most specific first.
     pub rules: Vec<LimitRule>,
@@ -433,6 +434,7 @@ pub struct TimeLimits {
 
 /// One rule of [`TimeLimits`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitRule {
     /// Categories whose code starts with this (none: every category).
     #[serde(default)]
@@ -463,6 +465,35 @@ impl Default for TimeLimits {
 }
 
 impl TimeLimits {
+    /// Refuses rules that could not be met or never match: a zero limit, a
+    /// sign limit longer than the reply limit of the same unit, a category
+    /// prefix that is not 1–6 digits, or no rules at all.
+    pub fn check(&self) -> Result<()> {
+        if self.rules.is_empty() {
+            return Err(Error::Invalid("at least one rule is needed".into()));
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            let n = i + 1;
+            let zero = |l: Limit| matches!(l, Limit::WorkingDays(0) | Limit::Hours(0));
+            if zero(r.sign) || zero(r.reply) {
+                return Err(Error::Invalid(format!("rule {n}: a limit must be at least 1")));
+            }
+            let longer = match (r.sign, r.reply) {
+                (Limit::WorkingDays(s), Limit::WorkingDays(p)) | (Limit::Hours(s), Limit::Hours(p)) => s > p,
+                _ => false,
+            };
+            if longer {
+                return Err(Error::Invalid(format!("rule {n}: the sign limit is longer than the reply limit")));
+            }
+            if let Some(p) = &r.category_prefix
+                && (p.is_empty() || p.len() > 6 || !p.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(Error::Invalid(format!("rule {n}: category_prefix {p:?} must be 1–6 digits of a GB/T 39666 code")));
+            }
+        }
+        Ok(())
+    }
+
     /// The sign and reply limits of a ticket.
     pub fn of(&self, category: Option<&str>, urgency: Urgency) -> (Limit, Limit) {
         self.rules

@@ -47,6 +47,14 @@ pub struct GlobalArgs {
     /// database needs the same one. Default: made once in the data directory (hotline-data.key).
     #[arg(long, env = "CIVICHUB_HOTLINE_DATA_KEY", global = true, value_name = "BASE64", hide_env_values = true)]
     pub hotline_data_key: Option<String>,
+    /// A yearly calendar file of public holidays and adjusted working days (`YYYY-MM-DD holiday|workday`
+    /// per line), added to the built-in years (repeatable).
+    #[arg(long = "hotline-calendar", env = "CIVICHUB_HOTLINE_CALENDARS", value_delimiter = ',', global = true, value_name = "FILE")]
+    pub hotline_calendars: Vec<PathBuf>,
+    /// TOML file of hotline time limits per category and urgency (`[[rules]]`, first match wins;
+    /// see the README). Default: the limits of the domain notes.
+    #[arg(long, env = "CIVICHUB_HOTLINE_TIME_LIMITS", global = true, value_name = "FILE")]
+    pub hotline_time_limits: Option<PathBuf>,
     #[command(flatten)]
     pub messaging: MessagingArgs,
 }
@@ -167,6 +175,8 @@ struct FileConfig {
     hotline_rate_limit: Option<u32>,
     hotline_deadline_sweep: Option<u64>,
     hotline_data_key: Option<String>,
+    hotline_calendars: Option<Vec<PathBuf>>,
+    hotline_time_limits: Option<PathBuf>,
     #[serde(default)]
     messaging: MessagingArgs,
 }
@@ -194,6 +204,10 @@ pub struct Config {
     pub hotline_deadline_sweep: std::time::Duration,
     /// The key sealing callers' data, if given.
     pub hotline_data_key: Option<String>,
+    /// The working-day calendar: the built-in years and the configured files.
+    pub hotline_calendar: civichub_hotline::Calendar,
+    /// Time limits per category and urgency.
+    pub hotline_time_limits: civichub_hotline::TimeLimits,
     /// Messaging settings (flags and environment over the file's `[messaging]`).
     pub messaging: MessagingArgs,
 }
@@ -238,13 +252,43 @@ impl Config {
             s @ 1..=3600 => std::time::Duration::from_secs(s),
             _ => anyhow::bail!("--hotline-deadline-sweep must be 1–3600 seconds"),
         };
+        let mut hotline_calendar = civichub_hotline::Calendar::builtin();
+        let calendars = if args.hotline_calendars.is_empty() { file.hotline_calendars.unwrap_or_default() } else { args.hotline_calendars.clone() };
+        for path in &calendars {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read hotline calendar {}", path.display()))?;
+            hotline_calendar.add(&text).with_context(|| format!("invalid hotline calendar {}", path.display()))?;
+        }
+        let hotline_time_limits = match args.hotline_time_limits.clone().or(file.hotline_time_limits) {
+            None => civichub_hotline::TimeLimits::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read hotline time limits {}", path.display()))?;
+                let limits: civichub_hotline::TimeLimits =
+                    toml::from_str(&text).with_context(|| format!("invalid hotline time limits {}", path.display()))?;
+                limits.check().with_context(|| format!("invalid hotline time limits {}", path.display()))?;
+                limits
+            }
+        };
         let messaging = args.messaging.over(file.messaging);
         if let Some(g) = &messaging.sms_gateway
             && !matches!(g.as_str(), "cmpp" | "aliyun")
         {
             bail!("sms gateway {g:?} is unknown: use cmpp or aliyun");
         }
-        Ok(Config { listen, data_dir, issuer, database, log, kb_cors_origins, kb_rate_limit, hotline_rate_limit, hotline_deadline_sweep, hotline_data_key: args.hotline_data_key.clone().or(file.hotline_data_key), messaging })
+        Ok(Config {
+            listen,
+            data_dir,
+            issuer,
+            database,
+            log,
+            kb_cors_origins,
+            kb_rate_limit,
+            hotline_rate_limit,
+            hotline_deadline_sweep,
+            hotline_data_key: args.hotline_data_key.clone().or(file.hotline_data_key),
+            hotline_calendar,
+            hotline_time_limits,
+            messaging,
+        })
     }
 }
 
@@ -277,5 +321,36 @@ mod tests {
         std::fs::write(&file, "lisen = \"0.0.0.0:9000\"\n").unwrap();
         let err = Config::load(&GlobalArgs { config: Some(file), ..Default::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+    }
+
+    #[test]
+    fn hotline_calendars_and_time_limits_come_from_files() {
+        use civichub_hotline::{Limit, Urgency};
+        let dir = tempfile::tempdir().unwrap();
+        let calendar = dir.path().join("cn-2027.txt");
+        std::fs::write(&calendar, "# 2027\n2027-01-01 holiday\n2027-02-07 workday\n").unwrap();
+        let limits = dir.path().join("limits.toml");
+        std::fs::write(
+            &limits,
+            "[[rules]]\ncategory_prefix = \"07\"\nsign = { hours = 4 }\nreply = { working_days = 2 }\n\n[[rules]]\nsign = { working_days = 1 }\nreply = { working_days = 7 }\n",
+        )
+        .unwrap();
+        let args = GlobalArgs { hotline_calendars: vec![calendar.clone()], hotline_time_limits: Some(limits.clone()), ..Default::default() };
+        let config = Config::load(&args).unwrap();
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert!(!config.hotline_calendar.is_working_day(day("2027-01-01")), "a Friday holiday from the file");
+        assert!(config.hotline_calendar.is_working_day(day("2027-02-07")), "a Sunday worked, from the file");
+        assert!(!config.hotline_calendar.is_working_day(day("2026-10-01")), "the built-in year stays");
+        assert_eq!(config.hotline_time_limits.of(Some("070101"), Urgency::Normal), (Limit::Hours(4), Limit::WorkingDays(2)));
+        assert_eq!(config.hotline_time_limits.of(Some("010101"), Urgency::Urgent), (Limit::WorkingDays(1), Limit::WorkingDays(7)));
+
+        std::fs::write(&limits, "[[rules]]\nsign = { working_days = 0 }\nreply = { working_days = 7 }\n").unwrap();
+        let err = Config::load(&args).unwrap_err();
+        assert!(format!("{err:#}").contains("at least 1"), "{err:#}");
+        std::fs::write(&limits, "[[rules]]\nsign = { days = 1 }\nreply = { working_days = 7 }\n").unwrap();
+        assert!(Config::load(&args).is_err(), "an unknown unit is refused");
+        std::fs::write(&calendar, "2027-01-01 vacation\n").unwrap();
+        let err = Config::load(&GlobalArgs { hotline_calendars: vec![calendar], ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("cn-2027.txt"), "{err:#}");
     }
 }

@@ -46,7 +46,7 @@ pub async fn run(config: Config) -> Result<()> {
         Some(k) => civichub_hotline::DataKey::parse(k)?,
         None => civichub_hotline::DataKey::load_or_create(&config.data_dir.join("hotline-data.key"))?,
     };
-    let tickets = Arc::new(civichub_hotline::Tickets::new(bus.clone(), data_key, civichub_hotline::Calendar::builtin(), Default::default()));
+    let tickets = Arc::new(civichub_hotline::Tickets::new(bus.clone(), data_key, config.hotline_calendar.clone(), config.hotline_time_limits.clone()).with_catalogue(kb.clone()));
     civichub_hotline::Notices::register(router.clone(), tickets.clone());
     civichub_hotline::SmsIntake::register(&bus, tickets.clone());
     civichub_hotline::Calls::register(&bus, tickets.clone());
