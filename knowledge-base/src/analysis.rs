@@ -114,6 +114,15 @@ impl ZhTokenizer {
         ZhTokenizer { inner: JiebaTokenizer::with_search_mode(false) }
     }
 
+    /// Dictionary words only: jieba's default mode without guessing unknown
+    /// words (no HMM), so a run of unknown characters stays single
+    /// characters (for counting topics, where a guessed word is noise).
+    pub fn dictionary_words() -> Self {
+        let mut inner = JiebaTokenizer::with_search_mode(false);
+        inner.set_hmm(false);
+        ZhTokenizer { inner }
+    }
+
     /// The words of `text`, folded, in order.
     pub fn words(&mut self, text: &str) -> Vec<String> {
         let mut stream = self.token_stream(text);

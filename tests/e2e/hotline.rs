@@ -327,6 +327,12 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     assert_eq!(kpi["satisfaction_rate"], 1.0, "the last rating counts");
     assert_eq!(kpi["by_channel"]["phone"], 2);
     assert_eq!(kpi["by_department"][0]["department"], "住建局");
+    assert_eq!(kpi["one_time_resolution_rate"], 0.0, "the one handled ticket was reopened");
+    let daily = kpi["daily"].as_array().expect("daily");
+    assert_eq!(daily.len(), 30, "the last 30 days, quiet ones included");
+    assert_eq!(daily[29]["registered"], 3, "{kpi}");
+    let (_, week) = call(&app, &boss, "GET", "/api/hotline/stats?from=2026-01-01&to=2026-01-07", None).await;
+    assert_eq!((week["total"].as_u64(), week["daily"].as_array().map(Vec::len)), (Some(0), Some(7)), "{week}");
     let (status, _) = call(&app, &agent, "GET", "/api/hotline/stats", None).await;
     assert_eq!(status, 403);
     let (status, _) = call(&app, &boss, "GET", "/api/hotline/stats?from=2026-13-01", None).await;

@@ -541,7 +541,7 @@ impl Tickets {
             .fetch_all(self.db.pool())
             .await?;
         let tickets = rows.iter().map(|r| self.decode(r)).collect::<Result<Vec<_>>>()?;
-        Ok(crate::stats::compute(&tickets, &self.calendar, now))
+        Ok(crate::stats::compute(&tickets, &self.calendar, (from_ms, to_ms), now))
     }
 
     /// Current time, for callers without a clock of their own.
