@@ -431,4 +431,24 @@ async fn hotline_api_checks_input_and_roles(app: &TestApp) {
     assert_eq!(status, 403);
     let r = http().post(app.url("/api/hotline/tickets")).bearer_auth(&agent).body(vec![b' '; 70 * 1024]).send().await.unwrap();
     assert_eq!(r.status(), 413);
+
+    // Co-handling: the helping department lists the ticket and contributes; the lead replies.
+    app.add_user("power", &["--role", "handler", "--department", "供电公司"]);
+    app.add_user("lead", &["--role", "handler", "--department", "城管局"]);
+    let power = sign_in(app, &secret, "power").await;
+    let lead = sign_in(app, &secret, "lead").await;
+    let shared = register(app, &agent, json!({"channel": "phone", "content": "路灯线路老化", "caller_phone": "13912340000"})).await;
+    act(app, &agent, &shared, "dispatch", json!({"department": "城管局", "co_departments": ["供电公司"]})).await;
+    let (status, list) = call(app, &power, "GET", "/api/hotline/tickets", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"].as_array().map(|t| t.iter().map(|t| t["number"].clone()).collect::<Vec<_>>()), Some(vec![json!(shared)]), "{list}");
+    let (status, err) = call(app, &power, "POST", &format!("/api/hotline/tickets/{shared}/accept"), None).await;
+    assert_eq!(status, 403, "{err}");
+    let (status, err) = call(app, &lead, "POST", &format!("/api/hotline/tickets/{shared}/contribute"), Some(json!({"text": "x"}))).await;
+    assert_eq!(status, 403, "{err}");
+    let v = act(app, &power, &shared, "contribute", json!({"text": "线路已检修，待城管局更换灯具"})).await;
+    assert_eq!(v["status"], "dispatched");
+    let (_, seen) = call(app, &lead, "GET", &format!("/api/hotline/tickets/{shared}"), None).await;
+    assert_eq!(seen["contributions"][0]["department"], "供电公司", "{seen}");
+    assert_eq!(seen["contributions"][0]["text"], "线路已检修，待城管局更换灯具");
 }

@@ -294,6 +294,15 @@ impl Tickets {
             return Err(Error::NotFound(number.to_string()));
         }
         ticket.authorize(action, actor)?;
+        // A contribution is the co-handling department's own: the actor's.
+        let contribution;
+        let action = match action {
+            Action::Contribute { text, .. } => {
+                contribution = Action::Contribute { text: text.clone(), department: actor.department.clone().unwrap_or_default() };
+                &contribution
+            }
+            other => other,
+        };
         if let Action::Merge { into } = action {
             let target: TicketNumber = into.parse()?;
             let status: Option<String> = sqlx::query("SELECT status FROM hotline_tickets WHERE number = $1")
@@ -327,6 +336,16 @@ impl Tickets {
         .bind(next_alert(&ticket, &alerts))
         .execute(&mut *tx)
         .await?;
+        if matches!(change.event, "dispatched" | "redispatched") {
+            sqlx::query("DELETE FROM hotline_co_departments WHERE number = $1").bind(&ticket.number).execute(&mut *tx).await?;
+            for d in &ticket.co_departments {
+                sqlx::query("INSERT INTO hotline_co_departments (number, department) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(&ticket.number)
+                    .bind(d)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         if let (Some(category), Some(department), "dispatched" | "redispatched") = (&ticket.category, &ticket.department, change.event) {
             sqlx::query(
                 "INSERT INTO hotline_dispatch_counts (category, department, n) VALUES ($1, $2, 1) \
@@ -359,8 +378,10 @@ impl Tickets {
             clauses.push(format!("status = ${}", binds.len()));
         }
         if let Some(d) = department {
+            // Led by the department, or handled with its help.
             binds.push(d.into());
-            clauses.push(format!("department = ${}", binds.len()));
+            let n = binds.len();
+            clauses.push(format!("(department = ${n} OR number IN (SELECT number FROM hotline_co_departments WHERE department = ${n}))"));
         }
         if overdue {
             binds.push(now_ms().into());

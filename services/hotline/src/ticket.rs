@@ -135,6 +135,17 @@ pub struct PendingExtension {
     pub reason: String,
 }
 
+/// A co-handling department's contribution (协办意见) for the lead department.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// The co-handling department.
+    pub department: String,
+    /// What it found or did.
+    pub text: String,
+    /// When (Unix ms).
+    pub at_ms: i64,
+}
+
 /// A ticket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ticket {
@@ -188,6 +199,9 @@ pub struct Ticket {
     pub merged_into: Option<String>,
     /// Times it was reopened (重办).
     pub reopened: i64,
+    /// What the co-handling departments contributed, oldest first.
+    #[serde(default)]
+    pub contributions: Vec<Contribution>,
     /// Registered (Unix ms).
     pub created_ms: i64,
     /// Last change (Unix ms).
@@ -253,6 +267,14 @@ pub enum Action {
         #[serde(default)]
         note: Option<String>,
     },
+    /// 协办意见: a co-handling department's contribution for the lead.
+    Contribute {
+        /// What it found or did.
+        text: String,
+        /// The contributing department: the actor's, set by the store.
+        #[serde(skip)]
+        department: String,
+    },
     /// 答复.
     Reply {
         /// The answer.
@@ -301,6 +323,7 @@ pub const ACTIONS: &[&str] = &[
     "review-return",
     "extend",
     "review-extension",
+    "contribute",
     "reply",
     "callback",
     "close",
@@ -342,6 +365,7 @@ impl Action {
             Action::ReviewReturn { .. } => "review-return",
             Action::Extend { .. } => "extend",
             Action::ReviewExtension { .. } => "review-extension",
+            Action::Contribute { .. } => "contribute",
             Action::Reply { .. } => "reply",
             Action::Callback { .. } => "callback",
             Action::Close {} => "close",
@@ -377,7 +401,7 @@ impl Action {
                 }
                 text("reason", reason)
             }
-            Action::Reply { text: t } => text("text", t),
+            Action::Reply { text: t } | Action::Contribute { text: t, .. } => text("text", t),
             Action::AnswerDirectly { answer } => text("answer", answer),
             Action::Merge { into } => text("into", into),
             Action::ReviewExtension { note: Some(n), .. } | Action::Callback { note: Some(n), .. } | Action::Supervise { note: Some(n), .. } => {
@@ -566,6 +590,7 @@ impl Ticket {
             return_reason: None,
             merged_into: None,
             reopened: 0,
+            contributions: vec![],
             created_ms: now,
             updated_ms: now,
         }
@@ -585,6 +610,9 @@ impl Ticket {
             }
             Action::Accept {} | Action::Return { .. } | Action::Extend { .. } | Action::Reply { .. } => lead(),
             Action::ReviewReturn { .. } | Action::ReviewExtension { .. } | Action::Supervise { .. } => actor.has(Role::Supervisor),
+            Action::Contribute { .. } => {
+                actor.has(Role::Handler) && actor.department.as_ref().is_some_and(|d| self.co_departments.contains(d))
+            }
         };
         if ok {
             Ok(())
@@ -594,6 +622,7 @@ impl Ticket {
                     "only a handler of the lead department may do this"
                 }
                 Action::ReviewReturn { .. } | Action::ReviewExtension { .. } | Action::Supervise { .. } => "only a supervisor may do this",
+                Action::Contribute { .. } => "only a handler of a co-handling department may do this",
                 _ => "only a hotline agent or supervisor may do this",
             }))
         }
@@ -680,6 +709,10 @@ impl Ticket {
                 }
                 ("extension_reviewed", json!({ "approved": approve, "note": note, "working_days": ext.working_days, "due_ms": next.due_ms }))
             }
+            (Action::Contribute { text, department }, Status::Dispatched | Status::Accepted) => {
+                next.contributions.push(Contribution { department: department.clone(), text: text.clone(), at_ms: now });
+                ("contributed", json!({ "department": department, "lead": self.department, "text": text }))
+            }
             (Action::Reply { text }, Status::Accepted) => {
                 next.status = Status::Replied;
                 next.reply = Some(text.clone());
@@ -758,6 +791,32 @@ mod tests {
     // Friday 27 November 2026, 10:00 in Beijing.
     const FRI: i64 = 1_795_744_800_000;
     const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn co_handling_departments_contribute_and_only_they() {
+        let mut t = ticket();
+        act(&mut t, "dispatch", r#"{"department":"城管局","co_departments":["供电公司"]}"#, FRI).unwrap();
+        let handler = |d: &str| Actor { name: "h".into(), roles: vec![Role::Handler], department: Some(d.into()) };
+        let contribute = Action::parse("contribute", r#"{"text":"线路已检修"}"#.as_bytes()).unwrap();
+        assert!(t.authorize(&contribute, &handler("供电公司")).is_ok());
+        assert!(matches!(t.authorize(&contribute, &handler("城管局")), Err(Error::Forbidden(_))), "the lead replies, not contributes");
+        assert!(matches!(t.authorize(&contribute, &handler("住建局")), Err(Error::Forbidden(_))));
+        let accept = Action::parse("accept", b"").unwrap();
+        assert!(matches!(t.authorize(&accept, &handler("供电公司")), Err(Error::Forbidden(_))), "co-handlers do not sign");
+        assert!(handler("供电公司").may_see(&t));
+
+        let cal = Calendar::default();
+        let limits = TimeLimits::default();
+        let from_store = Action::Contribute { text: "线路已检修".into(), department: "供电公司".into() };
+        let c = t.apply(&from_store, FRI + 3_600_000, Rules { calendar: &cal, limits: &limits }).unwrap();
+        assert_eq!((c.event, c.from, c.to), ("contributed", Status::Dispatched, Status::Dispatched));
+        assert_eq!(t.contributions, vec![Contribution { department: "供电公司".into(), text: "线路已检修".into(), at_ms: FRI + 3_600_000 }]);
+        act(&mut t, "accept", "", FRI + 7_200_000).unwrap();
+        act(&mut t, "reply", r#"{"text":"已修复"}"#, FRI + 9_000_000).unwrap();
+        let err = t.apply(&from_store, FRI + 10_000_000, Rules { calendar: &cal, limits: &limits }).unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "too late once replied: {err}");
+        assert!(matches!(Action::parse("contribute", br#"{"text":" "}"#), Err(Error::Invalid(_))));
+    }
 
     #[test]
     fn the_full_path_to_closed() {

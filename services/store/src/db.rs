@@ -248,6 +248,12 @@ impl Db {
                 include_str!("../migrations/common/0004_hotline.sql"),
                 include_str!("../migrations/common/0004_hotline.sql"),
             ),
+            (
+                5,
+                "hotline_co_departments",
+                include_str!("../migrations/common/0005_hotline_co_departments.sql"),
+                include_str!("../migrations/common/0005_hotline_co_departments.sql"),
+            ),
         ];
         let migrations = sources
             .iter()
