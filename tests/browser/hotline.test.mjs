@@ -1,5 +1,7 @@
-// The hotline agents' workbench behind single sign-on, in headless Chromium:
-// register a ticket with the knowledge base beside the form, then dispatch it.
+// The hotline's pages behind single sign-on, in headless Chromium: an agent
+// registers a ticket with the knowledge base beside the form and dispatches
+// it; the department signs for it, asks for more time and replies; a
+// supervisor decides the extension and a return; a leader reads the dashboard.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { ENTRIES, launchChromium, startHub } from './lib.mjs';
@@ -11,6 +13,9 @@ before(async () => {
   hub = await startHub();
   await hub.run(['user', 'add', 'agent02', '--password-stdin', '--name', '话务员乙', '--role', 'agent'], 'agent-password-2\n');
   await hub.run(['user', 'add', 'clerk', '--password-stdin'], 'clerk-password-1\n');
+  await hub.run(['user', 'add', 'handler01', '--password-stdin', '--name', '城管办理员', '--role', 'handler', '--department', '城管局'], 'handler-password-1\n');
+  await hub.run(['user', 'add', 'super01', '--password-stdin', '--name', '督办员', '--role', 'supervisor'], 'super-password-1\n');
+  await hub.run(['user', 'add', 'leader01', '--password-stdin', '--name', '王局长', '--role', 'leader'], 'leader-password-1\n');
   await hub.importEntries(ENTRIES);
   browser = await launchChromium();
 });
@@ -20,8 +25,11 @@ after(async () => {
   await hub?.stop();
 });
 
-async function signIn(page, username, password) {
-  await page.goto(`${hub.url}/hotline`);
+let dispatched;
+const shot = (name) => (process.env.SCREENSHOT_DIR ? `${process.env.SCREENSHOT_DIR}/${name}.png` : `/tmp/civichub-${name}.png`);
+
+async function signIn(page, username, password, path = '/hotline') {
+  await page.goto(`${hub.url}${path}`);
   await page.locator('input[name=username]').fill(username);
   await page.locator('input[name=password]').fill(password);
   await page.locator('form button[type=submit]').click();
@@ -55,12 +63,13 @@ test('an agent registers a ticket and dispatches it from the workbench', async (
   assert.match(await page.locator('.notice').textContent(), new RegExp(number));
   const item = page.locator(`.ticket[data-number="${number}"]`);
   assert.match(await item.locator('.content').textContent(), /路灯不亮/);
-  await page.screenshot({ path: process.env.SCREENSHOT_DIR ? `${process.env.SCREENSHOT_DIR}/hotline-workbench.png` : '/tmp/civichub-hotline-workbench.png', fullPage: true });
+  await page.screenshot({ path: shot('hotline-workbench'), fullPage: true });
 
   // Dispatch: the ticket leaves the queue and shows as waiting for the department to sign.
   await item.locator('input[name=department]').fill('城管局');
   await item.locator('button[type=submit]').click();
-  await page.waitForURL(/dispatched=/);
+  await page.waitForURL(/done=dispatch/);
+  dispatched = number;
   assert.match(await page.locator('.notice').textContent(), /已派至城管局/);
   assert.equal(await page.locator(`.ticket[data-number="${number}"]`).count(), 0);
   const rowEl = page.locator(`.recent tr[data-number="${number}"]`);
@@ -81,4 +90,114 @@ test('the workbench is for agents only', async () => {
   await page.waitForURL(/\/hotline$/);
   assert.match(await page.locator('body').textContent(), /没有话务员/);
   await context.close();
+});
+
+test('the department signs for the ticket, asks for more time and replies; a supervisor decides', async () => {
+  assert.ok(dispatched, 'the workbench test dispatched a ticket');
+  const handler = await (await browser.newContext()).newPage();
+  await signIn(handler, 'handler01', 'handler-password-1', '/hotline/department');
+  await handler.waitForURL(/\/hotline\/department$/);
+  assert.match(await handler.locator('h1').textContent(), /城管局/);
+  const card = handler.locator(`#to-sign .ticket[data-number="${dispatched}"]`);
+  assert.match(await card.locator('.content').textContent(), /路灯不亮/);
+  assert.match(await card.textContent(), /139\*\*\*\*5678/, 'the caller is masked for departments');
+  assert.doesNotMatch(await card.textContent(), /13912345678/);
+
+  // Sign: the ticket moves to 办理中.
+  await card.locator('button[value=accept]').click();
+  await handler.waitForURL(/done=accept/);
+  assert.match(await handler.locator('.notice').textContent(), /已签收/);
+  const handling = handler.locator(`#in-progress .ticket[data-number="${dispatched}"]`);
+  assert.equal(await handling.count(), 1);
+
+  // Ask for three more working days.
+  await handling.locator('form[action$="/extend"] input[name=reason]').fill('需协调供电公司检修线路');
+  await handling.locator('form[action$="/extend"] button').click();
+  await handler.waitForURL(/done=extend/);
+  assert.match(await handler.locator(`#in-progress .ticket[data-number="${dispatched}"] .flag`).textContent(), /3 个工作日/);
+  await handler.screenshot({ path: shot('hotline-department'), fullPage: true });
+
+  // The supervisor approves it.
+  const supervisor = await (await browser.newContext()).newPage();
+  await signIn(supervisor, 'super01', 'super-password-1', '/hotline/supervise');
+  await supervisor.waitForURL(/\/hotline\/supervise$/);
+  const request = supervisor.locator(`#extensions .ticket[data-number="${dispatched}"]`);
+  assert.match(await request.textContent(), /需协调供电公司检修线路/);
+  await request.locator('input[name=note]').fill('同意');
+  await request.locator('button[name=approve][value=true]').click();
+  await supervisor.waitForURL(/done=review-extension/);
+  assert.equal(await supervisor.locator(`#extensions .ticket[data-number="${dispatched}"]`).count(), 0);
+
+  // The department replies; the ticket leaves its open lists.
+  await handler.goto(`${hub.url}/hotline/department`);
+  const again = handler.locator(`#in-progress .ticket[data-number="${dispatched}"]`);
+  assert.equal(await again.locator('.flag').count(), 0, 'no extension pending any more');
+  await again.locator('textarea[name=text]').fill('已更换路灯灯具，恢复照明。');
+  await again.locator('form[action$="/reply"] button').click();
+  await handler.waitForURL(/done=reply/);
+  assert.equal(await handler.locator(`.ticket[data-number="${dispatched}"]`).count(), 0);
+
+  // A second ticket is returned, and the supervisor re-dispatches it.
+  const agent = await (await browser.newContext()).newPage();
+  await signIn(agent, 'agent02', 'agent-password-2');
+  await agent.waitForURL(/\/hotline$/);
+  await agent.locator('form#register textarea[name=content]').fill('江边绿道积水严重');
+  await agent.locator('form#register button[type=submit]').click();
+  await agent.waitForURL(/registered=/);
+  const second = new URL(agent.url()).searchParams.get('registered');
+  const queued = agent.locator(`.ticket[data-number="${second}"]`);
+  await queued.locator('input[name=department]').fill('城管局');
+  await queued.locator('button[type=submit]').click();
+  await agent.waitForURL(/done=dispatch/);
+
+  await handler.goto(`${hub.url}/hotline/department`);
+  const toReturn = handler.locator(`#to-sign .ticket[data-number="${second}"]`);
+  await toReturn.locator('input[name=reason]').fill('职能交叉：绿道属水利局管养');
+  await toReturn.locator('form[action$="/return"] button').click();
+  await handler.waitForURL(/done=return/);
+  assert.equal(await handler.locator(`#returned .ticket[data-number="${second}"]`).count(), 1);
+
+  await supervisor.goto(`${hub.url}/hotline/supervise`);
+  const returned = supervisor.locator(`#returns .ticket[data-number="${second}"]`);
+  assert.match(await returned.locator('.flag').textContent(), /水利局/);
+  await returned.locator('input[name=department]').fill('水利局');
+  await returned.locator('form:has(input[value=redispatch]) button').click();
+  await supervisor.waitForURL(/done=review-return/);
+  await supervisor.screenshot({ path: shot('hotline-supervise'), fullPage: true });
+
+  // Refusals are shown on the page: a handler cannot sign for another department's ticket.
+  await handler.goto(`${hub.url}/hotline/department`);
+  assert.equal(await handler.locator(`.ticket[data-number="${second}"]`).count(), 0, 'gone to 水利局');
+  assert.equal(await handler.locator('nav.pages a').count(), 1, 'a handler sees only the department page');
+});
+
+test('the leaders\' dashboard shows the KPIs and their charts', async () => {
+  const page = await (await browser.newContext()).newPage();
+  await signIn(page, 'leader01', 'leader-password-1', '/hotline/dashboard');
+  await page.waitForURL(/\/hotline\/dashboard$/);
+  assert.equal(await page.locator('[data-kpi=total] .value').textContent(), '2');
+  assert.equal(await page.locator('[data-kpi=on_time_reply_rate] .value').textContent(), '100.0%');
+  // Thirty days of bars, today's the tallest, and three series of daily rates.
+  assert.equal(await page.locator('svg.chart').first().locator('rect.col').count(), 30);
+  assert.match(await page.locator('svg.chart rect.col').last().locator('title').textContent(), /：2$/);
+  assert.ok((await page.locator('svg.chart circle.dot').count()) >= 1);
+  assert.match(await page.locator('#by-department').textContent(), /城管局/);
+  assert.match(await page.locator('#by-channel').textContent(), /电话/);
+  await page.screenshot({ path: shot('hotline-dashboard'), fullPage: true });
+
+  // Another period; a bad one falls back with a message.
+  await page.locator('input[name=from]').fill('2026-01-01');
+  await page.locator('input[name=to]').fill('2026-01-07');
+  await page.locator('.period button').click();
+  await page.waitForURL(/from=2026-01-01/);
+  assert.equal(await page.locator('[data-kpi=total] .value').textContent(), '0');
+  assert.equal(await page.locator('svg.chart').first().locator('rect.col').count(), 7);
+  await page.goto(`${hub.url}/hotline/dashboard?from=2026-02-01&to=2026-01-01`);
+  assert.match(await page.locator('.error').textContent(), /最近 30 天/);
+
+  // Agents do not see it.
+  const agent = await (await browser.newContext()).newPage();
+  await signIn(agent, 'agent02', 'agent-password-2', '/hotline/dashboard');
+  await agent.waitForURL(/\/hotline\/dashboard$/);
+  assert.match(await agent.locator('body').textContent(), /领导驾驶舱供领导和督办人员使用/);
 });

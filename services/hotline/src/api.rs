@@ -119,13 +119,13 @@ struct ListQuery {
 
 /// Query of the statistics: days in Beijing time, `to` included.
 #[derive(Debug, Deserialize)]
-struct StatsQuery {
-    from: Option<String>,
-    to: Option<String>,
+pub(crate) struct StatsQuery {
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
 }
 
 /// `[from 00:00, to + 1 day 00:00)` in Beijing time as Unix ms; the last 30 days by default.
-fn period(q: &StatsQuery, now: i64) -> Result<(i64, i64, String, String), Error> {
+pub(crate) fn period(q: &StatsQuery, now: i64) -> Result<(i64, i64, String, String), Error> {
     use chrono::{DateTime, Duration, NaiveDate, TimeZone};
     let tz = crate::china();
     let today = DateTime::from_timestamp_millis(now).map(|t| t.with_timezone(&tz).date_naive()).unwrap_or_default();

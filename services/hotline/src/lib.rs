@@ -8,6 +8,7 @@
 pub mod api;
 mod calendar;
 mod calls;
+mod charts;
 mod error;
 mod notices;
 pub mod pages;
