@@ -8,6 +8,7 @@ mod helpers;
 mod admin_cli;
 mod code_flow;
 mod discovery;
+mod federation;
 mod kb;
 mod logout;
 mod messaging;

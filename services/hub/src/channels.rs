@@ -150,11 +150,13 @@ impl Channel for SmsChannel {
     }
 }
 
-fn dingtalk(m: &MessagingArgs) -> Result<Option<civichub_dingtalk::DingTalk>> {
+/// The DingTalk client, when the app is configured.
+pub(crate) fn dingtalk(m: &MessagingArgs) -> Result<Option<civichub_dingtalk::DingTalk>> {
     let Some(key) = &m.dingtalk_app_key else { return Ok(None) };
     let secret = m.dingtalk_app_secret.clone().context("--dingtalk-app-secret is required with --dingtalk-app-key")?;
     let agent = m.dingtalk_agent_id.context("--dingtalk-agent-id is required with --dingtalk-app-key")?;
     let mut config = civichub_dingtalk::DingTalkConfig::new(key.clone(), secret, agent);
+    config.corp_id = m.dingtalk_corp_id.clone();
     for (value, slot, flag) in [
         (&m.dingtalk_api_base, &mut config.api_base, "--dingtalk-api-base"),
         (&m.dingtalk_oapi_base, &mut config.oapi_base, "--dingtalk-oapi-base"),

@@ -136,6 +136,15 @@ pub struct MessagingArgs {
     /// DingTalk agent id of the app that sends work notices.
     #[arg(long, env = "CIVICHUB_DINGTALK_AGENT_ID", global = true, value_name = "ID")]
     pub dingtalk_agent_id: Option<i64>,
+    /// The organisation's DingTalk corpId: logins for another organisation are refused.
+    #[arg(long, env = "CIVICHUB_DINGTALK_CORP_ID", global = true, value_name = "CORPID")]
+    pub dingtalk_corp_id: Option<String>,
+    /// Offer "钉钉登录" on the login page (needs the DingTalk app settings).
+    #[arg(long, env = "CIVICHUB_DINGTALK_LOGIN", global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub dingtalk_login: Option<bool>,
+    /// Link a DingTalk account to the one CivicHub user with its mobile number on its first login.
+    #[arg(long, env = "CIVICHUB_DINGTALK_LINK_BY_MOBILE", global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub dingtalk_link_by_mobile: Option<bool>,
     /// Voice notification gateway base URL (enables the voice channel).
     #[arg(long, env = "CIVICHUB_VOICE_GATEWAY_URL", global = true, value_name = "URL")]
     pub voice_gateway_url: Option<String>,
@@ -157,7 +166,8 @@ impl MessagingArgs {
             nats_url, message_fallback_after, urgent_fallback_after, message_retry_backoff, message_max_deliver, sms_gateway, cmpp_addr, cmpp_sp_id, cmpp_secret,
             cmpp_src_id, cmpp_service_id, cmpp_submit_timeout, cmpp_window, aliyun_sms_endpoint, aliyun_access_key_id, aliyun_access_key_secret,
             aliyun_sms_sign_name, aliyun_sms_template, dingtalk_api_base, dingtalk_oapi_base, dingtalk_login_base,
-            dingtalk_app_key, dingtalk_app_secret, dingtalk_agent_id, voice_gateway_url, voice_api_key, voice_caller
+            dingtalk_app_key, dingtalk_app_secret, dingtalk_agent_id, dingtalk_corp_id, dingtalk_login, dingtalk_link_by_mobile,
+            voice_gateway_url, voice_api_key, voice_caller
         )
     }
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod channels;
 mod config;
+mod federation;
 mod kb;
 mod serve;
 

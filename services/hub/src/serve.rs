@@ -30,6 +30,7 @@ pub async fn run(config: Config) -> Result<()> {
         None => Url::parse(&format!("http://{addr}"))?,
     };
     let identity = Identity::open(db.clone(), Settings::new(issuer)).await?;
+    crate::federation::register(&config, &identity)?;
     identity.spawn_workers();
     let kb = KnowledgeBase::open(db.clone(), Some(&config.data_dir.join("kb-index")))
         .await

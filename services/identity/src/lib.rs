@@ -11,6 +11,7 @@ mod bearer;
 mod clients;
 mod endpoints;
 mod error;
+mod federation;
 pub mod http;
 mod janitor;
 mod keys;
@@ -35,6 +36,7 @@ pub use audit::{Actor, Audit, AuditEvent};
 pub use bearer::{BearerError, Principal, reply};
 pub use clients::{Client, Clients, NewClient, STANDARD_SCOPES};
 pub use error::{Error, Result};
+pub use federation::{Contact, ExternalIdentity, Federation, Flow, PendingLink, Upstream, UpstreamError};
 pub use http::{BodyTooLarge, limited_body};
 pub use janitor::{GRACE_SECS, Swept};
 pub use keys::{Keys, RETIRED_KEY_PUBLISHED_SECS};
@@ -67,6 +69,9 @@ pub struct Identity {
     pub audit: Audit,
     /// Login throttling.
     pub throttle: Throttle,
+    /// Logins through upstream identity providers, and account links.
+    pub federation: Federation,
+    upstreams: std::sync::RwLock<Vec<Arc<dyn Upstream>>>,
     http: reqwest::Client,
     backchannel_wakeup: tokio::sync::Notify,
     token_writer: oauth::TokenWriter,
@@ -94,6 +99,8 @@ impl Identity {
             sessions: Sessions::new(db.clone()),
             audit: Audit::new(db.clone()),
             throttle: Throttle::new(db.clone()),
+            federation: Federation::new(db.clone()),
+            upstreams: std::sync::RwLock::new(Vec::new()),
             keys,
             token_writer: oauth::TokenWriter::start(db.clone()),
             db,
@@ -101,6 +108,27 @@ impl Identity {
             http,
             backchannel_wakeup: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Offers logins through `upstream` (a button on the login page).
+    pub fn add_upstream(&self, upstream: Arc<dyn Upstream>) -> Result<()> {
+        federation::valid_name(upstream.name())?;
+        let mut all = self.upstreams.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if all.iter().any(|u| u.name() == upstream.name()) {
+            return Err(Error::Conflict(format!("upstream {}", upstream.name())));
+        }
+        all.push(upstream);
+        Ok(())
+    }
+
+    /// The upstream identity providers offered, in the order added.
+    pub fn upstreams(&self) -> Vec<Arc<dyn Upstream>> {
+        self.upstreams.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The upstream named `name`.
+    pub fn upstream(&self, name: &str) -> Option<Arc<dyn Upstream>> {
+        self.upstreams().into_iter().find(|u| u.name() == name)
     }
 
     /// Starts the background work: Back-Channel Logout delivery and housekeeping.
@@ -117,6 +145,8 @@ pub fn routes(id: Arc<Identity>) -> BoxedFilter<(warp::reply::Response,)> {
         .or(authorize::filter(id.clone()))
         .unify()
         .or(login::filter(id.clone()))
+        .unify()
+        .or(upstream::filter(id.clone()))
         .unify()
         .or(consent::filter(id.clone()))
         .unify()

@@ -194,22 +194,29 @@ impl Users {
     /// of that account.
     pub async fn link(&self, username: &Username, provider: &str, subject: &str) -> Result<User> {
         let user = self.find(username).await?.ok_or_else(|| Error::NotFound(format!("user {username}")))?;
+        self.link_id(&user.id, provider, subject).await?;
+        Ok(user)
+    }
+
+    /// Links the user `user_id` to `subject` at `provider`, replacing earlier
+    /// links of either.
+    pub async fn link_id(&self, user_id: &str, provider: &str, subject: &str) -> Result<()> {
         let mut tx = self.db.begin().await?;
         sqlx::query("DELETE FROM user_links WHERE provider = $1 AND (subject = $2 OR user_id = $3)")
             .bind(provider)
             .bind(subject)
-            .bind(&user.id)
+            .bind(user_id)
             .execute(&mut *tx)
             .await?;
         sqlx::query("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
             .bind(provider)
             .bind(subject)
-            .bind(&user.id)
+            .bind(user_id)
             .bind(now())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(user)
+        Ok(())
     }
 
 }

@@ -254,6 +254,12 @@ impl Db {
                 include_str!("../migrations/common/0005_hotline_co_departments.sql"),
                 include_str!("../migrations/common/0005_hotline_co_departments.sql"),
             ),
+            (
+                6,
+                "federation",
+                include_str!("../migrations/common/0006_federation.sql"),
+                include_str!("../migrations/common/0006_federation.sql"),
+            ),
         ];
         let migrations = sources
             .iter()

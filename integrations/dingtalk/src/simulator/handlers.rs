@@ -226,7 +226,7 @@ fn authorize(shared: &Shared, req: &Req) -> Response<String> {
         return page("invalid redirect_uri");
     };
     let current = shared.state().current_user.clone().or_else(|| shared.config.users.first().map(|u| u.userid.clone()));
-    let Some(userid) = current.filter(|u| shared.user(u).is_some()) else {
+    let Some(userid) = current.filter(|u| shared.account(u).is_some()) else {
         return page("no user is signed in to the simulator");
     };
     let code = random_token();
@@ -271,6 +271,7 @@ fn user_access_token(shared: &Shared, req: &Req) -> Response<String> {
         }
         _ => return api_err(StatusCode::BAD_REQUEST, "invalidGrantType", "grantType must be authorization_code or refresh_token"),
     };
+    let corp = if shared.user(&userid).is_some() { shared.config.corp_id.as_str() } else { super::OUTSIDE_CORP };
     let (access, refresh) = (random_token(), random_token());
     let ttl = shared.config.token_ttl;
     {
@@ -278,7 +279,7 @@ fn user_access_token(shared: &Shared, req: &Req) -> Response<String> {
         state.user_tokens.insert(access.clone(), (userid.clone(), Instant::now() + ttl));
         state.refresh_tokens.insert(refresh.clone(), userid);
     }
-    json_response(StatusCode::OK, json!({"accessToken": access, "refreshToken": refresh, "expireIn": ttl.as_secs(), "corpId": shared.config.corp_id}))
+    json_response(StatusCode::OK, json!({"accessToken": access, "refreshToken": refresh, "expireIn": ttl.as_secs(), "corpId": corp}))
 }
 
 fn me(shared: &Shared, req: &Req) -> Response<String> {
@@ -287,7 +288,7 @@ fn me(shared: &Shared, req: &Req) -> Response<String> {
         Some((userid, expiry)) if Instant::now() < *expiry => userid.clone(),
         _ => return api_err(StatusCode::UNAUTHORIZED, "InvalidAuthentication", "不合法的access_token"),
     };
-    let Some(user) = shared.user(&userid) else {
+    let Some(user) = shared.account(&userid) else {
         return api_err(StatusCode::NOT_FOUND, "userNotFound", "用户不存在");
     };
     json_response(

@@ -63,6 +63,9 @@ pub struct SimDept {
     pub parent_id: i64,
 }
 
+/// The corpId in the login tokens of [`SimConfig::outsiders`].
+pub const OUTSIDE_CORP: &str = "dingoutsidecorp";
+
 /// What the simulated DingTalk knows.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -76,6 +79,9 @@ pub struct SimConfig {
     pub corp_id: String,
     /// Members.
     pub users: Vec<SimUser>,
+    /// DingTalk accounts of other organisations: they can log in (their
+    /// token names [`OUTSIDE_CORP`]), but the organisation does not know them.
+    pub outsiders: Vec<SimUser>,
     /// Departments besides the root.
     pub departments: Vec<SimDept>,
     /// Lifetime of app and user access tokens (7200 s).
@@ -92,6 +98,7 @@ impl Default for SimConfig {
             agent_id: 100_001,
             corp_id: "dingsimcorp".into(),
             users: Vec::new(),
+            outsiders: Vec::new(),
             departments: Vec::new(),
             token_ttl: Duration::from_secs(7200),
             current_user: None,

@@ -79,6 +79,11 @@ impl Shared {
         self.config.users.iter().find(|u| u.userid == userid)
     }
 
+    /// A DingTalk account that can log in: a member or an outsider.
+    pub fn account(&self, userid: &str) -> Option<&SimUser> {
+        self.user(userid).or_else(|| self.config.outsiders.iter().find(|u| u.userid == userid))
+    }
+
     pub fn dept(&self, dept_id: i64) -> Option<&SimDept> {
         self.departments.iter().find(|d| d.dept_id == dept_id)
     }

@@ -1,4 +1,6 @@
-//! `GET|POST /login`: the password login page.
+//! `GET|POST /login`: the login page: a password, or a button per upstream
+//! identity provider. A password login may also link an upstream account
+//! that matched nobody (`link`, parked by the upstream callback).
 
 use std::sync::Arc;
 
@@ -16,6 +18,12 @@ use crate::sessions::{SESSION_COOKIE, Sessions};
 use crate::values::{Password, Username};
 use crate::{ACR_SINGLE_FACTOR, Identity};
 
+/// A button to log in through an upstream.
+struct UpstreamButton {
+    href: String,
+    label: String,
+}
+
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage<'a> {
@@ -24,6 +32,9 @@ struct LoginPage<'a> {
     username: &'a str,
     client: Option<&'a str>,
     error: Option<&'a str>,
+    /// The parked upstream account this login links, and what to call it.
+    link: Option<(&'a str, String)>,
+    upstreams: Vec<UpstreamButton>,
 }
 
 #[derive(Deserialize, Default)]
@@ -31,6 +42,7 @@ struct LoginQuery {
     return_to: Option<String>,
     login_hint: Option<String>,
     client: Option<String>,
+    link: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -39,10 +51,11 @@ struct LoginForm {
     username: Option<String>,
     password: Option<String>,
     return_to: Option<String>,
+    link: Option<String>,
 }
 
 /// Only local paths may be returned to after login: never another site.
-fn safe_return(to: Option<&str>) -> &str {
+pub(crate) fn safe_return(to: Option<&str>) -> &str {
     match to {
         Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.contains(['\r', '\n']) => p,
         _ => "/",
@@ -56,9 +69,9 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
         .and(warp::query::<LoginQuery>().or(warp::any().map(LoginQuery::default)).unify())
         .and(with_identity(id.clone()))
         .and(context())
-        .map(|q: LoginQuery, id: Arc<Identity>, ctx: RequestContext| {
-            let client = q.client.as_deref();
-            page(&id, &ctx, StatusCode::OK, safe_return(q.return_to.as_deref()), q.login_hint.as_deref().unwrap_or(""), client, None)
+        .then(|q: LoginQuery, id: Arc<Identity>, ctx: RequestContext| async move {
+            let view = View { return_to: safe_return(q.return_to.as_deref()), client: q.client.as_deref(), link: q.link.as_deref() };
+            page(&id, &ctx, StatusCode::OK, &view, q.login_hint.as_deref().unwrap_or(""), None).await
         });
     let submit = warp::path!("login")
         .and(warp::post())
@@ -69,9 +82,35 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
     show.or(submit).unify()
 }
 
-fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, return_to: &str, username: &str, client: Option<&str>, error: Option<&str>) -> Response {
+/// What a login page is for.
+struct View<'a> {
+    return_to: &'a str,
+    client: Option<&'a str>,
+    link: Option<&'a str>,
+}
+
+async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, view: &View<'_>, username: &str, error: Option<&str>) -> Response {
     let (csrf, fresh) = http::csrf_token(ctx);
-    let page = LoginPage { csrf: &csrf, return_to, username, client, error };
+    let link = match view.link {
+        Some(key) => match id.federation.parked(key).await {
+            Ok(Some(p)) => {
+                let label = id.upstream(&p.provider).map(|u| u.label().trim_end_matches("登录").to_owned()).unwrap_or(p.provider);
+                Some((key, format!("{label}账号{}", p.name.map(|n| format!("「{n}」")).unwrap_or_default())))
+            }
+            Ok(None) => None,
+            Err(e) => return http::server_error(e),
+        },
+        None => None,
+    };
+    let upstreams = id
+        .upstreams()
+        .iter()
+        .map(|u| UpstreamButton {
+            href: format!("/login/upstream/{}?{}", u.name(), serde_urlencoded::to_string([("return_to", view.return_to)]).unwrap_or_default()),
+            label: u.label().to_owned(),
+        })
+        .collect();
+    let page = LoginPage { csrf: &csrf, return_to: view.return_to, username, client: view.client, error, link, upstreams };
     http::with_csrf(http::render(status, &page), &csrf, fresh, id.settings.secure_cookies())
 }
 
@@ -84,15 +123,16 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         return http::error_page(StatusCode::BAD_REQUEST, "登录表单格式错误。");
     };
     let return_to = safe_return(form.return_to.as_deref()).to_owned();
+    let view = View { return_to: &return_to, client: None, link: form.link.as_deref() };
     let typed = form.username.clone().unwrap_or_default();
     if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
-        return page(&id, &ctx, StatusCode::FORBIDDEN, &return_to, &typed, None, Some("页面已过期，请重新登录。"));
+        return page(&id, &ctx, StatusCode::FORBIDDEN, &view, &typed, Some("页面已过期，请重新登录。")).await;
     }
     let (Some(username), Some(pw)) = (form.username, form.password) else {
-        return page(&id, &ctx, StatusCode::BAD_REQUEST, &return_to, &typed, None, Some("请输入用户名和密码。"));
+        return page(&id, &ctx, StatusCode::BAD_REQUEST, &view, &typed, Some("请输入用户名和密码。")).await;
     };
     let Ok(username) = username.parse::<Username>() else {
-        return page(&id, &ctx, StatusCode::UNAUTHORIZED, &return_to, &typed, None, Some("用户名或密码错误。"));
+        return page(&id, &ctx, StatusCode::UNAUTHORIZED, &view, &typed, Some("用户名或密码错误。")).await;
     };
     let s = &id.settings;
     let user_key = format!("user:{username}");
@@ -105,7 +145,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
                 .await;
             let wait = minutes(until - civichub_store::now());
             let msg = format!("登录失败次数过多，账号或来源地址已被暂时锁定，请 {wait} 分钟后再试。");
-            return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &return_to, username.as_str(), None, Some(&msg));
+            return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &view, username.as_str(), Some(&msg)).await;
         }
         Ok((None, counted)) => counted,
         Err(e) => return http::server_error(e),
@@ -133,7 +173,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
             if let Err(e) = failed.await {
                 return http::server_error(e);
             }
-            return page(&id, &ctx, StatusCode::UNAUTHORIZED, &return_to, username.as_str(), None, Some("用户名或密码错误。"));
+            return page(&id, &ctx, StatusCode::UNAUTHORIZED, &view, username.as_str(), Some("用户名或密码错误。")).await;
         }
     };
     if rehash {
@@ -146,26 +186,57 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
             Err(e) => tracing::warn!("rehashing password: {e}"),
         }
     }
-    let started = async {
-        if counted.contains(&user_key) {
-            id.throttle.clear(&user_key).await?;
+    if counted.contains(&user_key)
+        && let Err(e) = id.throttle.clear(&user_key).await
+    {
+        return http::server_error(e);
+    }
+    if let Some(key) = form.link.as_deref() {
+        match id.federation.unpark(key).await {
+            Ok(Some(p)) => {
+                let linked = async {
+                    id.users.link_id(&user.id, &p.provider, &p.subject).await?;
+                    id.audit
+                        .record(
+                            "user.linked",
+                            Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() },
+                            json!({ "provider": p.provider, "subject": p.subject, "by": "password" }),
+                        )
+                        .await
+                };
+                if let Err(e) = linked.await {
+                    return http::server_error(e);
+                }
+            }
+            Ok(None) => tracing::info!("a login came with an expired or used account link"),
+            Err(e) => return http::server_error(e),
         }
+    }
+    establish(&id, &ctx, &user, "pwd", &return_to).await
+}
+
+/// Signs `user` in with `method` (an `amr` value) in this browser and sends
+/// it to `return_to`: a live session of someone else ends first, one of the
+/// same person is renewed.
+pub(crate) async fn establish(id: &Identity, ctx: &RequestContext, user: &crate::User, method: &str, return_to: &str) -> Response {
+    let s = &id.settings;
+    let started = async {
         // A live session of someone else in this browser ends first.
         if let Some(old) = id.sessions.from_cookie(ctx.session_cookie.as_deref()).await? {
             if old.user_id != user.id {
                 id.sessions.end(&old, ctx.ip.as_deref()).await?;
             } else {
-                id.sessions.reauthenticate(&old, &["pwd"], ACR_SINGLE_FACTOR).await?;
+                id.sessions.reauthenticate(&old, &[method], ACR_SINGLE_FACTOR).await?;
                 return Ok::<_, crate::Error>(None);
             }
         }
         let mut tx = id.db.begin().await?;
-        let (cookie, session) = Sessions::start_in(&mut tx, &user.id, &["pwd"], ACR_SINGLE_FACTOR, ctx.ip.as_deref(), s).await?;
+        let (cookie, session) = Sessions::start_in(&mut tx, &user.id, &[method], ACR_SINGLE_FACTOR, ctx.ip.as_deref(), s).await?;
         Audit::record_in(
             &mut tx,
             "login.succeeded",
             Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() },
-            json!({ "method": "pwd", "sid": session.sid }),
+            json!({ "method": method, "sid": session.sid }),
         )
         .await?;
         tx.commit().await?;
@@ -173,15 +244,19 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     };
     match started.await {
         Ok(Some((cookie, _))) => {
-            let reply = http::redirect(StatusCode::SEE_OTHER, &return_to);
+            let reply = http::redirect(StatusCode::SEE_OTHER, return_to);
             http::with_cookie(reply, SESSION_COOKIE, &cookie, None, s.secure_cookies())
         }
         Ok(None) => {
             let _ = id
                 .audit
-                .record("login.succeeded", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({ "method": "pwd", "reauthentication": true }))
+                .record(
+                    "login.succeeded",
+                    Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() },
+                    json!({ "method": method, "reauthentication": true }),
+                )
                 .await;
-            http::redirect(StatusCode::SEE_OTHER, &return_to)
+            http::redirect(StatusCode::SEE_OTHER, return_to)
         }
         Err(e) => http::server_error(e),
     }

@@ -10,4 +10,5 @@ pub mod introspect;
 pub mod login;
 pub mod revoke;
 pub mod token;
+pub mod upstream;
 pub mod userinfo;

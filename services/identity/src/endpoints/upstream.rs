@@ -1,0 +1,134 @@
+//! `GET /login/upstream/{name}` sends the browser to an upstream identity
+//! provider; `GET /login/upstream/{name}/callback` is where it comes back.
+//! The upstream account is then a CivicHub account: the one linked to it,
+//! else the one its verified mobile number or e-mail address names (where
+//! the upstream allows), else it waits for a password login to link it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::audit::Actor;
+use crate::endpoints::login::{establish, safe_return};
+use crate::http::{self, RequestContext, context, with_identity};
+use crate::{Contact, ExternalIdentity, Identity, Upstream, UpstreamError};
+
+/// `GET /login/upstream/{name}` and its callback.
+pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let start = warp::path!("login" / "upstream" / String)
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_identity(id.clone()))
+        .then(start);
+    let callback = warp::path!("login" / "upstream" / String / "callback")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_identity(id))
+        .and(context())
+        .then(callback);
+    start.or(callback).unify()
+}
+
+fn redirect_uri(id: &Identity, name: &str) -> String {
+    format!("{}/login/upstream/{name}/callback", id.settings.issuer_str().trim_end_matches('/'))
+}
+
+async fn start(name: String, q: HashMap<String, String>, id: Arc<Identity>) -> Response {
+    let Some(upstream) = id.upstream(&name) else {
+        return http::error_page(StatusCode::NOT_FOUND, "没有这种登录方式。");
+    };
+    let return_to = safe_return(q.get("return_to").map(String::as_str));
+    let flow = match id.federation.begin(&name, return_to).await {
+        Ok(f) => f,
+        Err(e) => return http::server_error(e),
+    };
+    match upstream.authorize_url(&flow, &redirect_uri(&id, &name)).await {
+        Ok(url) => http::redirect(StatusCode::FOUND, url.as_str()),
+        Err(e) => failed(upstream.as_ref(), &e),
+    }
+}
+
+/// The page for an upstream that said no or could not be asked.
+fn failed(upstream: &dyn Upstream, e: &UpstreamError) -> Response {
+    match e {
+        UpstreamError::Refused(why) => http::error_page(StatusCode::FORBIDDEN, &format!("{}未成功：{why}", upstream.label())),
+        UpstreamError::Failed(why) => {
+            tracing::warn!("login through {}: {why}", upstream.name());
+            http::error_page(StatusCode::BAD_GATEWAY, &format!("暂时无法完成{}，请稍后再试或使用用户名和密码登录。", upstream.label()))
+        }
+    }
+}
+
+async fn callback(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx: RequestContext) -> Response {
+    let Some(upstream) = id.upstream(&name) else {
+        return http::error_page(StatusCode::NOT_FOUND, "没有这种登录方式。");
+    };
+    let Some(state) = q.get("state") else {
+        return http::error_page(StatusCode::BAD_REQUEST, "登录回调缺少 state 参数。");
+    };
+    let (flow, return_to) = match id.federation.take(&name, state).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return http::error_page(StatusCode::BAD_REQUEST, "这次登录已完成或已过期，请返回重新登录。"),
+        Err(e) => return http::server_error(e),
+    };
+    if let Some(error) = q.get("error") {
+        let why = q.get("error_description").cloned().unwrap_or_else(|| error.clone());
+        return failed(upstream.as_ref(), &UpstreamError::Refused(format!("登录被取消或拒绝（{why}）")));
+    }
+    let who = match upstream.finish(&flow, &q, &redirect_uri(&id, &name)).await {
+        Ok(w) => w,
+        Err(e) => return failed(upstream.as_ref(), &e),
+    };
+    let user_id = match account(&id, upstream.as_ref(), &who, &ctx).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return match id.federation.park(&name, &who, &return_to).await {
+                Ok(key) => {
+                    let query = serde_urlencoded::to_string([("return_to", return_to.as_str()), ("link", key.as_str())]).unwrap_or_default();
+                    http::redirect(StatusCode::SEE_OTHER, &format!("/login?{query}"))
+                }
+                Err(e) => http::server_error(e),
+            };
+        }
+        Err(e) => return http::server_error(e),
+    };
+    let user = match id.users.get(&user_id).await {
+        Ok(u) => u,
+        Err(e) => return http::server_error(e),
+    };
+    if user.disabled {
+        return http::error_page(StatusCode::FORBIDDEN, "该账号已停用，请联系本单位信息化管理员。");
+    }
+    establish(&id, &ctx, &user, upstream.amr(), &return_to).await
+}
+
+/// The CivicHub account of `who`: linked, or matched (and then linked) by a
+/// contact detail the upstream verified, where it allows that.
+async fn account(id: &Identity, upstream: &dyn Upstream, who: &ExternalIdentity, ctx: &RequestContext) -> crate::Result<Option<String>> {
+    if let Some(user_id) = id.federation.linked(upstream.name(), &who.subject).await? {
+        return Ok(Some(user_id));
+    }
+    let candidates = [
+        (upstream.links_by_phone(), Contact::Phone, who.verified_phone.as_deref(), "phone"),
+        (upstream.links_by_email(), Contact::Email, who.verified_email.as_deref(), "email"),
+    ];
+    for (allowed, contact, value, by) in candidates {
+        let (true, Some(value)) = (allowed, value) else { continue };
+        if let Some(user_id) = id.federation.only_user_with(contact, value).await? {
+            id.users.link_id(&user_id, upstream.name(), &who.subject).await?;
+            id.audit
+                .record(
+                    "user.linked",
+                    Actor { user_id: Some(&user_id), client_id: None, ip: ctx.ip.as_deref() },
+                    json!({ "provider": upstream.name(), "subject": who.subject, "by": by }),
+                )
+                .await?;
+            return Ok(Some(user_id));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,218 @@
+//! Sign-in through an upstream identity provider: DingTalk, or an upstream
+//! OpenID Connect provider. Each is an [`Upstream`] (the adapter lives with
+//! the integration); this module keeps the logins in flight and decides
+//! which CivicHub account an upstream account is.
+//!
+//! A login in flight is a row of `federation_flows`, keyed by the `state`
+//! sent upstream, so the callback may reach any hub node and works once.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use civichub_store::{Db, Row, now, random_token};
+use url::Url;
+
+use crate::{Error, Result};
+
+/// How long a browser may stay at the upstream before coming back.
+const FLOW_SECS: i64 = 600;
+
+/// A login in flight, as the upstream needs it.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    /// The `state` sent upstream and expected back.
+    pub state: String,
+    /// The `nonce` for an ID token.
+    pub nonce: String,
+    /// The PKCE code verifier (RFC 7636); the upstream gets its S256 challenge.
+    pub pkce_verifier: String,
+}
+
+/// Who the upstream says logged in; only what it vouches for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    /// The account's stable key at the upstream (DingTalk userid, OIDC `sub`).
+    pub subject: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// E-mail address the upstream has verified.
+    pub verified_email: Option<String>,
+    /// Mobile number the upstream has verified.
+    pub verified_phone: Option<String>,
+}
+
+/// Why an upstream login did not give an identity.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream answered, and the answer is no: another organisation, an
+    /// account the organisation does not know, a refused consent. Shown to the person.
+    #[error("{0}")]
+    Refused(String),
+    /// The upstream could not be asked or answered wrongly (a bad token, a
+    /// failed signature): a fault, logged, with a generic message shown.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// An upstream identity provider.
+#[async_trait]
+pub trait Upstream: Send + Sync + std::fmt::Debug {
+    /// Short name in paths and account links: `dingtalk`, `zjzw`.
+    fn name(&self) -> &str;
+    /// The text of its button on the login page.
+    fn label(&self) -> &str;
+    /// The `amr` value of a login through it (`dingtalk`, `fed`).
+    fn amr(&self) -> &str;
+    /// Whether an unlinked account may be matched by its verified mobile number.
+    fn links_by_phone(&self) -> bool {
+        false
+    }
+    /// Whether an unlinked account may be matched by its verified e-mail address.
+    fn links_by_email(&self) -> bool {
+        false
+    }
+    /// Where to send the browser to log in; it comes back to `redirect_uri`.
+    async fn authorize_url(&self, flow: &Flow, redirect_uri: &str) -> std::result::Result<Url, UpstreamError>;
+    /// Finishes the login from the callback's query parameters.
+    async fn finish(&self, flow: &Flow, query: &HashMap<String, String>, redirect_uri: &str) -> std::result::Result<ExternalIdentity, UpstreamError>;
+}
+
+/// A pending link: an upstream account waiting for a password login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingLink {
+    /// The upstream.
+    pub provider: String,
+    /// Its account.
+    pub subject: String,
+    /// Its display name, to say whose account it is.
+    pub name: Option<String>,
+}
+
+/// The logins in flight and the account links.
+#[derive(Clone, Debug)]
+pub struct Federation {
+    db: Db,
+}
+
+impl Federation {
+    /// In `db`.
+    pub fn new(db: Db) -> Federation {
+        Federation { db }
+    }
+
+    /// Starts a login through `provider` that returns to `return_to`.
+    pub async fn begin(&self, provider: &str, return_to: &str) -> Result<Flow> {
+        let flow = Flow { state: random_token(24), nonce: random_token(24), pkce_verifier: random_token(48) };
+        sqlx::query(
+            "INSERT INTO federation_flows (state, provider, nonce, pkce_verifier, return_to, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&flow.state)
+        .bind(provider)
+        .bind(&flow.nonce)
+        .bind(&flow.pkce_verifier)
+        .bind(return_to)
+        .bind(now() + FLOW_SECS)
+        .execute(self.db.pool())
+        .await?;
+        Ok(flow)
+    }
+
+    /// Takes the login in flight with `state` through `provider`: it works once,
+    /// and not after it expired. Returns it with where to go afterwards.
+    pub async fn take(&self, provider: &str, state: &str) -> Result<Option<(Flow, String)>> {
+        let mut tx = self.db.begin().await?;
+        let row = sqlx::query(
+            "SELECT nonce, pkce_verifier, return_to FROM federation_flows \
+             WHERE state = $1 AND provider = $2 AND subject IS NULL AND expires_at >= $3",
+        )
+        .bind(state)
+        .bind(provider)
+        .bind(now())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let deleted = sqlx::query("DELETE FROM federation_flows WHERE state = $1").bind(state).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        if deleted != 1 {
+            return Ok(None);
+        }
+        let flow = Flow { state: state.to_owned(), nonce: row.try_get("nonce")?, pkce_verifier: row.try_get("pkce_verifier")? };
+        Ok(Some((flow, row.try_get("return_to")?)))
+    }
+
+    /// The user linked to `subject` at `provider`.
+    pub async fn linked(&self, provider: &str, subject: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT user_id FROM user_links WHERE provider = $1 AND subject = $2")
+            .bind(provider)
+            .bind(subject)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.map(|r| r.try_get("user_id")).transpose()?)
+    }
+
+    /// The one enabled user with this mobile number or e-mail address, if exactly one.
+    pub async fn only_user_with(&self, column: Contact, value: &str) -> Result<Option<String>> {
+        let sql = match column {
+            Contact::Phone => "SELECT id FROM users WHERE phone = $1 AND disabled = 0 LIMIT 2",
+            Contact::Email => "SELECT id FROM users WHERE lower(email) = lower($1) AND email_verified = 1 AND disabled = 0 LIMIT 2",
+        };
+        let rows = sqlx::query(sql).bind(value).fetch_all(self.db.pool()).await?;
+        match rows.as_slice() {
+            [one] => Ok(Some(one.try_get("id")?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Keeps an upstream account that matched nobody for a password login to
+    /// link; returns the key the login page carries.
+    pub async fn park(&self, provider: &str, who: &ExternalIdentity, return_to: &str) -> Result<String> {
+        let key = random_token(24);
+        sqlx::query(
+            "INSERT INTO federation_flows (state, provider, nonce, pkce_verifier, return_to, subject, subject_name, expires_at) \
+             VALUES ($1, $2, '', '', $3, $4, $5, $6)",
+        )
+        .bind(&key)
+        .bind(provider)
+        .bind(return_to)
+        .bind(&who.subject)
+        .bind(&who.name)
+        .bind(now() + FLOW_SECS)
+        .execute(self.db.pool())
+        .await?;
+        Ok(key)
+    }
+
+    /// The parked account under `key`, still there.
+    pub async fn parked(&self, key: &str) -> Result<Option<PendingLink>> {
+        let row = sqlx::query("SELECT provider, subject, subject_name FROM federation_flows WHERE state = $1 AND subject IS NOT NULL AND expires_at >= $2")
+            .bind(key)
+            .bind(now())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| Ok(PendingLink { provider: r.try_get("provider")?, subject: r.try_get("subject")?, name: r.try_get("subject_name")? })).transpose()
+    }
+
+    /// Takes the parked account under `key` (once).
+    pub async fn unpark(&self, key: &str) -> Result<Option<PendingLink>> {
+        let Some(pending) = self.parked(key).await? else { return Ok(None) };
+        let deleted = sqlx::query("DELETE FROM federation_flows WHERE state = $1").bind(key).execute(self.db.pool()).await?.rows_affected();
+        Ok((deleted == 1).then_some(pending))
+    }
+}
+
+/// A contact detail an upstream vouches for.
+#[derive(Clone, Copy, Debug)]
+pub enum Contact {
+    /// Mobile number.
+    Phone,
+    /// E-mail address.
+    Email,
+}
+
+/// An upstream's name as paths and links take it: lower-case letters, digits and `-`.
+pub fn valid_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(Error::Invalid(format!("upstream name {name:?}: use 1–32 lower-case letters, digits or '-'")));
+    }
+    Ok(())
+}
