@@ -30,10 +30,13 @@ need_pkg psql postgresql-client
 need_pkg nats-server nats-server
 [ -x /usr/sbin/nats-server ] && export PATH="$PATH:/usr/sbin"
 
-cargo test --workspace --locked
-
+# Node.js for the end-to-end tests that federate to oidc-provider (npm), and the interop tests.
 need_pkg node nodejs
 need_pkg npm npm
+(cd bench/oidc && npm ci --no-audit --no-fund >/dev/null)
+
+cargo test --workspace --locked
+
 export CIVICHUB_BIN="$PWD/target/debug/civichub"
 bash tests/interop/run.sh
 

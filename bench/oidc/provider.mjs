@@ -1,6 +1,6 @@
 // oidc-provider configured alike to civichub, as the benchmark baseline.
 //
-//   node provider.mjs [--port 0] [--id-token-alg RS256|ES256]
+//   node provider.mjs [--port 0] [--id-token-alg RS256|ES256] [--redirect-uri URI]
 //
 // Prints "oidc-provider listening on http://127.0.0.1:PORT" once it accepts
 // connections (the same shape as civichub's startup line).
@@ -299,9 +299,12 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
     options: {
       port: { type: 'string', default: '0' },
       'id-token-alg': { type: 'string', default: 'RS256' },
+      // Where the clients may send the browser back to (the end-to-end tests
+      // federate a CivicHub to this provider).
+      'redirect-uri': { type: 'string', default: BENCH.redirectUri },
     },
   });
-  const { issuer } = await startProvider({ port: Number(values.port), idTokenAlg: values['id-token-alg'] });
+  const { issuer } = await startProvider({ port: Number(values.port), idTokenAlg: values['id-token-alg'], redirectUri: values['redirect-uri'] });
   console.log(`oidc-provider listening on ${issuer}`);
   for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(0));
 }

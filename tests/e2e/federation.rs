@@ -1,74 +1,90 @@
-//! Staff sign in with DingTalk, against the DingTalk simulator: a linked
-//! member, a member matched by mobile number, a member linked by one
-//! password login, and an account of another organisation, refused. The
-//! relying party gets the same `sub` and department claims as through a
-//! password login of the same person, with `amr` saying how.
+//! Staff sign in through an upstream: DingTalk (against the DingTalk
+//! simulator: a linked member, a member matched by mobile number, a member
+//! linked by one password login, and an account of another organisation,
+//! refused), `oidc-provider` from npm (a provider we did not write), and
+//! another CivicHub. The relying party gets the same `sub` and department
+//! claims as through a password login of the same person, with `amr` saying how.
 
 use civichub_dingtalk::simulator::{DingTalkSimulator, SimConfig, SimUser};
 use openidconnect::TokenResponse;
 use url::Url;
 
-use crate::helpers::{Backend, Browser, CALLBACK, Landing, PASSWORD, TestApp, query_param};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use crate::helpers::{Backend, Browser, CALLBACK, Landing, PASSWORD, TestApp, free_port, query_param};
 use crate::messaging::dingtalk_flags;
 
-crate::both_backends!(staff_sign_in_with_dingtalk);
+crate::both_backends!(staff_sign_in_with_dingtalk, staff_sign_in_through_oidc_provider, one_civichub_federates_to_another);
 
 fn member(userid: &str, name: &str, mobile: &str) -> SimUser {
     SimUser { userid: userid.into(), unionid: format!("union-{userid}"), name: name.into(), mobile: mobile.into(), dept_ids: vec![1], ..Default::default() }
 }
 
-/// Follows a login through pages of the hub and the simulator until the
-/// relying party's callback or a page of the hub.
-async fn through(browser: &Browser, mut landing: Landing) -> Landing {
-    for _ in 0..6 {
-        match landing {
-            Landing::Callback(u) if !u.as_str().starts_with(CALLBACK) => landing = browser.visit(u.as_str()).await,
-            other => return other,
-        }
-    }
-    panic!("too many hops");
-}
+/// What the relying party learns from a login: `sub`, `amr`, `department`.
+type Login = (String, Vec<String>, serde_json::Value);
 
-/// The "钉钉登录" button's target on a login page.
-fn dingtalk_button(base: &str, login_page: &str) -> String {
-    let at = login_page.find("href=\"/login/upstream/dingtalk").expect("a DingTalk button");
-    let href = &login_page[at + 6..];
-    let href = &href[..href.find('"').unwrap()].replace("&amp;", "&");
-    format!("{base}{href}")
-}
-
-/// `sub`, `amr` and `department` of the ID token a login through DingTalk as `userid` gets.
-async fn through_dingtalk(app: &TestApp, sim: &DingTalkSimulator, userid: &str, secret: &str) -> Result<(String, Vec<String>, serde_json::Value), (u16, String)> {
-    sim.set_current_user(userid);
+/// Signs in at `app` through its upstream `name`: answers the upstream's login
+/// page with `upstream_login` and, when the account is not linked yet, the
+/// hub's own with `local_login` (checking the page names `whose` account).
+/// A page it does not expect (a refusal) is the error.
+async fn through_upstream(
+    app: &TestApp,
+    name: &str,
+    upstream_login: (&str, &str),
+    local_login: Option<(&str, &str, &str)>,
+    secret: &str,
+    browser: &Browser,
+) -> Result<Login, (u16, String)> {
     let rp = app.rp("oa", Some(secret.to_owned())).await;
     let req = rp.authorize(&["department"]);
-    let browser = Browser::new();
-    let (status, page) = browser.visit(req.url.as_str()).await.page();
-    assert_eq!(status, 200);
-    assert!(page.contains("钉钉登录"), "{page}");
-    let landing = through(&browser, browser.visit(&dingtalk_button(&app.base, &page)).await).await;
-    let callback = match landing {
-        Landing::Callback(u) => u,
-        Landing::Page { url, body, .. } if body.contains("name=\"link\"") => {
-            // Unlinked: one password login links the account.
-            let who = match userid {
-                "wangwu" => "wang",
-                other => panic!("{other} should not need linking: {body}"),
-            };
-            assert!(body.contains("钉钉账号「王五」尚未关联"), "{body}");
-            through(&browser, browser.submit(&url, &body, &[("username", who), ("password", PASSWORD)]).await).await.callback()
-        }
-        Landing::Page { status, body, .. } => return Err((status, body)),
-    };
-    let code = query_param(&callback, "code").expect("code");
-    let token = rp.exchange(&code, req.verifier).await;
-    let claims = token.id_token().unwrap().claims(&rp.client.id_token_verifier(), &req.nonce).unwrap();
+    let mut landing = browser.visit(req.url.as_str()).await;
+    let mut linked_locally = false;
+    for _ in 0..12 {
+        landing = match landing {
+            Landing::Callback(u) if u.as_str().starts_with(CALLBACK) => {
+                landing = Landing::Callback(u);
+                break;
+            }
+            Landing::Callback(u) => browser.visit(u.as_str()).await,
+            Landing::Page { url, body, status } => {
+                let ours = url.as_str().starts_with(&app.base);
+                if ours && body.contains("name=\"link\"") {
+                    let (user, password, whose) = local_login.unwrap_or_else(|| panic!("not expected to link: {body}"));
+                    assert!(body.contains(whose), "the page says whose account: {body}");
+                    linked_locally = true;
+                    browser.submit(&url, &body, &[("username", user), ("password", password)]).await
+                } else if ours && body.contains(&format!("href=\"/login/upstream/{name}")) {
+                    let at = body.find(&format!("href=\"/login/upstream/{name}")).unwrap() + 6;
+                    let href = body[at..][..body[at..].find('"').unwrap()].replace("&amp;", "&");
+                    browser.visit(&format!("{}{href}", app.base)).await
+                } else if !ours && body.contains("name=\"password\"") {
+                    browser.submit(&url, &body, &[("username", upstream_login.0), ("password", upstream_login.1)]).await
+                } else if !ours && body.contains("name=\"decision\"") {
+                    browser.submit(&url, &body, &[("decision", "allow")]).await
+                } else {
+                    return Err((status, body));
+                }
+            }
+        };
+    }
+    let callback = landing.callback();
+    assert_eq!(local_login.is_some(), linked_locally, "a password login linked the account");
+    let token = rp.exchange(&query_param(&callback, "code").expect("code"), req.verifier).await;
+    let id_token = token.id_token().unwrap();
+    let claims = id_token.claims(&rp.client.id_token_verifier(), &req.nonce).unwrap();
     let amr = claims.auth_method_refs().map(|a| a.iter().map(|m| m.as_str().to_owned()).collect()).unwrap_or_default();
-    let raw = token.id_token().unwrap().to_string();
     use base64::Engine;
+    let raw = id_token.to_string();
     let payload: serde_json::Value =
         serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw.split('.').nth(1).unwrap()).unwrap()).unwrap();
     Ok((claims.subject().as_str().to_owned(), amr, payload["department"].clone()))
+}
+
+/// A DingTalk login as `userid` (the simulator's signed-in user), in a new browser.
+async fn through_dingtalk(app: &TestApp, sim: &DingTalkSimulator, userid: &str, local_login: Option<(&str, &str, &str)>, secret: &str) -> Result<Login, (u16, String)> {
+    sim.set_current_user(userid);
+    through_upstream(app, "dingtalk", ("", ""), local_login, secret, &Browser::new()).await
 }
 
 /// `sub` of a password login.
@@ -101,25 +117,25 @@ async fn staff_sign_in_with_dingtalk(backend: Backend) {
     let secret = app.add_client("oa", &["--first-party"]).expect("secret");
 
     // A linked member: the same person as their password login, and amr says DingTalk.
-    let (sub, amr, department) = through_dingtalk(&app, &sim, "zhangsan", &secret).await.expect("signed in");
+    let (sub, amr, department) = through_dingtalk(&app, &sim, "zhangsan", None, &secret).await.expect("signed in");
     assert_eq!(sub, password_sub(&app, "zhang", &secret).await);
     assert_eq!(amr, vec!["dingtalk".to_owned()]);
     assert_eq!(department, "市城管局");
 
     // A member whose DingTalk mobile number is one user's: linked on the first login.
-    let (sub, _, department) = through_dingtalk(&app, &sim, "lisi", &secret).await.expect("matched by mobile");
+    let (sub, _, department) = through_dingtalk(&app, &sim, "lisi", None, &secret).await.expect("matched by mobile");
     assert_eq!((sub.as_str(), department.as_str()), (password_sub(&app, "li", &secret).await.as_str(), Some("市住建局")));
 
     // A member nobody matches: told to sign in once with a password, which links the account;
     // the next DingTalk login goes straight through.
-    let (sub, amr, _) = through_dingtalk(&app, &sim, "wangwu", &secret).await.expect("linked by a password login");
+    let (sub, amr, _) = through_dingtalk(&app, &sim, "wangwu", Some(("wang", PASSWORD, "钉钉账号「王五」尚未关联")), &secret).await.expect("linked by a password login");
     let wang = password_sub(&app, "wang", &secret).await;
     assert_eq!((sub.as_str(), amr), (wang.as_str(), vec!["pwd".to_owned()]));
-    let (sub, amr, department) = through_dingtalk(&app, &sim, "wangwu", &secret).await.expect("linked now");
+    let (sub, amr, department) = through_dingtalk(&app, &sim, "wangwu", None, &secret).await.expect("linked now");
     assert_eq!((sub.as_str(), amr, department.as_str()), (wang.as_str(), vec!["dingtalk".to_owned()], Some("市水利局")));
 
     // Another organisation's account is refused, and says why.
-    let (status, body) = through_dingtalk(&app, &sim, "zhaoliu", &secret).await.expect_err("an outsider");
+    let (status, body) = through_dingtalk(&app, &sim, "zhaoliu", None, &secret).await.expect_err("an outsider");
     assert_eq!(status, 403);
     assert!(body.contains("不是本单位"), "{body}");
 
@@ -147,4 +163,92 @@ async fn staff_sign_in_with_dingtalk(backend: Backend) {
     // Every link and DingTalk login is in the audit trail.
     let log = app.cli_ok(&["audit", "list"], None);
     assert!(log.contains("user.linked"), "{log}");
+}
+
+/// `oidc-provider` (npm), configured like CivicHub (`bench/oidc/provider.mjs`), on `port`,
+/// sending browsers back to `redirect_uri`. Killed when dropped.
+struct NodeProvider {
+    child: Child,
+    issuer: String,
+}
+
+impl NodeProvider {
+    fn start(port: u16, redirect_uri: &str) -> NodeProvider {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/oidc/provider.mjs");
+        let mut child = Command::new("node")
+            .args([script, "--port", &port.to_string(), "--redirect-uri", redirect_uri])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node (tests/run.sh installs it, and oidc-provider with npm ci in bench/oidc)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let issuer = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(issuer) = line.strip_prefix("oidc-provider listening on ") {
+                        break issuer.to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("oidc-provider did not start");
+                }
+            }
+        };
+        NodeProvider { child, issuer }
+    }
+}
+
+impl Drop for NodeProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn staff_sign_in_through_oidc_provider(backend: Backend) {
+    let hub_port = free_port();
+    let provider = NodeProvider::start(0, &format!("http://127.0.0.1:{hub_port}/login/upstream/zjzw/callback"));
+    let spec = format!(
+        "name=zjzw,issuer={},client_id=bench-conf,client_secret=bench-conf-secret-0123456789abcdef,scopes=openid profile email,label=浙江政务服务网登录",
+        provider.issuer
+    );
+    let listen = format!("127.0.0.1:{hub_port}");
+    let app = TestApp::spawn_with(backend, &["--listen", &listen, "--upstream-oidc", &spec]).await;
+    app.add_user("wang", &["--name", "王五", "--department", "市水利局"]);
+    let secret = app.add_client("oa", &["--first-party"]).expect("secret");
+    let password = password_sub(&app, "wang", &secret).await;
+
+    // First time: the upstream account is new here, and one password login links it.
+    let browser = Browser::new();
+    let (sub, amr, _) = through_upstream(&app, "zjzw", ("bench", "bench-password-1"), Some(("wang", PASSWORD, "浙江政务服务网账号尚未关联")), &secret, &browser).await.expect("linked");
+    assert_eq!((sub.as_str(), amr), (password.as_str(), vec!["pwd".to_owned()]));
+    // Next time (a new browser, a new upstream session): straight through, as the same person.
+    let (sub, amr, department) = through_upstream(&app, "zjzw", ("bench", "bench-password-1"), None, &secret, &Browser::new()).await.expect("signed in");
+    assert_eq!((sub.as_str(), amr, department.as_str()), (password.as_str(), vec!["fed".to_owned()], Some("市水利局")));
+
+    // The login page offers the upstream by its configured label.
+    let rp = app.rp("oa", Some(secret.clone())).await;
+    let b = Browser::new();
+    let (_, page) = b.visit(rp.authorize(&[]).url.as_str()).await.page();
+    assert!(page.contains("浙江政务服务网登录"), "{page}");
+}
+
+async fn one_civichub_federates_to_another(backend: Backend) {
+    let upstream = TestApp::spawn(backend).await;
+    upstream.add_user("remote", &["--name", "赵六", "--email", "zhaoliu@city.gov.cn"]);
+    let hub_port = free_port();
+    let upstream_secret = upstream
+        .add_client("downstream", &["--first-party", "--redirect-uri", &format!("http://127.0.0.1:{hub_port}/login/upstream/city/callback")])
+        .expect("secret");
+    let spec = format!("name=city,issuer={},client_id=downstream,client_secret={upstream_secret},link_by=email", upstream.base);
+    let listen = format!("127.0.0.1:{hub_port}");
+    let app = TestApp::spawn_with(backend, &["--listen", &listen, "--upstream-oidc", &spec]).await;
+    app.add_user("local", &["--name", "赵六", "--email", "zhaoliu@city.gov.cn", "--department", "市政务服务管理办公室"]);
+    let secret = app.add_client("oa", &["--first-party"]).expect("secret");
+
+    // Matched by the e-mail address the upstream verified: no password here at all.
+    let (sub, amr, department) = through_upstream(&app, "city", ("remote", PASSWORD), None, &secret, &Browser::new()).await.expect("signed in");
+    assert_eq!((sub.as_str(), amr), (password_sub(&app, "local", &secret).await.as_str(), vec!["fed".to_owned()]));
+    assert_eq!(department, "市政务服务管理办公室", "the downstream directory's claims");
 }

@@ -129,7 +129,10 @@ impl TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(data_dir.path().join("server.log")).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_civichub"));
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir.path());
+        cmd.arg("serve").arg("--data-dir").arg(data_dir.path());
+        if !extra.contains(&"--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
         if let Some(url) = &database_url {
             cmd.arg("--database-url").arg(url);
         }
@@ -335,6 +338,11 @@ impl Landing {
             Landing::Callback(u) => panic!("expected a page, got a redirect to {u}"),
         }
     }
+}
+
+/// A port nothing listens on now (for a server whose address others must know first).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 pub fn query_param(url: &Url, key: &str) -> Option<String> {

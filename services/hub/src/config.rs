@@ -55,6 +55,11 @@ pub struct GlobalArgs {
     /// see the README). Default: the limits of the domain notes.
     #[arg(long, env = "CIVICHUB_HOTLINE_TIME_LIMITS", global = true, value_name = "FILE")]
     pub hotline_time_limits: Option<PathBuf>,
+    /// An upstream OpenID Connect provider staff may sign in through, one line:
+    /// `name=N,issuer=URL,client_id=ID,client_secret=S[,scopes=openid profile email][,link_by=sub|email][,label=TEXT]`
+    /// (repeatable; in the environment, separated by `;`; in a config file, `[[upstream_oidc]]` tables).
+    #[arg(long = "upstream-oidc", env = "CIVICHUB_UPSTREAM_OIDC", value_delimiter = ';', global = true, value_name = "SPEC", hide_env_values = true)]
+    pub upstream_oidc: Vec<String>,
     #[command(flatten)]
     pub messaging: MessagingArgs,
 }
@@ -187,6 +192,7 @@ struct FileConfig {
     hotline_data_key: Option<String>,
     hotline_calendars: Option<Vec<PathBuf>>,
     hotline_time_limits: Option<PathBuf>,
+    upstream_oidc: Option<Vec<civichub_oidc_upstream::UpstreamConfig>>,
     #[serde(default)]
     messaging: MessagingArgs,
 }
@@ -218,6 +224,8 @@ pub struct Config {
     pub hotline_calendar: civichub_hotline::Calendar,
     /// Time limits per category and urgency.
     pub hotline_time_limits: civichub_hotline::TimeLimits,
+    /// Upstream OpenID Connect providers to sign in through.
+    pub upstream_oidc: Vec<civichub_oidc_upstream::UpstreamConfig>,
     /// Messaging settings (flags and environment over the file's `[messaging]`).
     pub messaging: MessagingArgs,
 }
@@ -278,6 +286,15 @@ impl Config {
                 limits
             }
         };
+        let upstream_oidc = if args.upstream_oidc.is_empty() {
+            let configs = file.upstream_oidc.unwrap_or_default();
+            for c in &configs {
+                c.check()?;
+            }
+            configs
+        } else {
+            args.upstream_oidc.iter().map(|s| civichub_oidc_upstream::UpstreamConfig::parse_flag(s)).collect::<std::result::Result<_, _>>()?
+        };
         let messaging = args.messaging.over(file.messaging);
         if let Some(g) = &messaging.sms_gateway
             && !matches!(g.as_str(), "cmpp" | "aliyun")
@@ -297,6 +314,7 @@ impl Config {
             hotline_data_key: args.hotline_data_key.clone().or(file.hotline_data_key),
             hotline_calendar,
             hotline_time_limits,
+            upstream_oidc,
             messaging,
         })
     }

@@ -1,5 +1,6 @@
 //! Upstream identity providers offered on the login page: DingTalk's
-//! third-party website login, as an [`Upstream`] of the identity service.
+//! third-party website login, as an [`Upstream`] of the identity service,
+//! and the configured upstream OpenID Connect providers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,6 +89,9 @@ pub fn register(config: &Config, identity: &Identity) -> Result<()> {
             anyhow::bail!("--dingtalk-login needs the DingTalk app: --dingtalk-app-key, --dingtalk-app-secret, --dingtalk-agent-id");
         };
         identity.add_upstream(Arc::new(DingTalkLogin { client, link_by_mobile: m.dingtalk_link_by_mobile.unwrap_or(false) }))?;
+    }
+    for upstream in &config.upstream_oidc {
+        identity.add_upstream(Arc::new(civichub_oidc_upstream::OidcUpstream::new(upstream.clone())?))?;
     }
     Ok(())
 }

@@ -209,6 +209,13 @@ pub enum Contact {
     Email,
 }
 
+impl Federation {
+    /// Checks an upstream's name as paths and links take it: lower-case letters, digits and `-`.
+    pub fn check_name(name: &str) -> Result<()> {
+        valid_name(name)
+    }
+}
+
 /// An upstream's name as paths and links take it: lower-case letters, digits and `-`.
 pub fn valid_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
