@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin_cli;
 mod code_flow;
+mod directory;
 mod discovery;
 mod federation;
 mod kb;

@@ -4,6 +4,7 @@
 mod admin;
 mod channels;
 mod config;
+mod directory;
 mod federation;
 mod kb;
 mod serve;
@@ -43,6 +44,9 @@ enum Command {
     /// Manage the knowledge base.
     #[command(subcommand)]
     Kb(kb::KbCommand),
+    /// Sync the department tree and its members from an outside directory.
+    #[command(subcommand)]
+    Directory(directory::DirectoryCommand),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             Command::Keys(cmd) => admin::keys(&config, cmd).await,
             Command::Audit(cmd) => admin::audit(&config, cmd).await,
             Command::Kb(cmd) => kb::run(&config, cmd).await,
+            Command::Directory(cmd) => directory::run(&config, cmd).await,
         }
     });
     match result {

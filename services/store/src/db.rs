@@ -260,6 +260,12 @@ impl Db {
                 include_str!("../migrations/common/0006_federation.sql"),
                 include_str!("../migrations/common/0006_federation.sql"),
             ),
+            (
+                7,
+                "directory",
+                include_str!("../migrations/common/0007_directory.sql"),
+                include_str!("../migrations/common/0007_directory.sql"),
+            ),
         ];
         let migrations = sources
             .iter()

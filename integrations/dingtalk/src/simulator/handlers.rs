@@ -313,7 +313,9 @@ fn topapi(shared: &Shared, req: &Req) -> Response<String> {
     }
     {
         let mut state = shared.state();
-        if state.fail_next.0 > 0 {
+        if state.fail_skip > 0 {
+            state.fail_skip -= 1;
+        } else if state.fail_next.0 > 0 {
             state.fail_next.0 -= 1;
             let code = state.fail_next.1;
             return oapi_err(code, errmsg_for(code));

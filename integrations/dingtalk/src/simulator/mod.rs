@@ -192,7 +192,15 @@ impl DingTalkSimulator {
     /// The next `n` `topapi` calls (after their token check) answer `errcode`,
     /// e.g. 143103 (rate limit) or -1 (system busy).
     pub fn fail_next(&self, n: u32, errcode: i64) {
-        self.shared.state().fail_next = (n, errcode);
+        self.fail_after(0, n, errcode);
+    }
+
+    /// After `skip` more `topapi` calls answered normally, the next `n` answer
+    /// `errcode`: a failure in the middle of a directory walk.
+    pub fn fail_after(&self, skip: u32, n: u32, errcode: i64) {
+        let mut state = self.shared.state();
+        state.fail_skip = skip;
+        state.fail_next = (n, errcode);
     }
 
     /// While down, every request is answered 503. See [`DingTalkSimulator::stop`]

@@ -48,6 +48,8 @@ pub(super) struct State {
     pub next_task_id: i64,
     /// (calls left, errcode).
     pub fail_next: (u32, i64),
+    /// `topapi` calls answered normally before `fail_next` begins.
+    pub fail_skip: u32,
     pub latency: Duration,
     pub current_user: Option<String>,
 }

@@ -1,0 +1,352 @@
+//! The department tree and its members as an outside directory (DingTalk's
+//! organisation) holds them: a sync compares a full snapshot with what the
+//! hub holds, says what would change, and applies it.
+//!
+//! **Invariant:** a sync only starts from a complete snapshot; a source that
+//! failed to list a page gives no snapshot, so nobody is disabled because a
+//! page was missing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use civichub_store::{Db, Row, now, random_token};
+use serde::Serialize;
+
+use crate::values::Username;
+use crate::{Result, Users};
+
+/// A department of the source, its ids the source's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgDepartment {
+    /// The source's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its parent's id (none at the top).
+    pub parent: Option<String>,
+}
+
+/// A member of the source's organisation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrgPerson {
+    /// The source's id (DingTalk userid), the link key.
+    pub external_id: String,
+    /// Name.
+    pub name: String,
+    /// Mobile number.
+    pub mobile: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Job title.
+    pub title: Option<String>,
+    /// Staff number.
+    pub employee_no: Option<String>,
+    /// The departments (source ids) the person belongs to, the main one first.
+    pub departments: Vec<String>,
+}
+
+/// Everything the source holds, read in full.
+#[derive(Clone, Debug, Default)]
+pub struct OrgSnapshot {
+    /// Departments.
+    pub departments: Vec<OrgDepartment>,
+    /// Members (each once).
+    pub people: Vec<OrgPerson>,
+}
+
+/// One change a sync makes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum DirectoryChange {
+    /// A new department.
+    DepartmentAdded { id: String, name: String, parent: Option<String> },
+    /// A department renamed or moved.
+    DepartmentChanged { id: String, name: String, parent: Option<String>, was_name: String, was_parent: Option<String> },
+    /// A department the source no longer has.
+    DepartmentRemoved { id: String, name: String },
+    /// A new member: a new user, linked.
+    UserAdded { username: String, external_id: String, name: String },
+    /// A member's profile or departments changed.
+    UserChanged { username: String, fields: Vec<String> },
+    /// A member who left: disabled (sessions ended, tokens revoked).
+    UserDisabled { username: String },
+}
+
+impl std::fmt::Display for DirectoryChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirectoryChange::DepartmentAdded { id, name, .. } => write!(f, "+ 部门 {name} ({id})"),
+            DirectoryChange::DepartmentChanged { id, name, was_name, parent, was_parent } => {
+                write!(f, "~ 部门 {was_name} → {name} ({id})")?;
+                if parent != was_parent {
+                    write!(f, "，上级 {} → {}", was_parent.as_deref().unwrap_or("-"), parent.as_deref().unwrap_or("-"))?;
+                }
+                Ok(())
+            }
+            DirectoryChange::DepartmentRemoved { id, name } => write!(f, "- 部门 {name} ({id})"),
+            DirectoryChange::UserAdded { username, external_id, name } => write!(f, "+ 用户 {username} {name} ({external_id})"),
+            DirectoryChange::UserChanged { username, fields } => write!(f, "~ 用户 {username}: {}", fields.join(", ")),
+            DirectoryChange::UserDisabled { username } => write!(f, "- 用户 {username}（已离职，停用）"),
+        }
+    }
+}
+
+/// A member as the hub holds them.
+#[derive(Clone, Debug)]
+struct Held {
+    user_id: String,
+    username: String,
+    fields: BTreeMap<&'static str, Option<String>>,
+    departments: Vec<String>,
+    disabled: bool,
+}
+
+/// The profile fields a source keeps, by column.
+fn fields_of(p: &OrgPerson, department_names: &HashMap<&str, &str>) -> BTreeMap<&'static str, Option<String>> {
+    let main = p.departments.first().and_then(|d| department_names.get(d.as_str())).map(|n| (*n).to_owned());
+    BTreeMap::from([
+        ("name", Some(p.name.clone()).filter(|n| !n.is_empty())),
+        ("phone", p.mobile.clone().filter(|m| !m.is_empty())),
+        ("email", p.email.clone().filter(|m| !m.is_empty())),
+        ("title", p.title.clone().filter(|m| !m.is_empty())),
+        ("employee_no", p.employee_no.clone().filter(|m| !m.is_empty())),
+        ("department", main),
+    ])
+}
+
+/// The hub's directory: departments synced from a source, and its members.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    db: Db,
+}
+
+/// A department as the hub holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HeldDepartment {
+    /// The source's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its parent's id.
+    pub parent: Option<String>,
+}
+
+impl Directory {
+    /// In `db`.
+    pub fn new(db: Db) -> Directory {
+        Directory { db }
+    }
+
+    /// The departments of `source` the hub holds (not removed), by id.
+    pub async fn departments(&self, source: &str) -> Result<Vec<HeldDepartment>> {
+        let rows = sqlx::query("SELECT external_id, name, parent_id FROM departments WHERE source = $1 AND removed = 0 ORDER BY external_id")
+            .bind(source)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(|r| Ok(HeldDepartment { id: r.try_get("external_id")?, name: r.try_get("name")?, parent: r.try_get("parent_id")? })).collect()
+    }
+
+    async fn held_departments(&self, source: &str) -> Result<HashMap<String, (String, Option<String>, bool)>> {
+        let rows = sqlx::query("SELECT external_id, name, parent_id, removed FROM departments WHERE source = $1").bind(source).fetch_all(self.db.pool()).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("external_id")?, (r.try_get("name")?, r.try_get("parent_id")?, r.try_get::<i64, _>("removed")? != 0))))
+            .collect()
+    }
+
+    async fn held_people(&self, source: &str) -> Result<HashMap<String, Held>> {
+        let rows = sqlx::query(
+            "SELECT l.subject, u.id, u.username, u.name, u.phone, u.email, u.title, u.employee_no, u.department, u.disabled \
+             FROM user_links l JOIN users u ON u.id = l.user_id WHERE l.provider = $1",
+        )
+        .bind(source)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut held = HashMap::new();
+        for r in rows {
+            let mut fields = BTreeMap::new();
+            for f in ["name", "phone", "email", "title", "employee_no", "department"] {
+                fields.insert(f, r.try_get::<Option<String>, _>(f)?);
+            }
+            let h = Held {
+                user_id: r.try_get("id")?,
+                username: r.try_get("username")?,
+                fields,
+                departments: Vec::new(),
+                disabled: r.try_get::<i64, _>("disabled")? != 0,
+            };
+            held.insert(r.try_get::<String, _>("subject")?, h);
+        }
+        let rows = sqlx::query(
+            "SELECT l.subject, d.external_id FROM user_departments ud JOIN departments d ON d.id = ud.department_id \
+             JOIN user_links l ON l.user_id = ud.user_id AND l.provider = d.source WHERE d.source = $1 ORDER BY ud.position",
+        )
+        .bind(source)
+        .fetch_all(self.db.pool())
+        .await?;
+        for r in rows {
+            if let Some(h) = held.get_mut(&r.try_get::<String, _>("subject")?) {
+                h.departments.push(r.try_get("external_id")?);
+            }
+        }
+        Ok(held)
+    }
+
+    /// What a sync from `snapshot` of `source` would change.
+    pub async fn plan(&self, source: &str, snapshot: &OrgSnapshot) -> Result<Vec<DirectoryChange>> {
+        let held = self.held_departments(source).await?;
+        let mut changes = Vec::new();
+        let wanted: HashSet<&str> = snapshot.departments.iter().map(|d| d.id.as_str()).collect();
+        for d in &snapshot.departments {
+            match held.get(&d.id) {
+                None | Some((_, _, true)) => changes.push(DirectoryChange::DepartmentAdded { id: d.id.clone(), name: d.name.clone(), parent: d.parent.clone() }),
+                Some((name, parent, false)) if *name != d.name || *parent != d.parent => changes.push(DirectoryChange::DepartmentChanged {
+                    id: d.id.clone(),
+                    name: d.name.clone(),
+                    parent: d.parent.clone(),
+                    was_name: name.clone(),
+                    was_parent: parent.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+        let mut gone: Vec<_> = held.iter().filter(|(id, (_, _, removed))| !removed && !wanted.contains(id.as_str())).collect();
+        gone.sort_by(|a, b| a.0.cmp(b.0));
+        for (id, (name, _, _)) in gone {
+            changes.push(DirectoryChange::DepartmentRemoved { id: id.clone(), name: name.clone() });
+        }
+        let names: HashMap<&str, &str> = snapshot.departments.iter().map(|d| (d.id.as_str(), d.name.as_str())).collect();
+        let people = self.held_people(source).await?;
+        let mut taken: HashSet<String> = HashSet::new();
+        for p in &snapshot.people {
+            let fields = fields_of(p, &names);
+            match people.get(&p.external_id) {
+                Some(h) => {
+                    let mut differ: Vec<String> = fields.iter().filter(|(k, v)| h.fields.get(*k) != Some(v)).map(|(k, _)| (*k).to_owned()).collect();
+                    if h.departments != p.departments {
+                        differ.push("departments".into());
+                    }
+                    if !differ.is_empty() {
+                        changes.push(DirectoryChange::UserChanged { username: h.username.clone(), fields: differ });
+                    }
+                }
+                None => {
+                    let username = self.free_username(source, &p.external_id, &taken).await?;
+                    taken.insert(username.clone());
+                    changes.push(DirectoryChange::UserAdded { username, external_id: p.external_id.clone(), name: p.name.clone() });
+                }
+            }
+        }
+        let present: HashSet<&str> = snapshot.people.iter().map(|p| p.external_id.as_str()).collect();
+        let mut left: Vec<&Held> = people.iter().filter(|(id, h)| !h.disabled && !present.contains(id.as_str())).map(|(_, h)| h).collect();
+        left.sort_by(|a, b| a.username.cmp(&b.username));
+        changes.extend(left.into_iter().map(|h| DirectoryChange::UserDisabled { username: h.username.clone() }));
+        Ok(changes)
+    }
+
+    /// A login name for a new member: the source's id where it is a valid
+    /// name no one has, else the source's name before it.
+    async fn free_username(&self, source: &str, external_id: &str, taken: &HashSet<String>) -> Result<String> {
+        let cleaned: String = external_id.chars().map(|c| if c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@') { c } else { '-' }).collect();
+        for candidate in [cleaned.clone(), format!("{source}-{cleaned}")] {
+            let Ok(name) = candidate.parse::<Username>() else { continue };
+            if !taken.contains(name.as_str()) && Users::new(self.db.clone()).find(&name).await?.is_none() {
+                return Ok(name.as_str().to_owned());
+            }
+        }
+        Ok(format!("{source}-{}", random_token(6).to_lowercase()))
+    }
+
+    /// Applies a sync from `snapshot` of `source`; returns what changed.
+    pub async fn apply(&self, source: &str, snapshot: &OrgSnapshot) -> Result<Vec<DirectoryChange>> {
+        let changes = self.plan(source, snapshot).await?;
+        let at = now();
+        let names: HashMap<&str, &str> = snapshot.departments.iter().map(|d| (d.id.as_str(), d.name.as_str())).collect();
+        let key = |id: &str| format!("{source}:{id}");
+        let mut tx = self.db.begin().await?;
+        for c in &changes {
+            match c {
+                DirectoryChange::DepartmentAdded { id, name, parent } | DirectoryChange::DepartmentChanged { id, name, parent, .. } => {
+                    sqlx::query(
+                        "INSERT INTO departments (id, source, external_id, name, parent_id, removed, updated_at) VALUES ($1, $2, $3, $4, $5, 0, $6) \
+                         ON CONFLICT (id) DO UPDATE SET name = excluded.name, parent_id = excluded.parent_id, removed = 0, updated_at = excluded.updated_at",
+                    )
+                    .bind(key(id))
+                    .bind(source)
+                    .bind(id)
+                    .bind(name)
+                    .bind(parent)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                DirectoryChange::DepartmentRemoved { id, .. } => {
+                    sqlx::query("UPDATE departments SET removed = 1, updated_at = $2 WHERE id = $1").bind(key(id)).bind(at).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM user_departments WHERE department_id = $1").bind(key(id)).execute(&mut *tx).await?;
+                }
+                _ => {}
+            }
+        }
+        let people: HashMap<&str, &OrgPerson> = snapshot.people.iter().map(|p| (p.external_id.as_str(), p)).collect();
+        let held = self.held_people(source).await?;
+        for c in &changes {
+            let (user_id, person) = match c {
+                DirectoryChange::UserAdded { username, external_id, .. } => {
+                    let id = random_token(16);
+                    sqlx::query(
+                        "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, NULL, '', 0, $3, $3)",
+                    )
+                    .bind(&id)
+                    .bind(username)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
+                        .bind(source)
+                        .bind(external_id)
+                        .bind(&id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    (id, people.get(external_id.as_str()).copied())
+                }
+                DirectoryChange::UserChanged { username, .. } => {
+                    let Some((ext, h)) = held.iter().find(|(_, h)| h.username == *username) else { continue };
+                    (h.user_id.clone(), people.get(ext.as_str()).copied())
+                }
+                _ => continue,
+            };
+            let Some(p) = person else { continue };
+            let f = fields_of(p, &names);
+            sqlx::query(
+                "UPDATE users SET name = $2, phone = $3, email = $4, email_verified = $5, title = $6, employee_no = $7, department = $8, updated_at = $9 WHERE id = $1",
+            )
+            .bind(&user_id)
+            .bind(f["name"].clone())
+            .bind(f["phone"].clone())
+            .bind(f["email"].clone())
+            .bind(i64::from(f["email"].is_some()))
+            .bind(f["title"].clone())
+            .bind(f["employee_no"].clone())
+            .bind(f["department"].clone())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM user_departments WHERE user_id = $1").bind(&user_id).execute(&mut *tx).await?;
+            for (position, d) in p.departments.iter().enumerate() {
+                sqlx::query("INSERT INTO user_departments (user_id, department_id, position) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(&user_id)
+                    .bind(key(d))
+                    .bind(position as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        let users = Users::new(self.db.clone());
+        for c in &changes {
+            if let DirectoryChange::UserDisabled { username } = c {
+                users.disable(&username.parse()?).await?;
+            }
+        }
+        Ok(changes)
+    }
+}
