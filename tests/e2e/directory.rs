@@ -2,15 +2,15 @@
 //! department tree and its members (more than one page of them) come in; a
 //! dry run writes nothing; a busy DingTalk is asked again; a page that keeps
 //! failing stops the sync before anything is written; a department moved
-//! and a member who left are applied by the next sync. A synced member then
-//! signs in with DingTalk as the same person.
+//! and a member who left are applied by the next sync. DingTalk's encrypted
+//! event callbacks apply one change at a time.
 
 use civichub_dingtalk::simulator::{DingTalkSimulator, SimConfig, SimDept, SimUser};
 
 use crate::helpers::{Backend, TestApp};
 use crate::messaging::dingtalk_flags;
 
-crate::both_backends!(directory_sync_from_dingtalk);
+crate::both_backends!(directory_sync_from_dingtalk, dingtalk_events_update_the_directory);
 
 /// The organisation: 城管局 (2) with its 执法大队 (3), and 住建局 (4); after
 /// the change, 执法大队 belongs to 住建局 and 王五 has left.
@@ -121,4 +121,61 @@ async fn directory_sync_from_dingtalk(backend: Backend) {
     let parent: Option<String> =
         sqlx::query("SELECT parent_id FROM departments WHERE id = 'dingtalk:3'").fetch_one(&mut *db).await.unwrap().get("parent_id");
     assert_eq!(parent.as_deref(), Some("4"));
+}
+
+const CALLBACK_TOKEN: &str = "civichub-callback-token";
+const CALLBACK_AES_KEY: &str = "QkPCXgGsnTRGXsl400XZ8hxdmODnk891tcoqIyuVKmB";
+
+/// Posts `event` as DingTalk does: encrypted and signed with the app's key.
+async fn post_event(app: &TestApp, crypto: &civichub_dingtalk::CallbackCrypto, event: serde_json::Value, tamper: bool) -> (u16, serde_json::Value) {
+    let encrypt = crypto.encrypt(&event.to_string()).unwrap();
+    let (timestamp, nonce) = ("1795915477000", "n0nce123");
+    let mut signature = crypto.signature(timestamp, nonce, &encrypt);
+    if tamper {
+        signature = signature.chars().rev().collect();
+    }
+    let url = app.url(&format!("/api/integrations/dingtalk/events?msg_signature={signature}&timestamp={timestamp}&nonce={nonce}"));
+    let r = crate::helpers::http().post(url).json(&serde_json::json!({ "encrypt": encrypt })).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
+
+async fn dingtalk_events_update_the_directory(backend: Backend) {
+    let sim = DingTalkSimulator::start(org(false)).await.unwrap();
+    let mut flags = dingtalk_flags(&sim);
+    flags.extend(["--dingtalk-callback-token".into(), CALLBACK_TOKEN.into(), "--dingtalk-callback-aes-key".into(), CALLBACK_AES_KEY.into()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let app = TestApp::spawn_with(backend, &flags).await;
+    let crypto = civichub_dingtalk::CallbackCrypto::new(CALLBACK_TOKEN, CALLBACK_AES_KEY, sim.client_config().app_key).unwrap();
+
+    // The URL check when the callback is registered: an encrypted, signed "success".
+    let (status, reply) = post_event(&app, &crypto, serde_json::json!({"EventType": "check_url"}), false).await;
+    assert_eq!(status, 200, "{reply}");
+    let (sig, ts, nonce, enc) = (reply["msg_signature"].as_str().unwrap(), reply["timeStamp"].as_str().unwrap(), reply["nonce"].as_str().unwrap(), reply["encrypt"].as_str().unwrap());
+    crypto.verify(sig, ts, nonce, enc).expect("the reply is signed");
+    assert_eq!(crypto.decrypt(enc).unwrap(), "success");
+
+    // A member joins: read from DingTalk, with the department they belong to.
+    let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_add_org", "UserId": ["lisi"], "CorpId": "dingsimcorp"}), false).await;
+    assert_eq!(status, 200);
+    assert_eq!(find(&users(&app), "lisi"), Some(("住建局".into(), "active".into())));
+    // A department is created.
+    let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "org_dept_create", "DeptId": [3]}), false).await;
+    assert_eq!(status, 200);
+    let db = &mut app.db().await;
+    use sqlx::Row;
+    let name: String = sqlx::query("SELECT name FROM departments WHERE id = 'dingtalk:3'").fetch_one(&mut *db).await.unwrap().get("name");
+    assert_eq!(name, "执法大队");
+    // A forged callback changes nothing.
+    let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_leave_org", "UserId": ["lisi"]}), true).await;
+    assert_eq!(status, 403);
+    assert_eq!(find(&users(&app), "lisi").map(|r| r.1), Some("active".into()));
+    // The member leaves: disabled.
+    let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_leave_org", "UserId": ["lisi"]}), false).await;
+    assert_eq!(status, 200);
+    assert_eq!(find(&users(&app), "lisi").map(|r| r.1), Some("disabled".into()));
+    // DingTalk unreachable: the event is refused, so DingTalk sends it again.
+    sim.set_down(true);
+    let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_add_org", "UserId": ["zhangsan"]}), false).await;
+    assert_eq!(status, 503);
+    assert_eq!(find(&users(&app), "zhangsan"), None);
 }

@@ -151,6 +151,12 @@ impl DingTalk {
         Ok(answer.userid)
     }
 
+    /// The department `dept_id`.
+    pub async fn get_department(&self, dept_id: i64) -> Result<Department> {
+        let request = ApiRequest::post(Gateway::Oapi, "/topapi/v2/department/get", json!({"dept_id": dept_id, "language": "zh_CN"}));
+        self.call_result(request).await
+    }
+
     /// The member `userid`.
     pub async fn get_user(&self, userid: &str) -> Result<User> {
         if userid.is_empty() {

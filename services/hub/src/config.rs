@@ -144,6 +144,12 @@ pub struct MessagingArgs {
     /// The organisation's DingTalk corpId: logins for another organisation are refused.
     #[arg(long, env = "CIVICHUB_DINGTALK_CORP_ID", global = true, value_name = "CORPID")]
     pub dingtalk_corp_id: Option<String>,
+    /// Token of the DingTalk event callback (enables `POST /api/integrations/dingtalk/events`).
+    #[arg(long, env = "CIVICHUB_DINGTALK_CALLBACK_TOKEN", global = true, value_name = "TOKEN", hide_env_values = true)]
+    pub dingtalk_callback_token: Option<String>,
+    /// EncodingAESKey (43 characters) of the DingTalk event callback.
+    #[arg(long, env = "CIVICHUB_DINGTALK_CALLBACK_AES_KEY", global = true, value_name = "KEY", hide_env_values = true)]
+    pub dingtalk_callback_aes_key: Option<String>,
     /// Offer "钉钉登录" on the login page (needs the DingTalk app settings).
     #[arg(long, env = "CIVICHUB_DINGTALK_LOGIN", global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub dingtalk_login: Option<bool>,
@@ -172,6 +178,7 @@ impl MessagingArgs {
             cmpp_src_id, cmpp_service_id, cmpp_submit_timeout, cmpp_window, aliyun_sms_endpoint, aliyun_access_key_id, aliyun_access_key_secret,
             aliyun_sms_sign_name, aliyun_sms_template, dingtalk_api_base, dingtalk_oapi_base, dingtalk_login_base,
             dingtalk_app_key, dingtalk_app_secret, dingtalk_agent_id, dingtalk_corp_id, dingtalk_login, dingtalk_link_by_mobile,
+            dingtalk_callback_token, dingtalk_callback_aes_key,
             voice_gateway_url, voice_api_key, voice_caller
         )
     }

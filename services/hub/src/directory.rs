@@ -1,5 +1,6 @@
-//! `civichub directory sync dingtalk`: the department tree and its members
-//! from DingTalk into the hub's directory.
+//! The directory from DingTalk: `civichub directory sync dingtalk` (the
+//! whole organisation) and `POST /api/integrations/dingtalk/events` (its
+//! encrypted event callbacks, one change at a time).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,6 +26,9 @@ pub enum DirectoryCommand {
         dry_run: bool,
     },
 }
+
+/// The directory source these members and departments are linked under.
+const SOURCE: &str = "dingtalk";
 
 /// DingTalk's errcodes worth asking again after a pause: busy, rate limited.
 const TRANSIENT: &[&str] = &["-1", "90002", "90018", "88", "http_429", "http_500", "http_502", "http_503"];
@@ -55,6 +59,25 @@ where
     bail!("{what}: gave up after {ATTEMPTS} attempts")
 }
 
+/// A DingTalk member as the directory takes them (the root department is the organisation, not a department).
+fn person(u: &civichub_dingtalk::User) -> OrgPerson {
+    OrgPerson {
+        external_id: u.userid.clone(),
+        name: u.name.clone(),
+        mobile: u.mobile.clone(),
+        email: u.email.clone(),
+        title: u.title.clone(),
+        employee_no: u.job_number.clone(),
+        departments: u.dept_id_list.iter().filter(|d| **d != civichub_dingtalk::ROOT_DEPT_ID).map(i64::to_string).collect(),
+    }
+}
+
+/// A DingTalk department as the directory takes it (top-level ones have no parent).
+fn department(d: &civichub_dingtalk::Department) -> OrgDepartment {
+    let root = civichub_dingtalk::ROOT_DEPT_ID;
+    OrgDepartment { id: d.dept_id.to_string(), name: d.name.clone(), parent: (d.parent_id != root && d.parent_id != 0).then(|| d.parent_id.to_string()) }
+}
+
 /// Everything DingTalk's organisation holds, read in full, or an error: a
 /// page that cannot be read leaves no snapshot, so nobody is disabled for it.
 async fn dingtalk_snapshot(client: &civichub_dingtalk::DingTalk) -> Result<OrgSnapshot> {
@@ -68,24 +91,13 @@ async fn dingtalk_snapshot(client: &civichub_dingtalk::DingTalk) -> Result<OrgSn
     for dept in std::iter::once(root).chain(departments.iter().map(|d| d.dept_id)) {
         let members = with_retry(&format!("listing the members of department {dept}"), || client.all_users(dept)).await?;
         for u in members {
-            people.entry(u.userid.clone()).or_insert_with(|| OrgPerson {
-                external_id: u.userid.clone(),
-                name: u.name.clone(),
-                mobile: u.mobile.clone(),
-                email: u.email.clone(),
-                title: u.title.clone(),
-                employee_no: u.job_number.clone(),
-                departments: u.dept_id_list.iter().filter(|d| **d != root).map(i64::to_string).collect(),
-            });
+            people.entry(u.userid.clone()).or_insert_with(|| person(&u));
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
     Ok(OrgSnapshot {
-        departments: departments
-            .into_iter()
-            .map(|d| OrgDepartment { id: d.dept_id.to_string(), name: d.name, parent: (d.parent_id != root && d.parent_id != 0).then(|| d.parent_id.to_string()) })
-            .collect(),
+        departments: departments.iter().map(department).collect(),
         people: people.into_values().collect(),
     })
 }
@@ -99,7 +111,7 @@ pub async fn run(config: &Config, cmd: DirectoryCommand) -> Result<()> {
             let snapshot = dingtalk_snapshot(&client).await?;
             let db = Db::connect(&config.database).await?;
             let directory = Directory::new(db);
-            let changes = if dry_run { directory.plan("dingtalk", &snapshot).await? } else { directory.apply("dingtalk", &snapshot).await? };
+            let changes = if dry_run { directory.plan(SOURCE, &snapshot).await? } else { directory.apply(SOURCE, &snapshot).await? };
             for c in &changes {
                 println!("{c}");
             }
@@ -120,4 +132,115 @@ pub async fn run(config: &Config, cmd: DirectoryCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// What the event callback needs.
+#[derive(Clone)]
+struct Events {
+    crypto: std::sync::Arc<civichub_dingtalk::CallbackCrypto>,
+    client: civichub_dingtalk::DingTalk,
+    directory: Directory,
+}
+
+/// DingTalk's callback body.
+#[derive(serde::Deserialize)]
+struct Encrypted {
+    encrypt: String,
+}
+
+/// `POST /api/integrations/dingtalk/events`, when the callback is configured.
+pub fn event_routes(config: &Config, db: Db) -> Result<Option<warp::filters::BoxedFilter<(warp::reply::Response,)>>> {
+    use warp::Filter;
+    let m = &config.messaging;
+    let (Some(token), Some(aes_key)) = (&m.dingtalk_callback_token, &m.dingtalk_callback_aes_key) else { return Ok(None) };
+    let Some(client) = crate::channels::dingtalk(m)? else {
+        bail!("the DingTalk event callback needs the DingTalk app: --dingtalk-app-key, --dingtalk-app-secret, --dingtalk-agent-id");
+    };
+    let owner = m.dingtalk_app_key.clone().unwrap_or_default();
+    let crypto = civichub_dingtalk::CallbackCrypto::new(token.clone(), aes_key, owner).context("--dingtalk-callback-aes-key")?;
+    let events = Events { crypto: std::sync::Arc::new(crypto), client, directory: Directory::new(db) };
+    let route = warp::path!("api" / "integrations" / "dingtalk" / "events")
+        .and(warp::post())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(civichub_identity::limited_body(64 * 1024))
+        .and(warp::any().map(move || events.clone()))
+        .then(|q: std::collections::HashMap<String, String>, body: warp::hyper::body::Bytes, events: Events| async move { receive(&events, &q, &body).await })
+        .boxed();
+    Ok(Some(route))
+}
+
+fn answer(status: warp::http::StatusCode, error: &str, message: &str) -> warp::reply::Response {
+    civichub_identity::http::json(status, &serde_json::json!({ "error": error, "message": message }))
+}
+
+/// Checks, decrypts and applies one callback; answers DingTalk's encrypted
+/// `success`, or an error so that DingTalk sends it again.
+async fn receive(events: &Events, q: &std::collections::HashMap<String, String>, body: &[u8]) -> warp::reply::Response {
+    use warp::http::StatusCode;
+    let param = |name: &str| q.get(name).map(String::as_str).unwrap_or_default();
+    let signature = q.get("msg_signature").or_else(|| q.get("signature")).map(String::as_str).unwrap_or_default();
+    let Ok(Encrypted { encrypt }) = serde_json::from_slice::<Encrypted>(body) else {
+        return answer(StatusCode::BAD_REQUEST, "invalid_request", "the body must be {\"encrypt\": \"…\"}");
+    };
+    let plain = match events.crypto.decrypt_event(signature, param("timestamp"), param("nonce"), &encrypt) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("a DingTalk callback failed its check: {e}");
+            return answer(StatusCode::FORBIDDEN, "invalid_signature", "the signature or the encryption does not check");
+        }
+    };
+    let event = match civichub_dingtalk::CallbackEvent::parse(&plain) {
+        Ok(e) => e,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+    };
+    if !event.is_check_url()
+        && let Err(e) = apply(events, &event).await
+    {
+        tracing::warn!("DingTalk event {}: {e:#}", event.event_type);
+        return answer(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the event could not be applied now; send it again");
+    }
+    match events.crypto.success_reply() {
+        Ok(reply) => civichub_identity::http::json(StatusCode::OK, &reply),
+        Err(e) => civichub_identity::http::server_error_json(e),
+    }
+}
+
+/// Applies a directory event: the members and departments it names, read
+/// from DingTalk as they are now.
+async fn apply(events: &Events, event: &civichub_dingtalk::CallbackEvent) -> Result<()> {
+    let (client, directory) = (&events.client, &events.directory);
+    match event.event_type.as_str() {
+        "user_add_org" | "user_modify_org" | "user_active_org" => {
+            let known: std::collections::HashSet<String> = directory.departments(SOURCE).await?.into_iter().map(|d| d.id).collect();
+            for userid in &event.user_ids {
+                let user = client.get_user(userid).await.with_context(|| format!("reading member {userid}"))?;
+                for dept in user.dept_id_list.iter().filter(|d| **d != civichub_dingtalk::ROOT_DEPT_ID && !known.contains(&d.to_string())) {
+                    let d = client.get_department(*dept).await.with_context(|| format!("reading department {dept}"))?;
+                    directory.upsert_department(SOURCE, &department(&d)).await?;
+                }
+                let change = directory.upsert_person(SOURCE, &person(&user)).await?;
+                tracing::info!("DingTalk {}: {change}", event.event_type);
+            }
+        }
+        "user_leave_org" => {
+            for userid in &event.user_ids {
+                if let Some(change) = directory.leave(SOURCE, userid).await? {
+                    tracing::info!("DingTalk user_leave_org: {change}");
+                }
+            }
+        }
+        "org_dept_create" | "org_dept_modify" => {
+            for dept in &event.dept_ids {
+                let d = client.get_department(*dept).await.with_context(|| format!("reading department {dept}"))?;
+                directory.upsert_department(SOURCE, &department(&d)).await?;
+            }
+        }
+        "org_dept_remove" => {
+            for dept in &event.dept_ids {
+                directory.remove_department(SOURCE, &dept.to_string()).await?;
+            }
+        }
+        other => tracing::debug!("DingTalk event {other} ignored"),
+    }
+    Ok(())
 }

@@ -73,12 +73,16 @@ pub async fn run(config: Config) -> Result<()> {
             public_requests_per_minute: config.kb_rate_limit,
         },
     );
+    // DingTalk's directory events, when the callback is configured (else a route that never matches).
+    let dingtalk_events = crate::directory::event_routes(&config, db.clone())?
+        .unwrap_or_else(|| warp::any().and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) }).boxed());
     let routes = civichub_identity::routes(identity.clone())
         .or(kb_api)
         .or(civichub_kb::pages::routes(kb.clone(), identity.clone()))
         .or(civichub_messaging::api::routes(router.clone(), identity.clone()))
         .or(civichub_hotline::api::routes(tickets.clone(), identity.clone(), config.hotline_rate_limit))
         .or(civichub_hotline::pages::routes(tickets.clone(), identity.clone()))
+        .or(dingtalk_events)
         .recover(handle_rejection)
         .with(warp::log("civichub::http"));
     warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;

@@ -260,84 +260,32 @@ impl Directory {
         let changes = self.plan(source, snapshot).await?;
         let at = now();
         let names: HashMap<&str, &str> = snapshot.departments.iter().map(|d| (d.id.as_str(), d.name.as_str())).collect();
-        let key = |id: &str| format!("{source}:{id}");
+        let departments: HashMap<&str, &OrgDepartment> = snapshot.departments.iter().map(|d| (d.id.as_str(), d)).collect();
+        let people: HashMap<&str, &OrgPerson> = snapshot.people.iter().map(|p| (p.external_id.as_str(), p)).collect();
+        let held = self.held_people(source).await?;
         let mut tx = self.db.begin().await?;
         for c in &changes {
             match c {
-                DirectoryChange::DepartmentAdded { id, name, parent } | DirectoryChange::DepartmentChanged { id, name, parent, .. } => {
-                    sqlx::query(
-                        "INSERT INTO departments (id, source, external_id, name, parent_id, removed, updated_at) VALUES ($1, $2, $3, $4, $5, 0, $6) \
-                         ON CONFLICT (id) DO UPDATE SET name = excluded.name, parent_id = excluded.parent_id, removed = 0, updated_at = excluded.updated_at",
-                    )
-                    .bind(key(id))
-                    .bind(source)
-                    .bind(id)
-                    .bind(name)
-                    .bind(parent)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
+                DirectoryChange::DepartmentAdded { id, .. } | DirectoryChange::DepartmentChanged { id, .. } => {
+                    if let Some(d) = departments.get(id.as_str()) {
+                        write_department(&mut tx, source, d, at).await?;
+                    }
                 }
-                DirectoryChange::DepartmentRemoved { id, .. } => {
-                    sqlx::query("UPDATE departments SET removed = 1, updated_at = $2 WHERE id = $1").bind(key(id)).bind(at).execute(&mut *tx).await?;
-                    sqlx::query("DELETE FROM user_departments WHERE department_id = $1").bind(key(id)).execute(&mut *tx).await?;
-                }
-                _ => {}
-            }
-        }
-        let people: HashMap<&str, &OrgPerson> = snapshot.people.iter().map(|p| (p.external_id.as_str(), p)).collect();
-        let held = self.held_people(source).await?;
-        for c in &changes {
-            let (user_id, person) = match c {
+                DirectoryChange::DepartmentRemoved { id, .. } => remove_department(&mut tx, source, id, at).await?,
                 DirectoryChange::UserAdded { username, external_id, .. } => {
-                    let id = random_token(16);
-                    sqlx::query(
-                        "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, NULL, '', 0, $3, $3)",
-                    )
-                    .bind(&id)
-                    .bind(username)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
-                        .bind(source)
-                        .bind(external_id)
-                        .bind(&id)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
-                    (id, people.get(external_id.as_str()).copied())
+                    let user_id = create_user(&mut tx, source, username, external_id, at).await?;
+                    if let Some(p) = people.get(external_id.as_str()) {
+                        write_person(&mut tx, source, &user_id, p, &names, at).await?;
+                    }
                 }
                 DirectoryChange::UserChanged { username, .. } => {
-                    let Some((ext, h)) = held.iter().find(|(_, h)| h.username == *username) else { continue };
-                    (h.user_id.clone(), people.get(ext.as_str()).copied())
+                    if let Some((ext, h)) = held.iter().find(|(_, h)| h.username == *username)
+                        && let Some(p) = people.get(ext.as_str())
+                    {
+                        write_person(&mut tx, source, &h.user_id, p, &names, at).await?;
+                    }
                 }
-                _ => continue,
-            };
-            let Some(p) = person else { continue };
-            let f = fields_of(p, &names);
-            sqlx::query(
-                "UPDATE users SET name = $2, phone = $3, email = $4, email_verified = $5, title = $6, employee_no = $7, department = $8, updated_at = $9 WHERE id = $1",
-            )
-            .bind(&user_id)
-            .bind(f["name"].clone())
-            .bind(f["phone"].clone())
-            .bind(f["email"].clone())
-            .bind(i64::from(f["email"].is_some()))
-            .bind(f["title"].clone())
-            .bind(f["employee_no"].clone())
-            .bind(f["department"].clone())
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM user_departments WHERE user_id = $1").bind(&user_id).execute(&mut *tx).await?;
-            for (position, d) in p.departments.iter().enumerate() {
-                sqlx::query("INSERT INTO user_departments (user_id, department_id, position) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(&user_id)
-                    .bind(key(d))
-                    .bind(position as i64)
-                    .execute(&mut *tx)
-                    .await?;
+                DirectoryChange::UserDisabled { .. } => {}
             }
         }
         tx.commit().await?;
@@ -349,4 +297,127 @@ impl Directory {
         }
         Ok(changes)
     }
+
+    /// One department added or changed at the source (an event).
+    pub async fn upsert_department(&self, source: &str, department: &OrgDepartment) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        write_department(&mut tx, source, department, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One department removed at the source (an event).
+    pub async fn remove_department(&self, source: &str, id: &str) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        remove_department(&mut tx, source, id, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One member added or changed at the source (an event): created and
+    /// linked if new, else updated. Their departments must be known.
+    pub async fn upsert_person(&self, source: &str, person: &OrgPerson) -> Result<DirectoryChange> {
+        let held = self.held_departments(source).await?;
+        let names: HashMap<&str, &str> = held.iter().filter(|(_, d)| !d.2).map(|(id, d)| (id.as_str(), d.0.as_str())).collect();
+        let at = now();
+        let existing = self.held_people(source).await?.remove(&person.external_id);
+        let mut tx = self.db.begin().await?;
+        let change = match existing {
+            Some(h) => {
+                write_person(&mut tx, source, &h.user_id, person, &names, at).await?;
+                DirectoryChange::UserChanged { username: h.username, fields: vec!["*".into()] }
+            }
+            None => {
+                let username = self.free_username(source, &person.external_id, &HashSet::new()).await?;
+                let user_id = create_user(&mut tx, source, &username, &person.external_id, at).await?;
+                write_person(&mut tx, source, &user_id, person, &names, at).await?;
+                DirectoryChange::UserAdded { username, external_id: person.external_id.clone(), name: person.name.clone() }
+            }
+        };
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    /// One member who left the source (an event): disabled, if linked and not already.
+    pub async fn leave(&self, source: &str, external_id: &str) -> Result<Option<DirectoryChange>> {
+        let Some(h) = self.held_people(source).await?.remove(external_id) else { return Ok(None) };
+        if h.disabled {
+            return Ok(None);
+        }
+        Users::new(self.db.clone()).disable(&h.username.parse()?).await?;
+        Ok(Some(DirectoryChange::UserDisabled { username: h.username }))
+    }
+}
+
+type Tx = civichub_store::Tx;
+
+async fn write_department(tx: &mut Tx, source: &str, d: &OrgDepartment, at: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO departments (id, source, external_id, name, parent_id, removed, updated_at) VALUES ($1, $2, $3, $4, $5, 0, $6) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, parent_id = excluded.parent_id, removed = 0, updated_at = excluded.updated_at",
+    )
+    .bind(format!("{source}:{}", d.id))
+    .bind(source)
+    .bind(&d.id)
+    .bind(&d.name)
+    .bind(&d.parent)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn remove_department(tx: &mut Tx, source: &str, id: &str, at: i64) -> Result<()> {
+    let key = format!("{source}:{id}");
+    sqlx::query("UPDATE departments SET removed = 1, updated_at = $2 WHERE id = $1").bind(&key).bind(at).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM user_departments WHERE department_id = $1").bind(&key).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// A new user without a password, linked to `external_id` at `source`; its id.
+async fn create_user(tx: &mut Tx, source: &str, username: &str, external_id: &str, at: i64) -> Result<String> {
+    let id = random_token(16);
+    sqlx::query("INSERT INTO users (id, username, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, NULL, '', 0, $3, $3)")
+        .bind(&id)
+        .bind(username)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(source)
+        .bind(external_id)
+        .bind(&id)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
+/// The source's profile and departments of `user_id`.
+async fn write_person(tx: &mut Tx, source: &str, user_id: &str, p: &OrgPerson, names: &HashMap<&str, &str>, at: i64) -> Result<()> {
+    let f = fields_of(p, names);
+    sqlx::query(
+        "UPDATE users SET name = $2, phone = $3, email = $4, email_verified = $5, title = $6, employee_no = $7, department = $8, updated_at = $9 WHERE id = $1",
+    )
+    .bind(user_id)
+    .bind(f["name"].clone())
+    .bind(f["phone"].clone())
+    .bind(f["email"].clone())
+    .bind(i64::from(f["email"].is_some()))
+    .bind(f["title"].clone())
+    .bind(f["employee_no"].clone())
+    .bind(f["department"].clone())
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM user_departments WHERE user_id = $1").bind(user_id).execute(&mut **tx).await?;
+    for (position, d) in p.departments.iter().enumerate() {
+        sqlx::query("INSERT INTO user_departments (user_id, department_id, position) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(user_id)
+            .bind(format!("{source}:{d}"))
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
