@@ -235,20 +235,59 @@ async fn staff_sign_in_through_oidc_provider(backend: Backend) {
 }
 
 async fn one_civichub_federates_to_another(backend: Backend) {
-    let upstream = TestApp::spawn(backend).await;
+    // The upstream answers as localhost, the downstream as 127.0.0.1, so the
+    // browser keeps a session cookie for each.
+    let (upstream_port, hub_port) = (free_port(), free_port());
+    let upstream_issuer = format!("http://localhost:{upstream_port}");
+    let upstream_listen = format!("127.0.0.1:{upstream_port}");
+    let upstream = TestApp::spawn_with(backend, &["--listen", &upstream_listen, "--issuer", &upstream_issuer]).await;
     upstream.add_user("remote", &["--name", "赵六", "--email", "zhaoliu@city.gov.cn"]);
-    let hub_port = free_port();
     let upstream_secret = upstream
-        .add_client("downstream", &["--first-party", "--redirect-uri", &format!("http://127.0.0.1:{hub_port}/login/upstream/city/callback")])
+        .add_client(
+            "downstream",
+            &[
+                "--first-party",
+                "--redirect-uri",
+                &format!("http://127.0.0.1:{hub_port}/login/upstream/city/callback"),
+                "--backchannel-logout-uri",
+                &format!("http://127.0.0.1:{hub_port}/login/upstream/city/backchannel-logout"),
+            ],
+        )
         .expect("secret");
-    let spec = format!("name=city,issuer={},client_id=downstream,client_secret={upstream_secret},link_by=email", upstream.base);
+    let spec = format!("name=city,issuer={upstream_issuer},client_id=downstream,client_secret={upstream_secret},link_by=email");
     let listen = format!("127.0.0.1:{hub_port}");
     let app = TestApp::spawn_with(backend, &["--listen", &listen, "--upstream-oidc", &spec]).await;
     app.add_user("local", &["--name", "赵六", "--email", "zhaoliu@city.gov.cn", "--department", "市政务服务管理办公室"]);
     let secret = app.add_client("oa", &["--first-party"]).expect("secret");
 
     // Matched by the e-mail address the upstream verified: no password here at all.
-    let (sub, amr, department) = through_upstream(&app, "city", ("remote", PASSWORD), None, &secret, &Browser::new()).await.expect("signed in");
+    let browser = Browser::new();
+    let (sub, amr, department) = through_upstream(&app, "city", ("remote", PASSWORD), None, &secret, &browser).await.expect("signed in");
     assert_eq!((sub.as_str(), amr), (password_sub(&app, "local", &secret).await.as_str(), vec!["fed".to_owned()]));
     assert_eq!(department, "市政务服务管理办公室", "the downstream directory's claims");
+
+    // Signing out at the upstream signs out here too, by its back-channel logout.
+    let (status, _) = browser.visit(&app.url("/kb")).await.page();
+    assert_eq!(status, 200, "signed in here");
+    let (status, body) = browser.visit(&format!("{upstream_issuer}/end-session")).await.page();
+    assert_eq!(status, 200, "{body}");
+    let page_url = Url::parse(&format!("{upstream_issuer}/end-session")).unwrap();
+    let _ = browser.submit(&page_url, &body, &[("confirm", "yes")]).await;
+    let signed_out = crate::helpers::eventually(10, || async {
+        match browser.visit(&app.url("/kb")).await {
+            Landing::Page { body, .. } if body.contains("name=\"password\"") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(signed_out.is_some(), "the downstream session ended:\n{}", app.log());
+
+    // A forged logout token is refused with 400, as the specification asks.
+    let r = crate::helpers::http()
+        .post(app.url("/login/upstream/city/backchannel-logout"))
+        .form(&[("logout_token", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }

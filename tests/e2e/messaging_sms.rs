@@ -225,8 +225,10 @@ async fn a_down_gateway_is_retried_then_dead_lettered_while_other_messages_flow(
     let envelope: Value = serde_json::from_slice(&dead[0].payload).unwrap();
     assert_eq!(envelope["payload"]["message_id"], sms["id"]);
 
-    // Back up: new messages go through.
+    // Back up: once the link is up again (it reconnects with backoff), new messages go through.
+    let ups = app.log().matches("CMPP link up").count();
     sim.set_down(false);
+    eventually(15, || async { (app.log().matches("CMPP link up").count() > ups).then_some(()) }).await.expect("the CMPP link reconnects");
     let (_, later) = post_message(&app, &token, &json!({"to": {"phone": "13812345678"}, "text": "网关恢复后的短信"})).await;
     wait_status(&app, &token, later["id"].as_str().unwrap(), "delivered", 30).await;
     assert_eq!(received_counts(&sim).get("网关故障期间的短信"), None, "the dead message was never sent");

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine;
-use civichub_identity::{ExternalIdentity, Flow, Upstream, UpstreamError};
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use civichub_identity::{ExternalIdentity, Flow, Upstream, UpstreamError, UpstreamLogout};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
+use openidconnect::JsonWebKey;
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
@@ -24,6 +25,10 @@ use url::Url;
 
 /// How long a discovery document (and its keys) is trusted.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// How far a logout token's `iat` may be from now, in seconds.
+const LOGOUT_TOKEN_AGE: i64 = 300;
+/// The event a logout token carries.
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 /// What identifies an upstream account with a CivicHub user before they are linked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -247,7 +252,64 @@ impl Upstream for OidcUpstream {
             name: Self::claim(&payload, c.name_claim.as_deref().unwrap_or("name")).map(str::to_owned),
             verified_email: verified_if(c.email_claim.as_deref().unwrap_or("email"), "email_verified"),
             verified_phone: verified_if(c.phone_claim.as_deref().unwrap_or("phone_number"), "phone_number_verified"),
+            session: Self::claim(&payload, "sid").map(str::to_owned),
         })
+    }
+
+    async fn logout(&self, logout_token: &str) -> Result<UpstreamLogout, UpstreamError> {
+        let refused = |why: &str| UpstreamError::Refused(format!("logout token: {why}"));
+        let parts: Vec<&str> = logout_token.split('.').collect();
+        let [header, payload, signature] = parts.as_slice() else { return Err(refused("not a signed JWT")) };
+        let decode = |part: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| refused("not base64url"));
+        let header: Value = serde_json::from_slice(&decode(header)?).map_err(|_| refused("header is not JSON"))?;
+        let claims: Value = serde_json::from_slice(&decode(payload)?).map_err(|_| refused("payload is not JSON"))?;
+        let signature = decode(signature)?;
+        let alg: CoreJwsSigningAlgorithm = serde_json::from_value(header["alg"].clone()).map_err(|_| refused("unknown alg"))?;
+        if alg == CoreJwsSigningAlgorithm::None {
+            return Err(refused("unsigned"));
+        }
+        let kid = header["kid"].as_str();
+        let signed = &logout_token[..logout_token.rfind('.').unwrap_or(0)];
+        let checks = |m: &CoreProviderMetadata| {
+            m.jwks()
+                .keys()
+                .iter()
+                .filter(|k| kid.is_none() || k.key_id().map(|i| i.as_str()) == kid)
+                .any(|k| k.verify_signature(&alg, signed.as_bytes(), &signature).is_ok())
+        };
+        // Keys may have rotated since discovery: read them again, once.
+        if !checks(&self.metadata(false).await?) && !checks(&self.metadata(true).await?) {
+            return Err(refused("the signature does not check against the provider's keys"));
+        }
+        if claims["iss"].as_str().map(|i| i.trim_end_matches('/')) != Some(self.config.issuer.trim_end_matches('/')) {
+            return Err(refused("another issuer"));
+        }
+        let audience = match &claims["aud"] {
+            Value::String(a) => vec![a.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        if !audience.contains(&self.config.client_id.as_str()) {
+            return Err(refused("not addressed to CivicHub"));
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        if claims["iat"].as_i64().is_none_or(|iat| (now - iat).abs() > LOGOUT_TOKEN_AGE) {
+            return Err(refused("iat is missing or not recent"));
+        }
+        if claims["jti"].as_str().is_none_or(str::is_empty) || claims.get("nonce").is_some() {
+            return Err(refused("jti is missing, or a nonce is present"));
+        }
+        if claims["events"].get(BACKCHANNEL_EVENT).is_none_or(|e| !e.is_object()) {
+            return Err(refused("no back-channel logout event"));
+        }
+        let logout = UpstreamLogout {
+            subject: claims["sub"].as_str().map(str::to_owned),
+            session: claims["sid"].as_str().map(str::to_owned),
+        };
+        if logout.subject.is_none() && logout.session.is_none() {
+            return Err(refused("neither sub nor sid"));
+        }
+        Ok(logout)
     }
 }
 

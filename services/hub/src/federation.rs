@@ -77,6 +77,7 @@ impl Upstream for DingTalkLogin {
             name: Some(me.nick).filter(|n| !n.is_empty()),
             verified_email: None,
             verified_phone: me.mobile.filter(|m| !m.is_empty() && me.state_code.as_deref().is_none_or(|c| c == "86")),
+            session: None,
         })
     }
 }

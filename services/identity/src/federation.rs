@@ -39,6 +39,18 @@ pub struct ExternalIdentity {
     pub verified_email: Option<String>,
     /// Mobile number the upstream has verified.
     pub verified_phone: Option<String>,
+    /// The upstream's session id (`sid`), for its Back-Channel Logout.
+    pub session: Option<String>,
+}
+
+/// Whom an upstream's logout token logs out: an upstream session, or every
+/// session of an upstream account.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamLogout {
+    /// The upstream account (`sub`).
+    pub subject: Option<String>,
+    /// The upstream session (`sid`).
+    pub session: Option<String>,
 }
 
 /// Why an upstream login did not give an identity.
@@ -75,6 +87,11 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     async fn authorize_url(&self, flow: &Flow, redirect_uri: &str) -> std::result::Result<Url, UpstreamError>;
     /// Finishes the login from the callback's query parameters.
     async fn finish(&self, flow: &Flow, query: &HashMap<String, String>, redirect_uri: &str) -> std::result::Result<ExternalIdentity, UpstreamError>;
+    /// Checks a Back-Channel Logout token the upstream sent (OpenID Connect
+    /// Back-Channel Logout 1.0); by default, upstreams send none.
+    async fn logout(&self, _logout_token: &str) -> std::result::Result<UpstreamLogout, UpstreamError> {
+        Err(UpstreamError::Refused(format!("{} sends no back-channel logout", self.name())))
+    }
 }
 
 /// A pending link: an upstream account waiting for a password login.
@@ -161,6 +178,33 @@ impl Federation {
             [one] => Ok(Some(one.try_get("id")?)),
             _ => Ok(None),
         }
+    }
+
+    /// Remembers that SSO session `session_id` came from `provider`'s account `who`.
+    pub async fn remember_session(&self, session_id: &str, provider: &str, who: &ExternalIdentity) -> Result<()> {
+        sqlx::query("DELETE FROM upstream_sessions WHERE session_id = $1").bind(session_id).execute(self.db.pool()).await?;
+        sqlx::query("INSERT INTO upstream_sessions (session_id, provider, subject, upstream_sid) VALUES ($1, $2, $3, $4)")
+            .bind(session_id)
+            .bind(provider)
+            .bind(&who.subject)
+            .bind(&who.session)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The SSO sessions `provider`'s logout names: those of its session, else of its account.
+    pub async fn sessions_of(&self, provider: &str, logout: &UpstreamLogout) -> Result<Vec<String>> {
+        let rows = match (&logout.session, &logout.subject) {
+            (Some(sid), _) => {
+                sqlx::query("SELECT session_id FROM upstream_sessions WHERE provider = $1 AND upstream_sid = $2").bind(provider).bind(sid).fetch_all(self.db.pool()).await?
+            }
+            (None, Some(sub)) => {
+                sqlx::query("SELECT session_id FROM upstream_sessions WHERE provider = $1 AND subject = $2").bind(provider).bind(sub).fetch_all(self.db.pool()).await?
+            }
+            (None, None) => Vec::new(),
+        };
+        rows.iter().map(|r| Ok(r.try_get("session_id")?)).collect()
     }
 
     /// Keeps an upstream account that matched nobody for a password login to

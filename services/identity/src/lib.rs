@@ -38,7 +38,7 @@ pub use bearer::{BearerError, Principal, reply};
 pub use clients::{Client, Clients, NewClient, STANDARD_SCOPES};
 pub use directory::{Directory, DirectoryChange, HeldDepartment, OrgDepartment, OrgPerson, OrgSnapshot};
 pub use error::{Error, Result};
-pub use federation::{Contact, ExternalIdentity, Federation, Flow, PendingLink, Upstream, UpstreamError};
+pub use federation::{Contact, ExternalIdentity, Federation, Flow, PendingLink, Upstream, UpstreamError, UpstreamLogout};
 pub use http::{BodyTooLarge, limited_body};
 pub use janitor::{GRACE_SECS, Swept};
 pub use keys::{Keys, RETIRED_KEY_PUBLISHED_SECS};

@@ -96,12 +96,17 @@ impl Sessions {
         let Some(cookie) = cookie.filter(|c| !c.is_empty() && c.len() < 200) else {
             return Ok(None);
         };
+        self.by_id(&sha256_hex(cookie)).await
+    }
+
+    /// The live session with database key `id`.
+    pub async fn by_id(&self, id: &str) -> Result<Option<Session>> {
         let row = sqlx::query(
             "SELECT s.id, s.sid, s.user_id, s.auth_time, s.amr, s.acr, s.expires_at FROM sso_sessions s \
              JOIN users u ON u.id = s.user_id \
              WHERE s.id = $1 AND s.ended_at IS NULL AND s.expires_at > $2 AND u.disabled = 0",
         )
-        .bind(sha256_hex(cookie))
+        .bind(id)
         .bind(now())
         .fetch_optional(self.db.pool())
         .await?;

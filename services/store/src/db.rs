@@ -266,6 +266,12 @@ impl Db {
                 include_str!("../migrations/common/0007_directory.sql"),
                 include_str!("../migrations/common/0007_directory.sql"),
             ),
+            (
+                8,
+                "upstream_sessions",
+                include_str!("../migrations/common/0008_upstream_sessions.sql"),
+                include_str!("../migrations/common/0008_upstream_sessions.sql"),
+            ),
         ];
         let migrations = sources
             .iter()

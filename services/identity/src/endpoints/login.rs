@@ -212,13 +212,21 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
             Err(e) => return http::server_error(e),
         }
     }
-    establish(&id, &ctx, &user, "pwd", &return_to).await
+    establish(&id, &ctx, &user, "pwd", None, &return_to).await
 }
 
 /// Signs `user` in with `method` (an `amr` value) in this browser and sends
 /// it to `return_to`: a live session of someone else ends first, one of the
-/// same person is renewed.
-pub(crate) async fn establish(id: &Identity, ctx: &RequestContext, user: &crate::User, method: &str, return_to: &str) -> Response {
+/// same person is renewed. A login through an upstream (`from`) is
+/// remembered with the session, for the upstream's logout.
+pub(crate) async fn establish(
+    id: &Identity,
+    ctx: &RequestContext,
+    user: &crate::User,
+    method: &str,
+    from: Option<(&str, &crate::ExternalIdentity)>,
+    return_to: &str,
+) -> Response {
     let s = &id.settings;
     let started = async {
         // A live session of someone else in this browser ends first.
@@ -227,6 +235,9 @@ pub(crate) async fn establish(id: &Identity, ctx: &RequestContext, user: &crate:
                 id.sessions.end(&old, ctx.ip.as_deref()).await?;
             } else {
                 id.sessions.reauthenticate(&old, &[method], ACR_SINGLE_FACTOR).await?;
+                if let Some((provider, who)) = from {
+                    id.federation.remember_session(&old.id, provider, who).await?;
+                }
                 return Ok::<_, crate::Error>(None);
             }
         }
@@ -240,6 +251,9 @@ pub(crate) async fn establish(id: &Identity, ctx: &RequestContext, user: &crate:
         )
         .await?;
         tx.commit().await?;
+        if let Some((provider, who)) = from {
+            id.federation.remember_session(&session.id, provider, who).await?;
+        }
         Ok(Some((cookie, session)))
     };
     match started.await {

@@ -27,10 +27,15 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
     let callback = warp::path!("login" / "upstream" / String / "callback")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
-        .and(with_identity(id))
+        .and(with_identity(id.clone()))
         .and(context())
         .then(callback);
-    start.or(callback).unify()
+    let logout = warp::path!("login" / "upstream" / String / "backchannel-logout")
+        .and(warp::post())
+        .and(crate::http::limited_body(64 * 1024))
+        .and(with_identity(id))
+        .then(backchannel_logout);
+    start.or(callback).unify().or(logout).unify()
 }
 
 fn redirect_uri(id: &Identity, name: &str) -> String {
@@ -103,7 +108,48 @@ async fn callback(name: String, q: HashMap<String, String>, id: Arc<Identity>, c
     if user.disabled {
         return http::error_page(StatusCode::FORBIDDEN, "该账号已停用，请联系本单位信息化管理员。");
     }
-    establish(&id, &ctx, &user, upstream.amr(), &return_to).await
+    establish(&id, &ctx, &user, upstream.amr(), Some((upstream.name(), &who)), &return_to).await
+}
+
+/// `POST /login/upstream/{name}/backchannel-logout`: the upstream's logout
+/// token ends the sessions its login started here (and so tells this hub's
+/// own clients, by their back-channel). 200 when done, 400 for a token that
+/// does not check (OpenID Connect Back-Channel Logout 1.0, 2.8).
+async fn backchannel_logout(name: String, body: bytes::Bytes, id: Arc<Identity>) -> Response {
+    let fail = |description: &str| {
+        let mut r = http::json(StatusCode::BAD_REQUEST, &json!({ "error": "invalid_request", "error_description": description }));
+        r.headers_mut().insert("cache-control", warp::http::HeaderValue::from_static("no-store"));
+        r
+    };
+    let Some(upstream) = id.upstream(&name) else { return fail("no such upstream") };
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let Some(token) = form.get("logout_token") else { return fail("logout_token is required") };
+    let logout = match upstream.logout(token).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("a back-channel logout from {name} was refused: {e}");
+            return fail(&e.to_string());
+        }
+    };
+    let ended = async {
+        let mut ended = 0;
+        for session_id in id.federation.sessions_of(&name, &logout).await? {
+            if let Some(session) = id.sessions.by_id(&session_id).await? {
+                id.sessions.end(&session, None).await?;
+                ended += 1;
+            }
+        }
+        Ok::<_, crate::Error>(ended)
+    };
+    match ended.await {
+        Ok(n) => {
+            tracing::info!("{name} logged out {n} session(s) here");
+            let mut r = warp::reply::Reply::into_response(warp::reply());
+            r.headers_mut().insert("cache-control", warp::http::HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => http::server_error_json(e),
+    }
 }
 
 /// The CivicHub account of `who`: linked, or matched (and then linked) by a
