@@ -118,6 +118,12 @@ async fn directory_sync_from_dingtalk(backend: Backend) {
     use sqlx::Row;
     let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM user_links WHERE provider = 'dingtalk'").fetch_one(&mut *db).await.unwrap().get("n");
     assert_eq!(n, 123);
+    let union: String = sqlx::query("SELECT l.subject FROM user_links l JOIN users u ON u.id = l.user_id WHERE l.provider = 'dingtalk-union' AND u.username = 'lisi'")
+        .fetch_one(&mut *db)
+        .await
+        .unwrap()
+        .get("subject");
+    assert_eq!(union, "union-lisi", "the unionid is kept too");
     let parent: Option<String> =
         sqlx::query("SELECT parent_id FROM departments WHERE id = 'dingtalk:3'").fetch_one(&mut *db).await.unwrap().get("parent_id");
     assert_eq!(parent.as_deref(), Some("4"));

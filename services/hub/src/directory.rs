@@ -69,6 +69,7 @@ fn person(u: &civichub_dingtalk::User) -> OrgPerson {
         title: u.title.clone(),
         employee_no: u.job_number.clone(),
         departments: u.dept_id_list.iter().filter(|d| **d != civichub_dingtalk::ROOT_DEPT_ID).map(i64::to_string).collect(),
+        alias: Some(u.unionid.clone()).filter(|a| !a.is_empty()),
     }
 }
 

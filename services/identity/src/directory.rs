@@ -42,6 +42,9 @@ pub struct OrgPerson {
     pub employee_no: Option<String>,
     /// The departments (source ids) the person belongs to, the main one first.
     pub departments: Vec<String>,
+    /// The id the source gives the person across its apps (DingTalk's
+    /// unionid), kept as the link `{source}-union`.
+    pub alias: Option<String>,
 }
 
 /// Everything the source holds, read in full.
@@ -383,13 +386,7 @@ async fn create_user(tx: &mut Tx, source: &str, username: &str, external_id: &st
         .bind(at)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(source)
-        .bind(external_id)
-        .bind(&id)
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
+    crate::users::link_in(tx, &id, source, external_id, at).await?;
     Ok(id)
 }
 
@@ -410,6 +407,9 @@ async fn write_person(tx: &mut Tx, source: &str, user_id: &str, p: &OrgPerson, n
     .bind(at)
     .execute(&mut **tx)
     .await?;
+    if let Some(alias) = p.alias.as_deref().filter(|a| !a.is_empty()) {
+        crate::users::link_in(tx, user_id, &format!("{source}-union"), alias, at).await?;
+    }
     sqlx::query("DELETE FROM user_departments WHERE user_id = $1").bind(user_id).execute(&mut **tx).await?;
     for (position, d) in p.departments.iter().enumerate() {
         sqlx::query("INSERT INTO user_departments (user_id, department_id, position) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")

@@ -202,21 +202,27 @@ impl Users {
     /// links of either.
     pub async fn link_id(&self, user_id: &str, provider: &str, subject: &str) -> Result<()> {
         let mut tx = self.db.begin().await?;
-        sqlx::query("DELETE FROM user_links WHERE provider = $1 AND (subject = $2 OR user_id = $3)")
-            .bind(provider)
-            .bind(subject)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(provider)
-            .bind(subject)
-            .bind(user_id)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        link_in(&mut tx, user_id, provider, subject, now()).await?;
         tx.commit().await?;
         Ok(())
     }
 
+}
+
+/// Links `user_id` to `subject` at `provider` in `tx`, replacing earlier links of either.
+pub(crate) async fn link_in(tx: &mut civichub_store::Tx, user_id: &str, provider: &str, subject: &str, at: i64) -> Result<()> {
+    sqlx::query("DELETE FROM user_links WHERE provider = $1 AND (subject = $2 OR user_id = $3)")
+        .bind(provider)
+        .bind(subject)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(provider)
+        .bind(subject)
+        .bind(user_id)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
