@@ -98,7 +98,12 @@ async fn password_sub(app: &TestApp, username: &str, secret: &str) -> String {
 
 async fn staff_sign_in_with_dingtalk(backend: Backend) {
     let sim = DingTalkSimulator::start(SimConfig {
-        users: vec![member("zhangsan", "张三", "13800000001"), member("lisi", "李四", "13800000002"), member("wangwu", "王五", "13900000003")],
+        users: vec![
+            member("zhangsan", "张三", "13800000001"),
+            member("lisi", "李四", "13800000002"),
+            member("wangwu", "王五", "13900000003"),
+            member("sunqi", "孙七", "13900000005"),
+        ],
         outsiders: vec![member("zhaoliu", "赵六", "13700000004")],
         ..Default::default()
     })
@@ -133,6 +138,29 @@ async fn staff_sign_in_with_dingtalk(backend: Backend) {
     assert_eq!((sub.as_str(), amr), (wang.as_str(), vec!["pwd".to_owned()]));
     let (sub, amr, department) = through_dingtalk(&app, &sim, "wangwu", None, &secret).await.expect("linked now");
     assert_eq!((sub.as_str(), amr, department.as_str()), (wang.as_str(), vec!["dingtalk".to_owned()], Some("市水利局")));
+
+    // Linked from the account page: a signed-in person links their DingTalk account, and can unlink it.
+    app.add_user("sun", &["--name", "孙七"]);
+    let browser = Browser::new();
+    let (_, login) = browser.visit(&app.url("/account")).await.page();
+    let (_, account) =
+        browser.submit(&Url::parse(&app.url("/login")).unwrap(), &login, &[("username", "sun"), ("password", PASSWORD)]).await.page();
+    assert!(account.contains("钉钉：未关联"), "{account}");
+    let at = account.find("href=\"/login/upstream/dingtalk?intent=link").expect("a link button") + 6;
+    let href = account[at..][..account[at..].find('"').unwrap()].replace("&amp;", "&");
+    sim.set_current_user("sunqi");
+    let mut landing = browser.visit(&format!("{}{href}", app.base)).await;
+    for _ in 0..4 {
+        let Landing::Callback(u) = landing else { break };
+        landing = browser.visit(u.as_str()).await;
+    }
+    let (_, account) = landing.page();
+    assert!(account.contains("已关联钉钉") && account.contains("钉钉：已关联"), "{account}");
+    let (sub, amr, _) = through_dingtalk(&app, &sim, "sunqi", None, &secret).await.expect("linked from the account page");
+    assert_eq!((sub, amr), (password_sub(&app, "sun", &secret).await, vec!["dingtalk".to_owned()]));
+    let unlink_form = &account[account.find("<form method=\"post\" action=\"/account/unlink/dingtalk\"").unwrap()..];
+    let (_, account) = browser.submit(&Url::parse(&app.url("/account")).unwrap(), unlink_form, &[]).await.page();
+    assert!(account.contains("已解除关联") && account.contains("钉钉：未关联"), "{account}");
 
     // Another organisation's account is refused, and says why.
     let (status, body) = through_dingtalk(&app, &sim, "zhaoliu", None, &secret).await.expect_err("an outsider");

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod account;
 mod admin_cli;
 mod code_flow;
 mod directory;

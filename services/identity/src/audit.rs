@@ -85,18 +85,31 @@ impl Audit {
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail")?;
-                Ok(AuditEvent {
-                    at: r.try_get("at")?,
-                    event: r.try_get("event")?,
-                    user_id: r.try_get("user_id")?,
-                    client_id: r.try_get("client_id")?,
-                    ip: r.try_get("ip")?,
-                    detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
-                })
-            })
-            .collect()
+        rows.iter().map(from_row).collect()
     }
+
+    /// The newest records of `event` about `user_id`.
+    pub async fn of_user(&self, user_id: &str, event: &str, limit: i64) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT at, event, user_id, client_id, ip, detail FROM audit_events WHERE user_id = $1 AND event = $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(event)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+}
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditEvent> {
+    let detail: String = r.try_get("detail")?;
+    Ok(AuditEvent {
+        at: r.try_get("at")?,
+        event: r.try_get("event")?,
+        user_id: r.try_get("user_id")?,
+        client_id: r.try_get("client_id")?,
+        ip: r.try_get("ip")?,
+        detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+    })
 }

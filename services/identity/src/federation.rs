@@ -117,11 +117,12 @@ impl Federation {
         Federation { db }
     }
 
-    /// Starts a login through `provider` that returns to `return_to`.
-    pub async fn begin(&self, provider: &str, return_to: &str) -> Result<Flow> {
+    /// Starts a login through `provider` that returns to `return_to`; with
+    /// `link`, it links the upstream account to the person signed in instead.
+    pub async fn begin(&self, provider: &str, return_to: &str, link: bool) -> Result<Flow> {
         let flow = Flow { state: random_token(24), nonce: random_token(24), pkce_verifier: random_token(48) };
         sqlx::query(
-            "INSERT INTO federation_flows (state, provider, nonce, pkce_verifier, return_to, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO federation_flows (state, provider, nonce, pkce_verifier, return_to, expires_at, intent) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&flow.state)
         .bind(provider)
@@ -129,17 +130,19 @@ impl Federation {
         .bind(&flow.pkce_verifier)
         .bind(return_to)
         .bind(now() + FLOW_SECS)
+        .bind(link.then_some("link"))
         .execute(self.db.pool())
         .await?;
         Ok(flow)
     }
 
     /// Takes the login in flight with `state` through `provider`: it works once,
-    /// and not after it expired. Returns it with where to go afterwards.
-    pub async fn take(&self, provider: &str, state: &str) -> Result<Option<(Flow, String)>> {
+    /// and not after it expired. Returns it with where to go afterwards and
+    /// whether it links an account rather than signs in.
+    pub async fn take(&self, provider: &str, state: &str) -> Result<Option<(Flow, String, bool)>> {
         let mut tx = self.db.begin().await?;
         let row = sqlx::query(
-            "SELECT nonce, pkce_verifier, return_to FROM federation_flows \
+            "SELECT nonce, pkce_verifier, return_to, intent FROM federation_flows \
              WHERE state = $1 AND provider = $2 AND subject IS NULL AND expires_at >= $3",
         )
         .bind(state)
@@ -154,7 +157,8 @@ impl Federation {
             return Ok(None);
         }
         let flow = Flow { state: state.to_owned(), nonce: row.try_get("nonce")?, pkce_verifier: row.try_get("pkce_verifier")? };
-        Ok(Some((flow, row.try_get("return_to")?)))
+        let link = row.try_get::<Option<String>, _>("intent")?.as_deref() == Some("link");
+        Ok(Some((flow, row.try_get("return_to")?, link)))
     }
 
     /// The user linked to `subject` at `provider`.
@@ -178,6 +182,18 @@ impl Federation {
             [one] => Ok(Some(one.try_get("id")?)),
             _ => Ok(None),
         }
+    }
+
+    /// The upstream accounts linked to `user_id`: (provider, subject), by provider.
+    pub async fn links_of(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT provider, subject FROM user_links WHERE user_id = $1 ORDER BY provider").bind(user_id).fetch_all(self.db.pool()).await?;
+        rows.iter().map(|r| Ok((r.try_get("provider")?, r.try_get("subject")?))).collect()
+    }
+
+    /// Removes `user_id`'s link at `provider`; whether there was one.
+    pub async fn unlink(&self, user_id: &str, provider: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM user_links WHERE user_id = $1 AND provider = $2").bind(user_id).bind(provider).execute(self.db.pool()).await?.rows_affected();
+        Ok(n > 0)
     }
 
     /// Remembers that SSO session `session_id` came from `provider`'s account `who`.

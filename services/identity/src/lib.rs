@@ -128,6 +128,11 @@ impl Identity {
         self.upstreams.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// The upstream whose logins carry `amr`.
+    pub fn upstream_by_amr(&self, amr: &str) -> Option<Arc<dyn Upstream>> {
+        self.upstreams().into_iter().find(|u| u.amr() == amr)
+    }
+
     /// The upstream named `name`.
     pub fn upstream(&self, name: &str) -> Option<Arc<dyn Upstream>> {
         self.upstreams().into_iter().find(|u| u.name() == name)
@@ -149,6 +154,8 @@ pub fn routes(id: Arc<Identity>) -> BoxedFilter<(warp::reply::Response,)> {
         .or(login::filter(id.clone()))
         .unify()
         .or(upstream::filter(id.clone()))
+        .unify()
+        .or(account::filter(id.clone()))
         .unify()
         .or(consent::filter(id.clone()))
         .unify()

@@ -99,6 +99,22 @@ impl Sessions {
         self.by_id(&sha256_hex(cookie)).await
     }
 
+    /// The live sessions of `user_id`, newest first.
+    pub async fn of_user(&self, user_id: &str) -> Result<Vec<Session>> {
+        let rows = sqlx::query("SELECT id FROM sso_sessions WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2 ORDER BY auth_time DESC")
+            .bind(user_id)
+            .bind(now())
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut live = Vec::new();
+        for r in rows {
+            if let Some(s) = self.by_id(&r.try_get::<String, _>("id")?).await? {
+                live.push(s);
+            }
+        }
+        Ok(live)
+    }
+
     /// The live session with database key `id`.
     pub async fn by_id(&self, id: &str) -> Result<Option<Session>> {
         let row = sqlx::query(

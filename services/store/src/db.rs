@@ -272,6 +272,12 @@ impl Db {
                 include_str!("../migrations/common/0008_upstream_sessions.sql"),
                 include_str!("../migrations/common/0008_upstream_sessions.sql"),
             ),
+            (
+                9,
+                "account",
+                include_str!("../migrations/common/0009_account.sql"),
+                include_str!("../migrations/common/0009_account.sql"),
+            ),
         ];
         let migrations = sources
             .iter()

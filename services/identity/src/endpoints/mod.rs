@@ -1,5 +1,6 @@
 //! One module per endpoint; each exposes `filter(identity)`.
 
+pub mod account;
 pub mod assets;
 pub mod authorize;
 mod client_auth;

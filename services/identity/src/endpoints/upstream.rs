@@ -47,7 +47,8 @@ async fn start(name: String, q: HashMap<String, String>, id: Arc<Identity>) -> R
         return http::error_page(StatusCode::NOT_FOUND, "没有这种登录方式。");
     };
     let return_to = safe_return(q.get("return_to").map(String::as_str));
-    let flow = match id.federation.begin(&name, return_to).await {
+    let link = q.get("intent").map(String::as_str) == Some("link");
+    let flow = match id.federation.begin(&name, return_to, link).await {
         Ok(f) => f,
         Err(e) => return http::server_error(e),
     };
@@ -75,7 +76,7 @@ async fn callback(name: String, q: HashMap<String, String>, id: Arc<Identity>, c
     let Some(state) = q.get("state") else {
         return http::error_page(StatusCode::BAD_REQUEST, "登录回调缺少 state 参数。");
     };
-    let (flow, return_to) = match id.federation.take(&name, state).await {
+    let (flow, return_to, link) = match id.federation.take(&name, state).await {
         Ok(Some(f)) => f,
         Ok(None) => return http::error_page(StatusCode::BAD_REQUEST, "这次登录已完成或已过期，请返回重新登录。"),
         Err(e) => return http::server_error(e),
@@ -88,6 +89,9 @@ async fn callback(name: String, q: HashMap<String, String>, id: Arc<Identity>, c
         Ok(w) => w,
         Err(e) => return failed(upstream.as_ref(), &e),
     };
+    if link {
+        return link_to_signed_in(&id, upstream.as_ref(), &who, &ctx, &return_to).await;
+    }
     let user_id = match account(&id, upstream.as_ref(), &who, &ctx).await {
         Ok(Some(u)) => u,
         Ok(None) => {
@@ -149,6 +153,37 @@ async fn backchannel_logout(name: String, body: bytes::Bytes, id: Arc<Identity>)
             r
         }
         Err(e) => http::server_error_json(e),
+    }
+}
+
+/// Links `who` to the person signed in in this browser (from the account page).
+async fn link_to_signed_in(id: &Identity, upstream: &dyn Upstream, who: &ExternalIdentity, ctx: &RequestContext, return_to: &str) -> Response {
+    let linked = async {
+        let Some(session) = id.sessions.from_cookie(ctx.session_cookie.as_deref()).await? else {
+            return Ok::<_, crate::Error>(Err(http::error_page(StatusCode::UNAUTHORIZED, "登录已失效，请重新登录后再关联。")));
+        };
+        if let Some(other) = id.federation.linked(upstream.name(), &who.subject).await?
+            && other != session.user_id
+        {
+            return Ok(Err(http::error_page(StatusCode::CONFLICT, &format!("该{}账号已关联另一个统一身份账号，请先在那个账号中解除关联。", upstream.label().trim_end_matches("登录")))));
+        }
+        id.users.link_id(&session.user_id, upstream.name(), &who.subject).await?;
+        id.audit
+            .record(
+                "user.linked",
+                Actor { user_id: Some(&session.user_id), client_id: None, ip: ctx.ip.as_deref() },
+                json!({ "provider": upstream.name(), "subject": who.subject, "by": "account" }),
+            )
+            .await?;
+        Ok(Ok(()))
+    };
+    match linked.await {
+        Ok(Ok(())) => {
+            let sep = if return_to.contains('?') { '&' } else { '?' };
+            http::redirect(StatusCode::SEE_OTHER, &format!("{return_to}{sep}linked={}", upstream.name()))
+        }
+        Ok(Err(page)) => page,
+        Err(e) => http::server_error(e),
     }
 }
 

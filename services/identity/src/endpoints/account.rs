@@ -1,0 +1,244 @@
+//! `/account`, behind single sign-on: the person's profile, the upstream
+//! logins linked to them (link and unlink), their password (change, or set
+//! one when they only ever signed in through an upstream), and their recent
+//! sign-ins.
+
+use std::sync::Arc;
+
+use askama::Template;
+use serde::Deserialize;
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::audit::Actor;
+use crate::http::{self, RequestContext, context, form_body, with_identity};
+use crate::password::{self, Verdict};
+use crate::sessions::Session;
+use crate::values::{Password, Username};
+use crate::{Identity, User};
+
+/// Sign-ins the page lists.
+const SIGN_INS: i64 = 10;
+
+struct LinkRow {
+    provider: String,
+    label: String,
+    linked: bool,
+}
+
+struct SignIn {
+    when: String,
+    method: String,
+    ip: String,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    csrf: String,
+    notice: Option<String>,
+    error: Option<String>,
+    username: String,
+    name: String,
+    department: String,
+    email: String,
+    phone: String,
+    has_password: bool,
+    links: Vec<LinkRow>,
+    signins: Vec<SignIn>,
+}
+
+#[derive(Deserialize, Default)]
+struct Flash {
+    linked: Option<String>,
+    done: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    csrf: Option<String>,
+    current: Option<String>,
+    new: Option<String>,
+    confirm: Option<String>,
+}
+
+/// How a sign-in happened, as the page says it.
+fn method_label(id: &Identity, method: &str) -> String {
+    match method {
+        "pwd" => "密码".into(),
+        other => id.upstream_by_amr(other).map(|u| u.label().trim_end_matches("登录").to_owned()).unwrap_or_else(|| other.to_owned()),
+    }
+}
+
+/// `GET /account`, `POST /account/password`, `POST /account/unlink/{provider}`.
+pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let show = warp::path!("account")
+        .and(warp::get())
+        .and(warp::query::<Flash>().or(warp::any().map(Flash::default)).unify())
+        .and(with_identity(id.clone()))
+        .and(context())
+        .then(|flash: Flash, id: Arc<Identity>, ctx: RequestContext| async move {
+            let notice = match (flash.linked, flash.done.as_deref()) {
+                (Some(p), _) => Some(format!("已关联{}", id.upstream(&p).map(|u| u.label().trim_end_matches("登录").to_owned()).unwrap_or(p))),
+                (None, Some("password")) => Some("密码已保存，其他设备上的登录已退出。".into()),
+                (None, Some("unlinked")) => Some("已解除关联。".into()),
+                _ => None,
+            };
+            page(&id, &ctx, StatusCode::OK, notice, None).await
+        });
+    let password = warp::path!("account" / "password").and(warp::post()).and(form_body()).and(with_identity(id.clone())).and(context()).then(change_password);
+    let unlink = warp::path!("account" / "unlink" / String)
+        .and(warp::post())
+        .and(form_body())
+        .and(with_identity(id))
+        .and(context())
+        .then(unlink);
+    show.or(password).unify().or(unlink).unify()
+}
+
+/// The signed-in person and their session, or the login page to go to.
+async fn signed_in(id: &Identity, ctx: &RequestContext) -> Result<(Session, User), Response> {
+    let session = id.sessions.from_cookie(ctx.session_cookie.as_deref()).await.map_err(http::server_error)?;
+    let Some(session) = session else {
+        return Err(http::redirect(StatusCode::FOUND, "/login?return_to=%2Faccount"));
+    };
+    let user = id.users.get(&session.user_id).await.map_err(http::server_error)?;
+    Ok((session, user))
+}
+
+async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: Option<String>, error: Option<String>) -> Response {
+    let (_, user) = match signed_in(id, ctx).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let loaded = async {
+        let links = id.federation.links_of(&user.id).await?;
+        let stored = match user.username.parse::<Username>() {
+            Ok(u) => id.users.credentials(&u).await?.and_then(|(_, h)| h),
+            Err(_) => None,
+        };
+        let signins = id.audit.of_user(&user.id, "login.succeeded", SIGN_INS).await?;
+        Ok::<_, crate::Error>((links, stored.is_some(), signins))
+    };
+    let (links, has_password, signins) = match loaded.await {
+        Ok(l) => l,
+        Err(e) => return http::server_error(e),
+    };
+    let (csrf, fresh) = http::csrf_token(ctx);
+    let page = AccountPage {
+        csrf: csrf.clone(),
+        notice,
+        error,
+        username: user.username.clone(),
+        name: user.name.clone().unwrap_or_default(),
+        department: user.department.clone().unwrap_or_default(),
+        email: user.email.clone().unwrap_or_default(),
+        phone: user.phone.clone().unwrap_or_default(),
+        has_password,
+        links: id
+            .upstreams()
+            .iter()
+            .map(|u| LinkRow { provider: u.name().to_owned(), label: u.label().trim_end_matches("登录").to_owned(), linked: links.iter().any(|(p, _)| p == u.name()) })
+            .collect(),
+        signins: signins
+            .iter()
+            .map(|e| SignIn {
+                when: beijing(e.at),
+                method: method_label(id, e.detail["method"].as_str().unwrap_or("pwd")),
+                ip: e.ip.clone().unwrap_or_default(),
+            })
+            .collect(),
+    };
+    http::with_csrf(http::render(status, &page), &csrf, fresh, id.settings.secure_cookies())
+}
+
+/// Unix seconds as Beijing time.
+fn beijing(secs: i64) -> String {
+    let offset = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
+    chrono::DateTime::from_timestamp(secs, 0).map(|t| t.with_timezone(&offset).format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
+}
+
+async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
+    let (session, user) = match signed_in(&id, &ctx).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<PasswordForm>(&body) else {
+        return page(&id, &ctx, StatusCode::BAD_REQUEST, None, Some("表单格式错误。".into())).await;
+    };
+    if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
+        return page(&id, &ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into())).await;
+    }
+    let refuse = |status, msg: &str| page(&id, &ctx, status, None, Some(msg.to_owned()));
+    let (Some(new), Some(confirm)) = (form.new, form.confirm) else {
+        return refuse(StatusCode::BAD_REQUEST, "请输入新密码两次。").await;
+    };
+    if new != confirm {
+        return refuse(StatusCode::BAD_REQUEST, "两次输入的新密码不一致。").await;
+    }
+    let new = match Password::new(new) {
+        Ok(p) => p,
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "新密码至少 8 位，至多 1024 位。").await,
+    };
+    let Ok(username) = user.username.parse::<Username>() else { return http::server_error("a stored username does not parse") };
+    let stored = match id.users.credentials(&username).await {
+        Ok(c) => c.and_then(|(_, h)| h),
+        Err(e) => return http::server_error(e),
+    };
+    // The current password proves it is the person, not someone at their unlocked screen;
+    // wrong guesses count as failed logins.
+    if let Some(stored) = stored {
+        let key = format!("user:{username}");
+        match id.throttle.check(&[&key]).await {
+            Ok((Some(_), _)) => return refuse(StatusCode::TOO_MANY_REQUESTS, "失败次数过多，请稍后再试。").await,
+            Ok(_) => {}
+            Err(e) => return http::server_error(e),
+        }
+        let current = Password::attempt(form.current.unwrap_or_default());
+        if !matches!(password::verify(Some(stored), current).await, Verdict::Match { .. }) {
+            if let Err(e) = id.throttle.fail(&key, id.settings.max_failures_per_account, &id.settings).await {
+                return http::server_error(e);
+            }
+            return refuse(StatusCode::UNAUTHORIZED, "当前密码不正确。").await;
+        }
+    }
+    let saved = async {
+        let hash = password::hash(new).await?;
+        id.users.set_password_hash(&user.id, &hash).await?;
+        // Other devices sign in again with the new password.
+        for other in id.sessions.of_user(&user.id).await? {
+            if other.id != session.id {
+                id.sessions.end(&other, ctx.ip.as_deref()).await?;
+            }
+        }
+        id.audit.record("password.changed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await
+    };
+    match saved.await {
+        Ok(()) => http::redirect(StatusCode::SEE_OTHER, "/account?done=password"),
+        Err(e) => http::server_error(e),
+    }
+}
+
+async fn unlink(provider: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
+    let (_, user) = match signed_in(&id, &ctx).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let csrf = form.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
+    if !http::csrf_ok(ctx.csrf_cookie.as_deref(), csrf) {
+        return page(&id, &ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into())).await;
+    }
+    let done = async {
+        if id.federation.unlink(&user.id, &provider).await? {
+            id.audit.record("user.unlinked", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({ "provider": provider })).await?;
+        }
+        Ok::<_, crate::Error>(())
+    };
+    match done.await {
+        Ok(()) => http::redirect(StatusCode::SEE_OTHER, "/account?done=unlinked"),
+        Err(e) => http::server_error(e),
+    }
+}
