@@ -65,6 +65,9 @@ test('an agent registers a ticket and dispatches it from the workbench', async (
   assert.match(await item.locator('.content').textContent(), /路灯不亮/);
   await page.screenshot({ path: shot('hotline-workbench'), fullPage: true });
 
+  // The directory's departments are offered when dispatching.
+  assert.equal(await page.locator('datalist#departments option[value="城管局"]').count(), 1);
+
   // Dispatch: the ticket leaves the queue and shows as waiting for the department to sign.
   await item.locator('input[name=department]').fill('城管局');
   await item.locator('button[type=submit]').click();

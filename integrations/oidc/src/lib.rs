@@ -41,8 +41,8 @@ pub enum LinkBy {
     Email,
 }
 
-/// One upstream provider, as configured.
-#[derive(Clone, Debug, Deserialize)]
+/// One upstream provider, as configured. Its `Debug` leaves the secret out.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Short name in paths and account links (lower-case letters, digits, `-`).
@@ -71,6 +71,18 @@ pub struct UpstreamConfig {
     /// The claim with the mobile number (default `phone_number`, trusted only with `phone_number_verified`).
     #[serde(default)]
     pub phone_claim: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("link_by", &self.link_by)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a configuration is refused.

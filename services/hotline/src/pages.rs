@@ -257,6 +257,8 @@ struct Workbench {
     error: Option<String>,
     waiting: Vec<Row>,
     recent: Vec<Row>,
+    /// The directory's departments, offered when dispatching.
+    departments: Vec<String>,
 }
 
 #[derive(Template)]
@@ -285,6 +287,8 @@ struct SupervisePage {
     overdue: Vec<Row>,
     returns: Vec<Row>,
     extensions: Vec<Row>,
+    /// The directory's departments, offered when re-dispatching.
+    departments: Vec<String>,
 }
 
 /// A KPI tile.
@@ -322,6 +326,18 @@ struct DashboardPage {
     volume_chart: String,
     rate_chart: String,
     breakdowns: Vec<Breakdown>,
+}
+
+/// The department names of the identity directory (the department tree synced
+/// from DingTalk and the departments users are in), for the dispatch fields.
+async fn departments(id: &Identity) -> Vec<String> {
+    match civichub_identity::Directory::new(id.db.clone()).names().await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!("reading the directory's departments: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// Open tickets of one status, `department`'s (led or co-handled) or all, most urgent first.
@@ -370,6 +386,7 @@ async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         error: f.error,
         waiting: rows,
         recent: recent.iter().map(|t| row(t, &actor, now, String::new())).collect(),
+        departments: departments(id).await,
     };
     Frame::reply(&f.csrf, f.fresh, id, status, &page)
 }
@@ -445,6 +462,7 @@ async fn supervise(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         overdue: rows(&overdue),
         returns: rows(&returns),
         extensions: rows(&extensions),
+        departments: departments(id).await,
     };
     Frame::reply(&f.csrf, f.fresh, id, status, &page)
 }

@@ -44,7 +44,7 @@ pub async fn router(config: &Config, bus: Bus) -> Result<Router> {
         let base = Url::parse(url).with_context(|| format!("invalid voice gateway URL {url:?}"))?;
         let config = civichub_fusion::VoiceConfig::new(
             base,
-            m.voice_api_key.clone().unwrap_or_default(),
+            m.voice_api_key.as_ref().map(|k| k.expose().to_owned()).unwrap_or_default(),
             m.voice_caller.clone().unwrap_or_else(|| "12345".into()),
         );
         router.add_channel(Arc::new(VoiceChannel { gateway: civichub_fusion::VoiceGateway::new(config)? }));
@@ -60,6 +60,11 @@ fn required<'a>(value: &'a Option<String>, flag: &str, gateway: &str) -> Result<
     value.as_deref().filter(|v| !v.is_empty()).with_context(|| format!("{flag} is required with --sms-gateway {gateway}"))
 }
 
+/// A required secret setting of an SMS gateway.
+fn required_secret<'a>(value: &'a Option<crate::config::Secret>, flag: &str, gateway: &str) -> Result<&'a str> {
+    value.as_ref().map(crate::config::Secret::expose).filter(|v| !v.is_empty()).with_context(|| format!("{flag} is required with --sms-gateway {gateway}"))
+}
+
 /// The configured SMS gateway; a CMPP link also starts forwarding status
 /// reports and citizens' messages onto the bus.
 fn sms(m: &MessagingArgs, bus: &Bus) -> Result<Option<Arc<dyn SmsGateway>>> {
@@ -69,7 +74,7 @@ fn sms(m: &MessagingArgs, bus: &Bus) -> Result<Option<Arc<dyn SmsGateway>>> {
             let config = civichub_sms::CmppConfig {
                 addr: required(&m.cmpp_addr, "--cmpp-addr", "cmpp")?.to_owned(),
                 sp_id: required(&m.cmpp_sp_id, "--cmpp-sp-id", "cmpp")?.to_owned(),
-                secret: civichub_sms::Secret::new(required(&m.cmpp_secret, "--cmpp-secret", "cmpp")?),
+                secret: civichub_sms::Secret::new(required_secret(&m.cmpp_secret, "--cmpp-secret", "cmpp")?),
                 src_id: required(&m.cmpp_src_id, "--cmpp-src-id", "cmpp")?.to_owned(),
                 service_id: m.cmpp_service_id.clone().unwrap_or_else(|| "CIVICHUB".into()),
                 window: m.cmpp_window.unwrap_or(16),
@@ -103,7 +108,7 @@ fn sms(m: &MessagingArgs, bus: &Bus) -> Result<Option<Arc<dyn SmsGateway>>> {
         Some("aliyun") => {
             let mut config = civichub_sms::AliyunConfig {
                 access_key_id: required(&m.aliyun_access_key_id, "--aliyun-access-key-id", "aliyun")?.to_owned(),
-                access_key_secret: civichub_sms::Secret::new(required(&m.aliyun_access_key_secret, "--aliyun-access-key-secret", "aliyun")?),
+                access_key_secret: civichub_sms::Secret::new(required_secret(&m.aliyun_access_key_secret, "--aliyun-access-key-secret", "aliyun")?),
                 sign_name: required(&m.aliyun_sms_sign_name, "--aliyun-sms-sign-name", "aliyun")?.to_owned(),
                 default_template_code: required(&m.aliyun_sms_template, "--aliyun-sms-template", "aliyun")?.to_owned(),
                 ..Default::default()
@@ -153,7 +158,7 @@ impl Channel for SmsChannel {
 /// The DingTalk client, when the app is configured.
 pub(crate) fn dingtalk(m: &MessagingArgs) -> Result<Option<civichub_dingtalk::DingTalk>> {
     let Some(key) = &m.dingtalk_app_key else { return Ok(None) };
-    let secret = m.dingtalk_app_secret.clone().context("--dingtalk-app-secret is required with --dingtalk-app-key")?;
+    let secret = m.dingtalk_app_secret.as_ref().map(|s| s.expose().to_owned()).context("--dingtalk-app-secret is required with --dingtalk-app-key")?;
     let agent = m.dingtalk_agent_id.context("--dingtalk-agent-id is required with --dingtalk-app-key")?;
     let mut config = civichub_dingtalk::DingTalkConfig::new(key.clone(), secret, agent);
     config.corp_id = m.dingtalk_corp_id.clone();

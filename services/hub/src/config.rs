@@ -10,6 +10,32 @@ use clap::Args;
 use serde::Deserialize;
 use url::Url;
 
+/// A secret setting (a key, a password): read like any other, never shown
+/// by `Debug`, so a logged configuration does not leak it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// Settings every subcommand accepts (storage among them).
 #[derive(Args, Debug, Clone, Default)]
 pub struct GlobalArgs {
@@ -27,7 +53,7 @@ pub struct GlobalArgs {
     pub issuer: Option<String>,
     /// sqlite://PATH or postgres://USER@HOST/DB (default: SQLite in the data directory).
     #[arg(long, env = "CIVICHUB_DATABASE_URL", global = true, value_name = "URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
     /// Log filter, e.g. info or civichub=debug.
     #[arg(long, env = "CIVICHUB_LOG", global = true, value_name = "FILTER")]
     pub log: Option<String>,
@@ -46,7 +72,7 @@ pub struct GlobalArgs {
     /// The key (32 bytes, base64) that seals callers' names and phones; every node sharing a
     /// database needs the same one. Default: made once in the data directory (hotline-data.key).
     #[arg(long, env = "CIVICHUB_HOTLINE_DATA_KEY", global = true, value_name = "BASE64", hide_env_values = true)]
-    pub hotline_data_key: Option<String>,
+    pub hotline_data_key: Option<Secret>,
     /// A yearly calendar file of public holidays and adjusted working days (`YYYY-MM-DD holiday|workday`
     /// per line), added to the built-in years (repeatable).
     #[arg(long = "hotline-calendar", env = "CIVICHUB_HOTLINE_CALENDARS", value_delimiter = ',', global = true, value_name = "FILE")]
@@ -59,7 +85,7 @@ pub struct GlobalArgs {
     /// `name=N,issuer=URL,client_id=ID,client_secret=S[,scopes=openid profile email][,link_by=sub|email][,label=TEXT]`
     /// (repeatable; in the environment, separated by `;`; in a config file, `[[upstream_oidc]]` tables).
     #[arg(long = "upstream-oidc", env = "CIVICHUB_UPSTREAM_OIDC", value_delimiter = ';', global = true, value_name = "SPEC", hide_env_values = true)]
-    pub upstream_oidc: Vec<String>,
+    pub upstream_oidc: Vec<Secret>,
     #[command(flatten)]
     pub messaging: MessagingArgs,
 }
@@ -95,7 +121,7 @@ pub struct MessagingArgs {
     pub cmpp_sp_id: Option<String>,
     /// CMPP shared secret.
     #[arg(long, env = "CIVICHUB_CMPP_SECRET", global = true, value_name = "SECRET", hide_env_values = true)]
-    pub cmpp_secret: Option<String>,
+    pub cmpp_secret: Option<Secret>,
     /// CMPP source number (the hotline's SMS service number), e.g. 1069012345.
     #[arg(long, env = "CIVICHUB_CMPP_SRC_ID", global = true, value_name = "NUMBER")]
     pub cmpp_src_id: Option<String>,
@@ -116,7 +142,7 @@ pub struct MessagingArgs {
     pub aliyun_access_key_id: Option<String>,
     /// Alibaba Cloud AccessKey secret.
     #[arg(long, env = "CIVICHUB_ALIYUN_ACCESS_KEY_SECRET", global = true, value_name = "SECRET", hide_env_values = true)]
-    pub aliyun_access_key_secret: Option<String>,
+    pub aliyun_access_key_secret: Option<Secret>,
     /// Alibaba Cloud SMS signature (SignName).
     #[arg(long, env = "CIVICHUB_ALIYUN_SMS_SIGN_NAME", global = true, value_name = "NAME")]
     pub aliyun_sms_sign_name: Option<String>,
@@ -137,7 +163,7 @@ pub struct MessagingArgs {
     pub dingtalk_app_key: Option<String>,
     /// DingTalk app secret.
     #[arg(long, env = "CIVICHUB_DINGTALK_APP_SECRET", global = true, value_name = "SECRET", hide_env_values = true)]
-    pub dingtalk_app_secret: Option<String>,
+    pub dingtalk_app_secret: Option<Secret>,
     /// DingTalk agent id of the app that sends work notices.
     #[arg(long, env = "CIVICHUB_DINGTALK_AGENT_ID", global = true, value_name = "ID")]
     pub dingtalk_agent_id: Option<i64>,
@@ -146,10 +172,10 @@ pub struct MessagingArgs {
     pub dingtalk_corp_id: Option<String>,
     /// Token of the DingTalk event callback (enables `POST /api/integrations/dingtalk/events`).
     #[arg(long, env = "CIVICHUB_DINGTALK_CALLBACK_TOKEN", global = true, value_name = "TOKEN", hide_env_values = true)]
-    pub dingtalk_callback_token: Option<String>,
+    pub dingtalk_callback_token: Option<Secret>,
     /// EncodingAESKey (43 characters) of the DingTalk event callback.
     #[arg(long, env = "CIVICHUB_DINGTALK_CALLBACK_AES_KEY", global = true, value_name = "KEY", hide_env_values = true)]
-    pub dingtalk_callback_aes_key: Option<String>,
+    pub dingtalk_callback_aes_key: Option<Secret>,
     /// Offer "钉钉登录" on the login page (needs the DingTalk app settings).
     #[arg(long, env = "CIVICHUB_DINGTALK_LOGIN", global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub dingtalk_login: Option<bool>,
@@ -161,7 +187,7 @@ pub struct MessagingArgs {
     pub voice_gateway_url: Option<String>,
     /// Voice gateway API key.
     #[arg(long, env = "CIVICHUB_VOICE_API_KEY", global = true, value_name = "KEY", hide_env_values = true)]
-    pub voice_api_key: Option<String>,
+    pub voice_api_key: Option<Secret>,
     /// Caller number shown for voice notifications.
     #[arg(long, env = "CIVICHUB_VOICE_CALLER", global = true, value_name = "NUMBER")]
     pub voice_caller: Option<String>,
@@ -190,13 +216,13 @@ struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     issuer: Option<String>,
-    database_url: Option<String>,
+    database_url: Option<Secret>,
     log: Option<String>,
     kb_cors_origins: Option<Vec<String>>,
     kb_rate_limit: Option<u32>,
     hotline_rate_limit: Option<u32>,
     hotline_deadline_sweep: Option<u64>,
-    hotline_data_key: Option<String>,
+    hotline_data_key: Option<Secret>,
     hotline_calendars: Option<Vec<PathBuf>>,
     hotline_time_limits: Option<PathBuf>,
     upstream_oidc: Option<Vec<civichub_oidc_upstream::UpstreamConfig>>,
@@ -226,7 +252,7 @@ pub struct Config {
     /// Between sweeps of the hotline deadlines.
     pub hotline_deadline_sweep: std::time::Duration,
     /// The key sealing callers' data, if given.
-    pub hotline_data_key: Option<String>,
+    pub hotline_data_key: Option<Secret>,
     /// The working-day calendar: the built-in years and the configured files.
     pub hotline_calendar: civichub_hotline::Calendar,
     /// Time limits per category and urgency.
@@ -260,7 +286,7 @@ impl Config {
             }
         };
         let database = match args.database_url.clone().or(file.database_url) {
-            Some(url) => url.parse::<DbUrl>()?,
+            Some(url) => url.expose().parse::<DbUrl>()?,
             None => DbUrl::sqlite_in(&data_dir),
         };
         let log = args.log.clone().or(file.log).unwrap_or_else(|| "info".into());
@@ -300,7 +326,7 @@ impl Config {
             }
             configs
         } else {
-            args.upstream_oidc.iter().map(|s| civichub_oidc_upstream::UpstreamConfig::parse_flag(s)).collect::<std::result::Result<_, _>>()?
+            args.upstream_oidc.iter().map(|s| civichub_oidc_upstream::UpstreamConfig::parse_flag(s.expose())).collect::<std::result::Result<_, _>>()?
         };
         let messaging = args.messaging.over(file.messaging);
         if let Some(g) = &messaging.sms_gateway
@@ -387,5 +413,22 @@ mod tests {
         std::fs::write(&calendar, "2027-01-01 vacation\n").unwrap();
         let err = Config::load(&GlobalArgs { hotline_calendars: vec![calendar], ..Default::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("cn-2027.txt"), "{err:#}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let args = GlobalArgs {
+            database_url: Some("postgres://hub:pg-pass-word@127.0.0.1/test".parse().unwrap()),
+            hotline_data_key: Some("c2VjcmV0LWRhdGEta2V5LTAxMjM0NTY3ODlhYmNkZWY=".parse().unwrap()),
+            upstream_oidc: vec!["name=zj,issuer=https://id.example,client_id=c,client_secret=oidc-client-secret".parse().unwrap()],
+            messaging: MessagingArgs { dingtalk_app_secret: Some("ding-app-secret".parse().unwrap()), cmpp_secret: Some("cmpp-pass".parse().unwrap()), ..Default::default() },
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        let shown = format!("{args:?} {config:?}");
+        for secret in ["pg-pass-word", "c2VjcmV0", "oidc-client-secret", "ding-app-secret", "cmpp-pass"] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        assert_eq!(config.messaging.cmpp_secret.as_ref().map(Secret::expose), Some("cmpp-pass"), "still there to use");
     }
 }

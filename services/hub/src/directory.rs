@@ -158,7 +158,7 @@ pub fn event_routes(config: &Config, db: Db) -> Result<Option<warp::filters::Box
         bail!("the DingTalk event callback needs the DingTalk app: --dingtalk-app-key, --dingtalk-app-secret, --dingtalk-agent-id");
     };
     let owner = m.dingtalk_app_key.clone().unwrap_or_default();
-    let crypto = civichub_dingtalk::CallbackCrypto::new(token.clone(), aes_key, owner).context("--dingtalk-callback-aes-key")?;
+    let crypto = civichub_dingtalk::CallbackCrypto::new(token.expose(), aes_key.expose(), owner).context("--dingtalk-callback-aes-key")?;
     let events = Events { crypto: std::sync::Arc::new(crypto), client, directory: Directory::new(db) };
     let route = warp::path!("api" / "integrations" / "dingtalk" / "events")
         .and(warp::post())

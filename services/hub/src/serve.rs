@@ -44,7 +44,7 @@ pub async fn run(config: Config) -> Result<()> {
     background.push(router.start());
     background.push(civichub_messaging::spawn_audit_forwarder(bus.clone()));
     let data_key = match &config.hotline_data_key {
-        Some(k) => civichub_hotline::DataKey::parse(k)?,
+        Some(k) => civichub_hotline::DataKey::parse(k.expose())?,
         None => civichub_hotline::DataKey::load_or_create(&config.data_dir.join("hotline-data.key"))?,
     };
     let tickets = Arc::new(civichub_hotline::Tickets::new(bus.clone(), data_key, config.hotline_calendar.clone(), config.hotline_time_limits.clone()).with_catalogue(kb.clone()));

@@ -139,6 +139,18 @@ impl Directory {
         Directory { db }
     }
 
+    /// Every department name the directory knows, for choosing one: those
+    /// synced (not removed) and those users are in, sorted.
+    pub async fn names(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT name FROM departments WHERE removed = 0 \
+             UNION SELECT department AS name FROM users WHERE department IS NOT NULL AND department <> '' AND disabled = 0 ORDER BY name",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+    }
+
     /// The departments of `source` the hub holds (not removed), by id.
     pub async fn departments(&self, source: &str) -> Result<Vec<HeldDepartment>> {
         let rows = sqlx::query("SELECT external_id, name, parent_id FROM departments WHERE source = $1 AND removed = 0 ORDER BY external_id")
