@@ -14,6 +14,7 @@ mod federation;
 mod kb;
 mod logout;
 mod messaging;
+mod mfa;
 mod messaging_sms;
 mod hotline;
 mod sso;

@@ -52,6 +52,11 @@ pub enum UserCommand {
         #[arg(long, value_name = "USERID")]
         dingtalk: String,
     },
+    /// Remove a user's second factors (a lost phone): their next login needs only the password.
+    ResetMfa {
+        /// Login name.
+        username: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,6 +86,9 @@ pub enum ClientCommand {
         /// A scope beyond the standard ones this client may ask for (repeatable), e.g. kb:read.
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// Logins to this client need a second factor (acr 2).
+        #[arg(long)]
+        require_mfa: bool,
     },
     /// List clients.
     List,
@@ -120,7 +128,7 @@ fn read_password() -> Result<Password> {
 
 pub async fn user(config: &Config, cmd: UserCommand) -> Result<()> {
     let db = connect(config).await?;
-    let users = Users::new(db);
+    let users = Users::new(db.clone());
     match cmd {
         UserCommand::Add { username, password_stdin, name, email, phone, department, employee_no, roles } => {
             if !password_stdin {
@@ -158,6 +166,12 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<()> {
             let user = users.link(&username.parse()?, "dingtalk", dingtalk).await?;
             println!("user {} linked to DingTalk userid {dingtalk}", user.username);
         }
+        UserCommand::ResetMfa { username } => {
+            let user = users.find(&username.parse()?).await?.with_context(|| format!("no user {username}"))?;
+            let had = civichub_identity::Mfa::new(db.clone()).reset(&user.id).await?;
+            Audit::new(db).record("mfa.reset", civichub_identity::Actor { user_id: Some(&user.id), ..Default::default() }, serde_json::json!({ "by": "admin", "had_factors": had })).await?;
+            println!("{}", if had { format!("second factors of {} removed", user.username) } else { format!("{} had no second factor", user.username) });
+        }
     }
     Ok(())
 }
@@ -175,6 +189,7 @@ pub async fn client(config: &Config, cmd: ClientCommand) -> Result<()> {
             backchannel_logout_uri,
             id_token_alg,
             scopes,
+            require_mfa,
         } => {
             let parse_all = |v: Vec<String>| v.iter().map(|u| u.parse::<RedirectUri>()).collect::<Result<Vec<_>, _>>();
             let new = NewClient {
@@ -186,6 +201,7 @@ pub async fn client(config: &Config, cmd: ClientCommand) -> Result<()> {
                 backchannel_logout_uri: backchannel_logout_uri.map(|u| u.parse()).transpose()?,
                 id_token_alg: id_token_alg.parse::<SigningAlg>()?,
                 extra_scopes: scopes,
+                require_mfa,
             };
             let (client, secret) = clients.add(new).await?;
             println!("client_id: {}", client.client_id);

@@ -28,6 +28,8 @@ pub struct Client {
     pub backchannel_logout_uri: Option<String>,
     /// ID token signing algorithm.
     pub id_token_alg: String,
+    /// Logins to this client need a second factor.
+    pub require_mfa: bool,
     /// Scopes beyond the standard ones this client may ask for (e.g. `kb:read`).
     pub extra_scopes: Vec<String>,
     #[serde(skip)]
@@ -72,6 +74,8 @@ pub struct NewClient {
     pub id_token_alg: SigningAlg,
     /// Extra scopes.
     pub extra_scopes: Vec<String>,
+    /// Logins need a second factor.
+    pub require_mfa: bool,
 }
 
 fn lines(s: String) -> Vec<String> {
@@ -88,6 +92,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Client> {
         post_logout_redirect_uris: lines(row.try_get("post_logout_redirect_uris")?),
         backchannel_logout_uri: row.try_get("backchannel_logout_uri")?,
         id_token_alg: row.try_get("id_token_alg")?,
+        require_mfa: row.try_get::<i64, _>("require_mfa")? != 0,
         extra_scopes: extra.split_whitespace().map(str::to_owned).collect(),
         secret_hash: row.try_get("secret_hash")?,
     })
@@ -123,8 +128,8 @@ impl Clients {
         let join = |v: &[RedirectUri]| v.iter().map(RedirectUri::as_str).collect::<Vec<_>>().join("\n");
         sqlx::query(
             "INSERT INTO clients (client_id, secret_hash, is_public, first_party, redirect_uris, \
-             post_logout_redirect_uris, backchannel_logout_uri, id_token_alg, extra_scopes, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             post_logout_redirect_uris, backchannel_logout_uri, id_token_alg, extra_scopes, created_at, require_mfa) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(new.client_id.as_str())
         .bind(secret.as_deref().map(sha256_hex))
@@ -136,6 +141,7 @@ impl Clients {
         .bind(new.id_token_alg.as_str())
         .bind(new.extra_scopes.join(" "))
         .bind(now())
+        .bind(i64::from(new.require_mfa))
         .execute(self.db.pool())
         .await?;
         let client = self

@@ -16,6 +16,7 @@ mod federation;
 pub mod http;
 mod janitor;
 mod keys;
+mod mfa;
 pub mod oauth;
 pub mod oidc;
 mod password;
@@ -42,6 +43,7 @@ pub use federation::{Contact, ExternalIdentity, Federation, Flow, PendingLink, U
 pub use http::{BodyTooLarge, limited_body};
 pub use janitor::{GRACE_SECS, Swept};
 pub use keys::{Keys, RETIRED_KEY_PUBLISHED_SECS};
+pub use mfa::{Mfa, Pending, Proof, RECOVERY_CODES, STEP_SECS, base32, hotp};
 pub use password::{Verdict, current_params as password_params, hash_blocking, verify_blocking};
 pub use sessions::{BACKCHANNEL_TOPIC, SESSION_COOKIE, Session, Sessions};
 pub use settings::Settings;
@@ -52,6 +54,8 @@ pub use values::{ClientId, Password, RedirectUri, SigningAlg, Username};
 
 /// `acr` of a password (single-factor) login.
 pub const ACR_SINGLE_FACTOR: &str = "1";
+/// `acr` of a login with a second factor.
+pub const ACR_MULTI_FACTOR: &str = "2";
 
 /// The identity service: everything the endpoints share.
 pub struct Identity {
@@ -73,6 +77,8 @@ pub struct Identity {
     pub throttle: Throttle,
     /// Logins through upstream identity providers, and account links.
     pub federation: Federation,
+    /// Second factors.
+    pub mfa: Mfa,
     upstreams: std::sync::RwLock<Vec<Arc<dyn Upstream>>>,
     http: reqwest::Client,
     backchannel_wakeup: tokio::sync::Notify,
@@ -102,6 +108,7 @@ impl Identity {
             audit: Audit::new(db.clone()),
             throttle: Throttle::new(db.clone()),
             federation: Federation::new(db.clone()),
+            mfa: Mfa::new(db.clone()),
             upstreams: std::sync::RwLock::new(Vec::new()),
             keys,
             token_writer: oauth::TokenWriter::start(db.clone()),
@@ -156,6 +163,8 @@ pub fn routes(id: Arc<Identity>) -> BoxedFilter<(warp::reply::Response,)> {
         .or(upstream::filter(id.clone()))
         .unify()
         .or(account::filter(id.clone()))
+        .unify()
+        .or(mfa::filter(id.clone()))
         .unify()
         .or(consent::filter(id.clone()))
         .unify()

@@ -303,7 +303,10 @@ pub fn discovery(settings: &Settings) -> Result<HubProviderMetadata> {
         CoreClientAuthMethod::ClientSecretPost,
         CoreClientAuthMethod::None,
     ]))
-    .set_acr_values_supported(Some(vec![AuthenticationContextClass::new(crate::ACR_SINGLE_FACTOR.into())]))
+    .set_acr_values_supported(Some(vec![
+        AuthenticationContextClass::new(crate::ACR_SINGLE_FACTOR.into()),
+        AuthenticationContextClass::new(crate::ACR_MULTI_FACTOR.into()),
+    ]))
     .set_claims_supported(Some(
         [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash", "name",

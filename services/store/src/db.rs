@@ -278,6 +278,12 @@ impl Db {
                 include_str!("../migrations/common/0009_account.sql"),
                 include_str!("../migrations/common/0009_account.sql"),
             ),
+            (
+                10,
+                "mfa",
+                include_str!("../migrations/common/0010_mfa.sql"),
+                include_str!("../migrations/common/0010_mfa.sql"),
+            ),
         ];
         let migrations = sources
             .iter()

@@ -48,6 +48,18 @@ struct AccountPage {
     has_password: bool,
     links: Vec<LinkRow>,
     signins: Vec<SignIn>,
+    mfa_enrolled: bool,
+    recovery_left: i64,
+    pending_secret: Option<String>,
+    pending_qr: String,
+    /// Shown once, right after enrolment.
+    recovery_codes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct CodeForm {
+    csrf: Option<String>,
+    code: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -64,11 +76,34 @@ struct PasswordForm {
     confirm: Option<String>,
 }
 
-/// How a sign-in happened, as the page says it.
-fn method_label(id: &Identity, method: &str) -> String {
-    match method {
-        "pwd" => "密码".into(),
-        other => id.upstream_by_amr(other).map(|u| u.label().trim_end_matches("登录").to_owned()).unwrap_or_else(|| other.to_owned()),
+/// How a sign-in happened, as the page says it: its `amr` values, named.
+fn method_label(id: &Identity, amr: &str) -> String {
+    amr.split_whitespace()
+        .filter(|m| *m != "mfa")
+        .map(|m| match m {
+            "pwd" => "密码".to_owned(),
+            "otp" => "验证码".to_owned(),
+            other => id.upstream_by_amr(other).map(|u| u.label().trim_end_matches("登录").to_owned()).unwrap_or_else(|| other.to_owned()),
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// The `otpauth://` URI an authenticator app scans, as a QR code in SVG.
+fn qr(username: &str, secret: &str) -> String {
+    let issuer = "CivicHub";
+    let label = format!("{issuer}:{username}");
+    let uri = format!(
+        "otpauth://totp/{}?{}",
+        url::form_urlencoded::byte_serialize(label.as_bytes()).collect::<String>(),
+        serde_urlencoded::to_string([("secret", secret), ("issuer", issuer), ("algorithm", "SHA1"), ("digits", "6"), ("period", "30")]).unwrap_or_default()
+    );
+    match qrcode::QrCode::new(uri.as_bytes()) {
+        Ok(code) => code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build(),
+        Err(e) => {
+            tracing::warn!("drawing the enrolment QR code: {e}");
+            String::new()
+        }
     }
 }
 
@@ -84,18 +119,20 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
                 (Some(p), _) => Some(format!("已关联{}", id.upstream(&p).map(|u| u.label().trim_end_matches("登录").to_owned()).unwrap_or(p))),
                 (None, Some("password")) => Some("密码已保存，其他设备上的登录已退出。".into()),
                 (None, Some("unlinked")) => Some("已解除关联。".into()),
+                (None, Some("mfa-removed")) => Some("两步验证已停用。".into()),
                 _ => None,
             };
-            page(&id, &ctx, StatusCode::OK, notice, None).await
+            page(&id, &ctx, StatusCode::OK, notice, None, None).await
         });
     let password = warp::path!("account" / "password").and(warp::post()).and(form_body()).and(with_identity(id.clone())).and(context()).then(change_password);
     let unlink = warp::path!("account" / "unlink" / String)
         .and(warp::post())
         .and(form_body())
-        .and(with_identity(id))
+        .and(with_identity(id.clone()))
         .and(context())
         .then(unlink);
-    show.or(password).unify().or(unlink).unify()
+    let totp = warp::path!("account" / "totp" / String).and(warp::post()).and(form_body()).and(with_identity(id)).and(context()).then(totp);
+    show.or(password).unify().or(unlink).unify().or(totp).unify()
 }
 
 /// The signed-in person and their session, or the login page to go to.
@@ -108,7 +145,7 @@ async fn signed_in(id: &Identity, ctx: &RequestContext) -> Result<(Session, User
     Ok((session, user))
 }
 
-async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: Option<String>, error: Option<String>) -> Response {
+async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: Option<String>, error: Option<String>, recovery_codes: Option<Vec<String>>) -> Response {
     let (_, user) = match signed_in(id, ctx).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -120,14 +157,23 @@ async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: O
             Err(_) => None,
         };
         let signins = id.audit.of_user(&user.id, "login.succeeded", SIGN_INS).await?;
-        Ok::<_, crate::Error>((links, stored.is_some(), signins))
+        let enrolled = id.mfa.enrolled(&user.id).await?;
+        let left = if enrolled { id.mfa.recovery_codes_left(&user.id).await? } else { 0 };
+        let pending = if enrolled { None } else { id.mfa.pending_secret(&user.id).await? };
+        Ok::<_, crate::Error>((links, stored.is_some(), signins, enrolled, left, pending))
     };
-    let (links, has_password, signins) = match loaded.await {
+    let (links, has_password, signins, mfa_enrolled, recovery_left, pending_secret) = match loaded.await {
         Ok(l) => l,
         Err(e) => return http::server_error(e),
     };
     let (csrf, fresh) = http::csrf_token(ctx);
+    let pending_qr = pending_secret.as_deref().map(|s| qr(&user.username, s)).unwrap_or_default();
     let page = AccountPage {
+        mfa_enrolled,
+        recovery_left,
+        pending_secret,
+        pending_qr,
+        recovery_codes,
         csrf: csrf.clone(),
         notice,
         error,
@@ -166,12 +212,12 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
         Err(r) => return r,
     };
     let Ok(form) = serde_urlencoded::from_bytes::<PasswordForm>(&body) else {
-        return page(&id, &ctx, StatusCode::BAD_REQUEST, None, Some("表单格式错误。".into())).await;
+        return page(&id, &ctx, StatusCode::BAD_REQUEST, None, Some("表单格式错误。".into()), None).await;
     };
     if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
-        return page(&id, &ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into())).await;
+        return page(&id, &ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into()), None).await;
     }
-    let refuse = |status, msg: &str| page(&id, &ctx, status, None, Some(msg.to_owned()));
+    let refuse = |status, msg: &str| page(&id, &ctx, status, None, Some(msg.to_owned()), None);
     let (Some(new), Some(confirm)) = (form.new, form.confirm) else {
         return refuse(StatusCode::BAD_REQUEST, "请输入新密码两次。").await;
     };
@@ -229,7 +275,7 @@ async fn unlink(provider: String, body: bytes::Bytes, id: Arc<Identity>, ctx: Re
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let csrf = form.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
     if !http::csrf_ok(ctx.csrf_cookie.as_deref(), csrf) {
-        return page(&id, &ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into())).await;
+        return page(&id, &ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into()), None).await;
     }
     let done = async {
         if id.federation.unlink(&user.id, &provider).await? {
@@ -240,5 +286,53 @@ async fn unlink(provider: String, body: bytes::Bytes, id: Arc<Identity>, ctx: Re
     match done.await {
         Ok(()) => http::redirect(StatusCode::SEE_OTHER, "/account?done=unlinked"),
         Err(e) => http::server_error(e),
+    }
+}
+
+/// `POST /account/totp/{begin|confirm|remove}`: enrol an authenticator app
+/// (a new secret to scan, then a code to confirm it, which shows the
+/// recovery codes once), or remove it with a current code.
+async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
+    let (_, user) = match signed_in(&id, &ctx).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let form = serde_urlencoded::from_bytes::<CodeForm>(&body).unwrap_or(CodeForm { csrf: None, code: None });
+    if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
+        return page(&id, &ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into()), None).await;
+    }
+    let actor = Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() };
+    let code = form.code.unwrap_or_default();
+    match step.as_str() {
+        "begin" => match id.mfa.begin(&user.id).await {
+            Ok(_) => http::redirect(StatusCode::SEE_OTHER, "/account#mfa"),
+            Err(crate::Error::Conflict(_)) => http::redirect(StatusCode::SEE_OTHER, "/account#mfa"),
+            Err(e) => http::server_error(e),
+        },
+        "confirm" => match id.mfa.confirm(&user.id, &code, civichub_store::now()).await {
+            Ok(Some(codes)) => {
+                if let Err(e) = id.audit.record("mfa.enrolled", actor, json!({ "factor": "totp" })).await {
+                    return http::server_error(e);
+                }
+                page(&id, &ctx, StatusCode::OK, None, None, Some(codes)).await
+            }
+            Ok(None) => page(&id, &ctx, StatusCode::BAD_REQUEST, None, Some("验证码不正确，请核对手机时间后重试。".into()), None).await,
+            Err(e) => http::server_error(e),
+        },
+        "remove" => match id.mfa.verify(&user.id, &code, civichub_store::now()).await {
+            Ok(Some(_)) => {
+                let removed = async {
+                    id.mfa.reset(&user.id).await?;
+                    id.audit.record("mfa.removed", actor, json!({ "by": "user" })).await
+                };
+                match removed.await {
+                    Ok(()) => http::redirect(StatusCode::SEE_OTHER, "/account?done=mfa-removed"),
+                    Err(e) => http::server_error(e),
+                }
+            }
+            Ok(None) => page(&id, &ctx, StatusCode::UNAUTHORIZED, None, Some("验证码不正确或已使用过。".into()), None).await,
+            Err(e) => http::server_error(e),
+        },
+        _ => http::error_page(StatusCode::NOT_FOUND, "没有这个操作。"),
     }
 }

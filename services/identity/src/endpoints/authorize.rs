@@ -136,6 +136,33 @@ async fn handle(raw: String, id: Arc<Identity>, ctx: RequestContext) -> Response
         }
     };
 
+    // Multi-factor, when the client demands it or the request asks for it
+    // (acr_values): a single-factor session is asked only for the second factor.
+    let asks_mfa = req.param("acr_values").is_some_and(|v| v.split_whitespace().any(|a| a == crate::ACR_MULTI_FACTOR || a == "mfa"));
+    if (client.require_mfa || asks_mfa) && session.acr != crate::ACR_MULTI_FACTOR {
+        if prompts.contains(&"none") {
+            return fail("interaction_required", "multi-factor authentication is needed");
+        }
+        match id.mfa.enrolled(&session.user_id).await {
+            Ok(true) => {
+                let pending = crate::Pending {
+                    user_id: session.user_id.clone(),
+                    amr: session.amr.clone(),
+                    session_id: Some(session.id.clone()),
+                    return_to: format!("/authorize?{raw}"),
+                };
+                return match id.mfa.park(&pending).await {
+                    Ok(key) => http::redirect(StatusCode::FOUND, &format!("/login/mfa?{}", serde_urlencoded::to_string([("key", key)]).unwrap_or_default())),
+                    Err(e) => http::server_error(e),
+                };
+            }
+            Ok(false) => {
+                return fail("unmet_authentication_requirements", "multi-factor authentication is required: enrol an authenticator app at /account first");
+            }
+            Err(e) => return http::server_error(e),
+        }
+    }
+
     let requested: Vec<String> = req
         .param("scope")
         .unwrap_or_default()

@@ -212,7 +212,19 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
             Err(e) => return http::server_error(e),
         }
     }
-    establish(&id, &ctx, &user, "pwd", None, &return_to).await
+    // An enrolled second factor is asked for before the session starts.
+    match id.mfa.enrolled(&user.id).await {
+        Ok(true) => {
+            let pending = crate::Pending { user_id: user.id.clone(), amr: vec!["pwd".into()], session_id: None, return_to: return_to.clone() };
+            return match id.mfa.park(&pending).await {
+                Ok(key) => http::redirect(StatusCode::SEE_OTHER, &format!("/login/mfa?{}", serde_urlencoded::to_string([("key", key)]).unwrap_or_default())),
+                Err(e) => http::server_error(e),
+            };
+        }
+        Ok(false) => {}
+        Err(e) => return http::server_error(e),
+    }
+    establish(&id, &ctx, &user, &["pwd"], ACR_SINGLE_FACTOR, None, &return_to).await
 }
 
 /// Signs `user` in with `method` (an `amr` value) in this browser and sends
@@ -223,10 +235,12 @@ pub(crate) async fn establish(
     id: &Identity,
     ctx: &RequestContext,
     user: &crate::User,
-    method: &str,
+    amr: &[&str],
+    acr: &str,
     from: Option<(&str, &crate::ExternalIdentity)>,
     return_to: &str,
 ) -> Response {
+    let method = amr.join(" ");
     let s = &id.settings;
     let started = async {
         // A live session of someone else in this browser ends first.
@@ -234,7 +248,7 @@ pub(crate) async fn establish(
             if old.user_id != user.id {
                 id.sessions.end(&old, ctx.ip.as_deref()).await?;
             } else {
-                id.sessions.reauthenticate(&old, &[method], ACR_SINGLE_FACTOR).await?;
+                id.sessions.reauthenticate(&old, amr, acr).await?;
                 if let Some((provider, who)) = from {
                     id.federation.remember_session(&old.id, provider, who).await?;
                 }
@@ -242,7 +256,7 @@ pub(crate) async fn establish(
             }
         }
         let mut tx = id.db.begin().await?;
-        let (cookie, session) = Sessions::start_in(&mut tx, &user.id, &[method], ACR_SINGLE_FACTOR, ctx.ip.as_deref(), s).await?;
+        let (cookie, session) = Sessions::start_in(&mut tx, &user.id, amr, acr, ctx.ip.as_deref(), s).await?;
         Audit::record_in(
             &mut tx,
             "login.succeeded",

@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod end_session;
 pub mod introspect;
 pub mod login;
+pub mod mfa;
 pub mod revoke;
 pub mod token;
 pub mod upstream;

@@ -112,7 +112,7 @@ async fn callback(name: String, q: HashMap<String, String>, id: Arc<Identity>, c
     if user.disabled {
         return http::error_page(StatusCode::FORBIDDEN, "该账号已停用，请联系本单位信息化管理员。");
     }
-    establish(&id, &ctx, &user, upstream.amr(), Some((upstream.name(), &who)), &return_to).await
+    establish(&id, &ctx, &user, &[upstream.amr()], crate::ACR_SINGLE_FACTOR, Some((upstream.name(), &who)), &return_to).await
 }
 
 /// `POST /login/upstream/{name}/backchannel-logout`: the upstream's logout

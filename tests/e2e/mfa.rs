@@ -1,0 +1,137 @@
+//! Multi-factor login with an authenticator app, its codes computed by
+//! `totp-rs` (a TOTP implementation we did not write): enrolment on the
+//! account page, a client with `--require-mfa` that never gets a code after a
+//! password alone, step-up that asks only for the second factor, `acr_values`,
+//! replayed codes and reused recovery codes refused, and an admin reset.
+
+use openidconnect::TokenResponse;
+use totp_rs::{Algorithm, Secret, TOTP};
+use url::Url;
+
+use crate::helpers::{Browser, CALLBACK, Landing, PASSWORD, TestApp, query_param};
+
+crate::both!(logins_with_a_second_factor);
+
+fn totp(secret: &str) -> TOTP {
+    TOTP::new(Algorithm::SHA1, 6, 1, 30, Secret::Encoded(secret.to_owned()).to_bytes().unwrap()).unwrap()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The first form on `body` whose action is `action`, as a page of its own.
+fn form(body: &str, action: &str) -> String {
+    let at = body.find(&format!("action=\"{action}\"")).unwrap_or_else(|| panic!("no form {action} in {body}"));
+    let start = body[..at].rfind("<form").unwrap();
+    body[start..].to_owned()
+}
+
+/// `acr` and `amr` of the ID token a login ending at `callback` gets.
+async fn acr_amr(app: &TestApp, rp_secret: &str, client: &str, req: crate::helpers::AuthRequest, callback: &Url) -> (String, Vec<String>) {
+    let rp = app.rp(client, Some(rp_secret.to_owned())).await;
+    let token = rp.exchange(&query_param(callback, "code").expect("a code"), req.verifier).await;
+    let claims = token.id_token().unwrap().claims(&rp.client.id_token_verifier(), &req.nonce).unwrap();
+    let acr = claims.auth_context_ref().map(|a| a.as_str().to_owned()).unwrap_or_default();
+    let amr = claims.auth_method_refs().map(|a| a.iter().map(|m| m.as_str().to_owned()).collect()).unwrap_or_default();
+    (acr, amr)
+}
+
+/// Enters `code` on a second-factor page.
+async fn second_factor(browser: &Browser, page_url: &Url, body: &str, code: &str) -> Landing {
+    browser.submit(page_url, body, &[("code", code)]).await
+}
+
+async fn logins_with_a_second_factor(app: &TestApp) {
+    app.add_user("li", &["--name", "李雷"]);
+    let secure = app.add_client("secure", &["--first-party", "--require-mfa"]).expect("secret");
+    let plain = app.add_client("plain", &["--first-party"]).expect("secret");
+
+    // A client that requires MFA: a password alone gets no code, and no way to enrol gets an error.
+    let rp = app.rp("secure", Some(secure.clone())).await;
+    let req = rp.authorize(&[]);
+    let landed = Browser::new().sign_in(req.url.as_str(), "li", PASSWORD).await;
+    assert_eq!(query_param(&landed, "error").as_deref(), Some("unmet_authentication_requirements"), "{landed}");
+    assert!(query_param(&landed, "code").is_none());
+
+    // Enrol on the account page (a session with the password only, kept for the step-up below).
+    let browser = Browser::new();
+    let (_, login) = browser.visit(&app.url("/account")).await.page();
+    let (_, account) = browser.submit(&Url::parse(&app.url("/login")).unwrap(), &login, &[("username", "li"), ("password", PASSWORD)]).await.page();
+    let account_url = Url::parse(&app.url("/account")).unwrap();
+    let (_, account) = browser.submit(&account_url, &form(&account, "/account/totp/begin"), &[]).await.page();
+    assert!(account.contains("<svg"), "a QR code to scan: {account}");
+    let at = account.find("data-secret=\"").unwrap() + 13;
+    let secret = account[at..][..account[at..].find('"').unwrap()].to_owned();
+    let app_totp = totp(&secret);
+    let (status, _) = browser.submit(&account_url, &form(&account, "/account/totp/confirm"), &[("code", "000000")]).await.page();
+    assert_eq!(status, 400, "a wrong code does not enrol");
+    let (_, account) = browser.visit(&app.url("/account")).await.page();
+    let enrolled_at = unix_now();
+    let first = app_totp.generate(enrolled_at);
+    let (status, enrolled) = browser.submit(&account_url, &form(&account, "/account/totp/confirm"), &[("code", &first)]).await.page();
+    assert_eq!(status, 200, "{enrolled}");
+    let recovery: Vec<String> = enrolled
+        .split("<li class=\"recovery-code\">")
+        .skip(1)
+        .map(|s| s[..s.find('<').unwrap()].to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 10, "{enrolled}");
+
+    // Step-up: the password-only session meets the MFA client and is asked only for the code.
+    let req = rp.authorize(&[]);
+    let (status, page) = browser.visit(req.url.as_str()).await.page();
+    assert_eq!(status, 200);
+    assert!(page.contains("name=\"code\"") && !page.contains("name=\"password\""), "only the second factor: {page}");
+    let mfa_url = Url::parse(&app.url("/login/mfa")).unwrap();
+    // The code used to enrol is spent: the same step is refused, the next one works.
+    let (status, page) = second_factor(&browser, &mfa_url, &page, &first).await.page();
+    assert_eq!(status, 401, "a used code is refused: {page}");
+    let next = app_totp.generate(enrolled_at + 30);
+    let callback = second_factor(&browser, &mfa_url, &page, &next).await.callback();
+    let (acr, amr) = acr_amr(app, &secure, "secure", req, &callback).await;
+    assert_eq!(acr, "2");
+    assert_eq!(amr, vec!["pwd", "otp", "mfa"]);
+
+    // A new login: the password, then the code; the same code again elsewhere is refused.
+    let fresh = Browser::new();
+    let req = rp.authorize(&[]);
+    let (_, login) = fresh.visit(req.url.as_str()).await.page();
+    let (_, page) = fresh.submit(&Url::parse(&app.url("/login")).unwrap(), &login, &[("username", "li"), ("password", PASSWORD)]).await.page();
+    assert!(page.contains("name=\"code\""), "the second factor is asked: {page}");
+    let (status, page) = second_factor(&fresh, &mfa_url, &page, &next).await.page();
+    assert_eq!(status, 401, "a replayed code is refused: {page}");
+    // A recovery code works once.
+    let callback = second_factor(&fresh, &mfa_url, &page, &recovery[0]).await.callback();
+    assert!(callback.as_str().starts_with(CALLBACK));
+    let (acr, _) = acr_amr(app, &secure, "secure", req, &callback).await;
+    assert_eq!(acr, "2");
+    let again = Browser::new();
+    let (_, login) = again.visit(rp.authorize(&[]).url.as_str()).await.page();
+    let (_, page) = again.submit(&Url::parse(&app.url("/login")).unwrap(), &login, &[("username", "li"), ("password", PASSWORD)]).await.page();
+    let (status, _) = second_factor(&again, &mfa_url, &page, &recovery[0]).await.page();
+    assert_eq!(status, 401, "a used recovery code is refused");
+
+    // acr_values asks a client without the requirement for MFA, and gets it.
+    let plain_rp = app.rp("plain", Some(plain.clone())).await;
+    let mut req = plain_rp.authorize(&[]);
+    req.url.query_pairs_mut().append_pair("acr_values", "2");
+    let b = Browser::new();
+    let (_, login) = b.visit(req.url.as_str()).await.page();
+    let (_, page) = b.submit(&Url::parse(&app.url("/login")).unwrap(), &login, &[("username", "li"), ("password", PASSWORD)]).await.page();
+    let callback = second_factor(&b, &mfa_url, &page, &recovery[1]).await.callback();
+    let (acr, amr) = acr_amr(app, &plain, "plain", req, &callback).await;
+    assert_eq!((acr.as_str(), amr.contains(&"mfa".to_owned())), ("2", true));
+
+    // A lost phone: the admin resets the factors, and the password alone signs in again.
+    let out = app.cli_ok(&["user", "reset-mfa", "li"], None);
+    assert!(out.contains("removed"), "{out}");
+    let req = plain_rp.authorize(&[]);
+    let callback = Browser::new().sign_in(req.url.as_str(), "li", PASSWORD).await;
+    let (acr, amr) = acr_amr(app, &plain, "plain", req, &callback).await;
+    assert_eq!((acr.as_str(), amr), ("1", vec!["pwd".to_owned()]));
+    let log = app.cli_ok(&["audit", "list"], None);
+    for event in ["mfa.enrolled", "mfa.verified", "mfa.failed", "mfa.reset"] {
+        assert!(log.contains(event), "{event} in the audit trail");
+    }
+}
