@@ -1,9 +1,15 @@
 //! `/account`: the person's recent sign-ins and their password, behind
 //! single sign-on.
 
-use crate::helpers::{Browser, Landing, PASSWORD, TestApp};
+use std::time::Duration;
+
+use civichub_dingtalk::simulator::DingTalkSimulator;
+
+use crate::helpers::{Backend, Browser, Landing, PASSWORD, TestApp};
+use crate::messaging::{dingtalk_config, dingtalk_flags};
 
 crate::both!(the_account_page_changes_the_password_and_lists_sign_ins);
+crate::both_backends!(people_hear_of_changes_to_their_sign_in);
 
 async fn signed_in_browser(app: &TestApp, username: &str, password: &str) -> Browser {
     let browser = Browser::new();
@@ -54,4 +60,34 @@ async fn the_account_page_changes_the_password_and_lists_sign_ins(app: &TestApp)
     signed_in_browser(app, "mei", "new-secret-123").await;
     let log = app.cli_ok(&["audit", "list"], None);
     assert!(log.contains("password.changed"), "{log}");
+}
+
+async fn people_hear_of_changes_to_their_sign_in(backend: Backend) {
+    let dingtalk = DingTalkSimulator::start(dingtalk_config()).await.unwrap();
+    let flags = dingtalk_flags(&dingtalk);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let app = TestApp::spawn_with(backend, &flags).await;
+    app.add_user("zhang", &["--name", "张三"]);
+    app.cli_ok(&["user", "link", "zhang", "--dingtalk", "zhangsan"], None);
+
+    // The password changed on the account page: a DingTalk work notice says so.
+    let browser = signed_in_browser(&app, "zhang", PASSWORD).await;
+    let (_, body) = browser.visit(&app.url("/account")).await.page();
+    let at = body.find("<form method=\"post\" action=\"/account/password\"").unwrap();
+    let account = url::Url::parse(&app.url("/account")).unwrap();
+    let (status, _) = browser.submit(&account, &body[at..], &[("current", PASSWORD), ("new", "new-secret-123"), ("confirm", "new-secret-123")]).await.page();
+    assert_eq!(status, 200);
+    let notices = dingtalk.wait_for_notices(1, Duration::from_secs(15)).await;
+    assert_eq!(notices.len(), 1, "{}", app.log());
+    assert_eq!(notices[0].userids, ["zhangsan"]);
+    assert!(format!("{:?}", notices[0].msg).contains("密码已修改"), "{:?}", notices[0].msg);
+
+    // An administrator's reset is told too; a plain sign-in is not.
+    signed_in_browser(&app, "zhang", "new-secret-123").await;
+    app.cli_ok(&["user", "reset-mfa", "zhang"], None);
+    let notices = dingtalk.wait_for_notices(2, Duration::from_secs(15)).await;
+    assert_eq!(notices.len(), 2, "{}", app.log());
+    assert!(format!("{:?}", notices[1].msg).contains("管理员已重置"), "{:?}", notices[1].msg);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(dingtalk.notices().len(), 2, "nothing for the sign-ins");
 }

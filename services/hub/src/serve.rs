@@ -49,6 +49,7 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let tickets = Arc::new(civichub_hotline::Tickets::new(bus.clone(), data_key, config.hotline_calendar.clone(), config.hotline_time_limits.clone()).with_catalogue(kb.clone()));
     civichub_hotline::Notices::register(router.clone(), tickets.clone());
+    civichub_messaging::AccountNotices::register(router.clone());
     civichub_hotline::SmsIntake::register(&bus, tickets.clone());
     civichub_hotline::Calls::register(&bus, tickets.clone());
     background.push(tickets.spawn_deadline_watch(config.hotline_deadline_sweep));

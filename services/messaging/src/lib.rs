@@ -14,11 +14,13 @@ mod envelope;
 mod error;
 mod nats;
 pub mod api;
+mod account_notices;
 mod audit;
 pub mod messages;
 pub mod outbox;
 pub mod subjects;
 
+pub use account_notices::AccountNotices;
 pub use audit::{forward_audit, spawn_audit_forwarder};
 pub use bus::{Bus, DeadLetter};
 pub use consumer::{Consumer, Handler, Outcome};
