@@ -190,8 +190,17 @@ impl Federation {
         rows.iter().map(|r| Ok((r.try_get("provider")?, r.try_get("subject")?))).collect()
     }
 
-    /// Removes `user_id`'s link at `provider`; whether there was one.
+    /// Removes `user_id`'s link at `provider`; whether there was one. The
+    /// last way in of a person without a password is kept: removing it would
+    /// lock them out.
     pub async fn unlink(&self, user_id: &str, provider: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1").bind(user_id).fetch_optional(self.db.pool()).await?;
+        let has_password = row.map(|r| r.try_get::<Option<String>, _>("password_hash")).transpose()?.flatten().is_some();
+        let links = self.links_of(user_id).await?;
+        let logins_left = links.iter().filter(|(p, _)| p != provider && !p.ends_with("-union")).count();
+        if !has_password && logins_left == 0 && links.iter().any(|(p, _)| p == provider) {
+            return Err(crate::Error::Conflict("this is the only way this person signs in: set a password first".into()));
+        }
         let n = sqlx::query("DELETE FROM user_links WHERE user_id = $1 AND provider = $2").bind(user_id).bind(provider).execute(self.db.pool()).await?.rows_affected();
         Ok(n > 0)
     }
@@ -282,4 +291,29 @@ pub fn valid_name(name: &str) -> Result<()> {
         return Err(Error::Invalid(format!("upstream name {name:?}: use 1–32 lower-case letters, digits or '-'")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use civichub_store::{Db, DbUrl};
+
+    use super::Federation;
+    use crate::{Error, NewUser, Password, Users};
+
+    #[tokio::test]
+    async fn the_last_way_in_of_a_person_without_a_password_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DbUrl::sqlite_in(dir.path())).await.unwrap();
+        let users = Users::new(db.clone());
+        let user = users.add(&"synced".parse().unwrap(), Password::new("password-123".into()).unwrap(), NewUser::default()).await.unwrap();
+        sqlx::query("UPDATE users SET password_hash = NULL WHERE id = $1").bind(&user.id).execute(db.pool()).await.unwrap();
+        users.link_id(&user.id, "dingtalk", "zhangsan").await.unwrap();
+        users.link_id(&user.id, "dingtalk-union", "union-zhangsan").await.unwrap();
+        let federation = Federation::new(db.clone());
+        assert!(matches!(federation.unlink(&user.id, "dingtalk").await, Err(Error::Conflict(_))), "DingTalk is the only way in");
+        users.link_id(&user.id, "zjzw", "sub-1").await.unwrap();
+        assert!(federation.unlink(&user.id, "dingtalk").await.unwrap(), "another upstream remains");
+        assert!(matches!(federation.unlink(&user.id, "zjzw").await, Err(Error::Conflict(_))));
+        assert!(!federation.unlink(&user.id, "nowhere").await.unwrap(), "nothing to remove");
+    }
 }

@@ -285,6 +285,9 @@ async fn unlink(provider: String, body: bytes::Bytes, id: Arc<Identity>, ctx: Re
     };
     match done.await {
         Ok(()) => http::redirect(StatusCode::SEE_OTHER, "/account?done=unlinked"),
+        Err(crate::Error::Conflict(_)) => {
+            page(&id, &ctx, StatusCode::CONFLICT, None, Some("这是您唯一的登录方式：请先在下方设置密码，再解除关联。".into()), None).await
+        }
         Err(e) => http::server_error(e),
     }
 }
