@@ -89,24 +89,8 @@ fn href(q: &str, category: Option<&str>, department: Option<&str>, page: Option<
 
 /// The signed-in user's display name, or a redirect to the login page.
 async fn signed_in(id: &Identity, cookie: Option<String>, return_to: &str) -> Result<String, Response> {
-    let session = match id.sessions.from_cookie(cookie.as_deref()).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("reading session: {e}");
-            return Err(html(StatusCode::INTERNAL_SERVER_ERROR, "服务器内部错误".into()));
-        }
-    };
-    let Some(session) = session else {
-        let target = format!("/login?{}", serde_urlencoded::to_string([("return_to", return_to)]).unwrap_or_default());
-        return Err(warp::redirect::found(warp::http::Uri::try_from(target).unwrap_or_else(|_| warp::http::Uri::from_static("/login"))).into_response());
-    };
-    match id.users.get(&session.user_id).await {
-        Ok(u) => Ok(u.name.unwrap_or(u.username)),
-        Err(e) => {
-            tracing::error!("reading user: {e}");
-            Err(html(StatusCode::INTERNAL_SERVER_ERROR, "服务器内部错误".into()))
-        }
-    }
+    let (_, u) = civichub_identity::http::signed_in(id, cookie.as_deref(), return_to).await?;
+    Ok(u.name.unwrap_or(u.username))
 }
 
 async fn search_page(query: PageQuery, raw: String, cookie: Option<String>, kb: Arc<KnowledgeBase>, id: Arc<Identity>) -> Response {

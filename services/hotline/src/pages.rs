@@ -200,17 +200,8 @@ fn row(t: &Ticket, viewer: &Actor, now: i64, suggested: String) -> Row {
 /// The signed-in person as a hotline actor with their display name, or the
 /// login page to go to first.
 async fn signed_in(id: &Identity, ctx: &RequestContext, return_to: &str) -> Result<(Actor, String), Response> {
-    let session = id.sessions.from_cookie(ctx.session_cookie.as_deref()).await.map_err(http::server_error)?;
-    let Some(session) = session else {
-        let target = format!("/login?{}", serde_urlencoded::to_string([("return_to", return_to)]).unwrap_or_default());
-        return Err(http::redirect(StatusCode::FOUND, &target));
-    };
-    let user = id.users.get(&session.user_id).await.map_err(http::server_error)?;
-    if user.disabled {
-        return Err(http::error_page(StatusCode::FORBIDDEN, "您的账号已停用。"));
-    }
-    let actor = Actor::of(&user);
-    Ok((actor, user.name.unwrap_or(user.username)))
+    let (_, user) = http::signed_in(id, ctx.session_cookie.as_deref(), return_to).await?;
+    Ok((Actor::of(&user), user.name.unwrap_or(user.username)))
 }
 
 /// The signed-in person, if `page` is theirs; else the reply to send (the

@@ -207,6 +207,11 @@ impl Directory {
 
     /// What a sync from `snapshot` of `source` would change.
     pub async fn plan(&self, source: &str, snapshot: &OrgSnapshot) -> Result<Vec<DirectoryChange>> {
+        Ok(self.plan_with_held(source, snapshot).await?.0)
+    }
+
+    /// The plan, with the members as the hub holds them (by source id), which `apply` writes over.
+    async fn plan_with_held(&self, source: &str, snapshot: &OrgSnapshot) -> Result<(Vec<DirectoryChange>, HashMap<String, Held>)> {
         let held = self.held_departments(source).await?;
         let mut changes = Vec::new();
         let wanted: HashSet<&str> = snapshot.departments.iter().map(|d| d.id.as_str()).collect();
@@ -254,7 +259,7 @@ impl Directory {
         let mut left: Vec<&Held> = people.iter().filter(|(id, h)| !h.disabled && !present.contains(id.as_str())).map(|(_, h)| h).collect();
         left.sort_by(|a, b| a.username.cmp(&b.username));
         changes.extend(left.into_iter().map(|h| DirectoryChange::UserDisabled { username: h.username.clone() }));
-        Ok(changes)
+        Ok((changes, people))
     }
 
     /// A login name for a new member: the source's id where it is a valid
@@ -272,12 +277,11 @@ impl Directory {
 
     /// Applies a sync from `snapshot` of `source`; returns what changed.
     pub async fn apply(&self, source: &str, snapshot: &OrgSnapshot) -> Result<Vec<DirectoryChange>> {
-        let changes = self.plan(source, snapshot).await?;
+        let (changes, held) = self.plan_with_held(source, snapshot).await?;
         let at = now();
         let names: HashMap<&str, &str> = snapshot.departments.iter().map(|d| (d.id.as_str(), d.name.as_str())).collect();
         let departments: HashMap<&str, &OrgDepartment> = snapshot.departments.iter().map(|d| (d.id.as_str(), d)).collect();
         let people: HashMap<&str, &OrgPerson> = snapshot.people.iter().map(|p| (p.external_id.as_str(), p)).collect();
-        let held = self.held_people(source).await?;
         let mut tx = self.db.begin().await?;
         for c in &changes {
             match c {

@@ -281,16 +281,11 @@ pub enum Contact {
 impl Federation {
     /// Checks an upstream's name as paths and links take it: lower-case letters, digits and `-`.
     pub fn check_name(name: &str) -> Result<()> {
-        valid_name(name)
+        if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(Error::Invalid(format!("upstream name {name:?}: use 1–32 lower-case letters, digits or '-'")));
+        }
+        Ok(())
     }
-}
-
-/// An upstream's name as paths and links take it: lower-case letters, digits and `-`.
-pub fn valid_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(Error::Invalid(format!("upstream name {name:?}: use 1–32 lower-case letters, digits or '-'")));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -233,3 +233,14 @@ pub fn csrf_token(ctx: &RequestContext) -> (String, bool) {
 pub fn with_csrf(reply: Response, token: &str, fresh: bool, secure: bool) -> Response {
     if fresh { with_cookie(reply, CSRF_COOKIE, token, None, secure) } else { reply }
 }
+
+/// The person signed in with the session cookie `cookie` (a live session of
+/// an enabled user), or the login page to go to first, coming back to `return_to`.
+pub async fn signed_in(id: &Identity, cookie: Option<&str>, return_to: &str) -> Result<(crate::Session, crate::User), Response> {
+    let Some(session) = id.sessions.from_cookie(cookie).await.map_err(server_error)? else {
+        let target = format!("/login?{}", serde_urlencoded::to_string([("return_to", return_to)]).unwrap_or_default());
+        return Err(redirect(StatusCode::FOUND, &target));
+    };
+    let user = id.users.get(&session.user_id).await.map_err(server_error)?;
+    Ok((session, user))
+}

@@ -121,7 +121,7 @@ impl Identity {
 
     /// Offers logins through `upstream` (a button on the login page).
     pub fn add_upstream(&self, upstream: Arc<dyn Upstream>) -> Result<()> {
-        federation::valid_name(upstream.name())?;
+        Federation::check_name(upstream.name())?;
         let mut all = self.upstreams.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if all.iter().any(|u| u.name() == upstream.name()) {
             return Err(Error::Conflict(format!("upstream {}", upstream.name())));

@@ -15,9 +15,8 @@ use warp::{Filter, Rejection};
 use crate::audit::Actor;
 use crate::http::{self, RequestContext, context, form_body, with_identity};
 use crate::password::{self, Verdict};
-use crate::sessions::Session;
 use crate::values::{Password, Username};
-use crate::{Identity, User};
+use crate::Identity;
 
 /// Sign-ins the page lists.
 const SIGN_INS: i64 = 10;
@@ -135,18 +134,8 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
     show.or(password).unify().or(unlink).unify().or(totp).unify()
 }
 
-/// The signed-in person and their session, or the login page to go to.
-async fn signed_in(id: &Identity, ctx: &RequestContext) -> Result<(Session, User), Response> {
-    let session = id.sessions.from_cookie(ctx.session_cookie.as_deref()).await.map_err(http::server_error)?;
-    let Some(session) = session else {
-        return Err(http::redirect(StatusCode::FOUND, "/login?return_to=%2Faccount"));
-    };
-    let user = id.users.get(&session.user_id).await.map_err(http::server_error)?;
-    Ok((session, user))
-}
-
 async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: Option<String>, error: Option<String>, recovery_codes: Option<Vec<String>>) -> Response {
-    let (_, user) = match signed_in(id, ctx).await {
+    let (_, user) = match http::signed_in(id, ctx.session_cookie.as_deref(), "/account").await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -207,7 +196,7 @@ fn beijing(secs: i64) -> String {
 }
 
 async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
-    let (session, user) = match signed_in(&id, &ctx).await {
+    let (session, user) = match http::signed_in(&id, ctx.session_cookie.as_deref(), "/account").await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -268,7 +257,7 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
 }
 
 async fn unlink(provider: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
-    let (_, user) = match signed_in(&id, &ctx).await {
+    let (_, user) = match http::signed_in(&id, ctx.session_cookie.as_deref(), "/account").await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -296,7 +285,7 @@ async fn unlink(provider: String, body: bytes::Bytes, id: Arc<Identity>, ctx: Re
 /// (a new secret to scan, then a code to confirm it, which shows the
 /// recovery codes once), or remove it with a current code.
 async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
-    let (_, user) = match signed_in(&id, &ctx).await {
+    let (_, user) = match http::signed_in(&id, ctx.session_cookie.as_deref(), "/account").await {
         Ok(s) => s,
         Err(r) => return r,
     };
