@@ -13,7 +13,8 @@ export { admin };
 export async function startHub(extra = []) {
   const bin = civichubBinary();
   const dataDir = await mkdtemp(join(tmpdir(), 'civichub-browser-'));
-  const child = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--log', 'warn', ...extra], {
+  const listen = extra.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
+  const child = spawn(bin, ['serve', ...listen, '--data-dir', dataDir, '--log', 'warn', ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';
@@ -54,6 +55,16 @@ export function launchChromium() {
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync'],
   });
+}
+
+// A TCP port free now on 127.0.0.1 (for a hub whose issuer must name it).
+export async function freePort() {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  return port;
 }
 
 // Polls `fn` until it returns a truthy value or `ms` pass.

@@ -231,15 +231,22 @@ impl TestApp {
     }
 
     pub async fn metadata(&self) -> CoreProviderMetadata {
-        CoreProviderMetadata::discover_async(IssuerUrl::new(self.base.clone()).unwrap(), &http())
-            .await
-            .expect("discovery")
+        Self::metadata_of(&self.base).await
+    }
+
+    async fn metadata_of(issuer: &str) -> CoreProviderMetadata {
+        CoreProviderMetadata::discover_async(IssuerUrl::new(issuer.to_owned()).unwrap(), &http()).await.expect("discovery")
     }
 
     /// A relying party for `client_id`, configured from discovery.
     pub async fn rp(&self, client_id: &str, secret: Option<String>) -> Rp {
+        Self::rp_of(&self.base, client_id, secret).await
+    }
+
+    /// A relying party of the provider at `issuer` (an app started with `--issuer`).
+    pub async fn rp_of(issuer: &str, client_id: &str, secret: Option<String>) -> Rp {
         let client = CoreClient::from_provider_metadata(
-            self.metadata().await,
+            Self::metadata_of(issuer).await,
             ClientId::new(client_id.to_owned()),
             secret.map(ClientSecret::new),
         )

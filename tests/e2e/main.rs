@@ -15,6 +15,7 @@ mod kb;
 mod logout;
 mod messaging;
 mod mfa;
+mod passkeys;
 mod messaging_sms;
 mod hotline;
 mod sso;

@@ -52,6 +52,7 @@ impl Identity {
         let throttle = run("DELETE FROM login_throttle WHERE locked_until < $1 AND window_start < $1", cutoff).await?;
         run("DELETE FROM federation_flows WHERE expires_at < $1", at).await?;
         run("DELETE FROM mfa_pending WHERE expires_at < $1", at).await?;
+        run("DELETE FROM webauthn_ceremonies WHERE expires_at < $1", at).await?;
         drop(run);
         tx.commit().await?;
         Ok(Swept { codes, tokens, sessions, outbox, throttle })

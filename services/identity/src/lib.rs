@@ -19,6 +19,7 @@ mod keys;
 mod mfa;
 pub mod oauth;
 pub mod oidc;
+mod passkeys;
 mod password;
 mod sessions;
 mod settings;
@@ -44,6 +45,7 @@ pub use http::{BodyTooLarge, limited_body};
 pub use janitor::{GRACE_SECS, Swept};
 pub use keys::{Keys, RETIRED_KEY_PUBLISHED_SECS};
 pub use mfa::{Mfa, Pending, Proof, RECOVERY_CODES, STEP_SECS, base32, hotp};
+pub use passkeys::{PasskeyInfo, PasskeyUse, Passkeys};
 pub use password::{Verdict, current_params as password_params, hash_blocking, verify_blocking};
 pub use sessions::{BACKCHANNEL_TOPIC, SESSION_COOKIE, Session, Sessions};
 pub use settings::Settings;
@@ -79,6 +81,8 @@ pub struct Identity {
     pub federation: Federation,
     /// Second factors.
     pub mfa: Mfa,
+    /// Passkeys (WebAuthn).
+    pub passkeys: Passkeys,
     upstreams: std::sync::RwLock<Vec<Arc<dyn Upstream>>>,
     http: reqwest::Client,
     backchannel_wakeup: tokio::sync::Notify,
@@ -109,6 +113,7 @@ impl Identity {
             throttle: Throttle::new(db.clone()),
             federation: Federation::new(db.clone()),
             mfa: Mfa::new(db.clone()),
+            passkeys: Passkeys::new(db.clone(), &settings.issuer),
             upstreams: std::sync::RwLock::new(Vec::new()),
             keys,
             token_writer: oauth::TokenWriter::start(db.clone()),
@@ -117,6 +122,12 @@ impl Identity {
             http,
             backchannel_wakeup: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Whether `user_id` has a second factor (an authenticator app or a
+    /// passkey), so that a password alone no longer signs them in.
+    pub async fn has_second_factor(&self, user_id: &str) -> Result<bool> {
+        Ok(self.mfa.enrolled(user_id).await? || self.passkeys.count(user_id).await? > 0)
     }
 
     /// Offers logins through `upstream` (a button on the login page).
@@ -165,6 +176,8 @@ pub fn routes(id: Arc<Identity>) -> BoxedFilter<(warp::reply::Response,)> {
         .or(account::filter(id.clone()))
         .unify()
         .or(mfa::filter(id.clone()))
+        .unify()
+        .or(passkey::filter(id.clone()))
         .unify()
         .or(consent::filter(id.clone()))
         .unify()

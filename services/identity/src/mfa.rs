@@ -15,6 +15,11 @@ use crate::{Error, Result};
 pub const STEP_SECS: i64 = 30;
 /// Steps before and after now a code may come from (clock drift).
 const SKEW: i64 = 1;
+/// Deletes the recovery codes of `$1` once no second factor is left.
+pub(crate) const ORPHAN_RECOVERY_CODES: &str = "DELETE FROM mfa_recovery_codes WHERE user_id = $1 \
+     AND NOT EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1) \
+     AND NOT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed = 1)";
+
 /// Recovery codes made at enrolment.
 pub const RECOVERY_CODES: usize = 10;
 
@@ -135,24 +140,37 @@ impl Mfa {
     pub async fn confirm(&self, user_id: &str, code: &str, at: i64) -> Result<Option<Vec<String>>> {
         let Some(secret) = self.pending_secret(user_id).await?.and_then(|s| unbase32(&s)) else { return Ok(None) };
         let Some(step) = matching_step(&secret, code, at) else { return Ok(None) };
-        let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| random_token(8).to_lowercase().chars().filter(char::is_ascii_alphanumeric).take(10).collect()).collect();
         let mut tx = self.db.begin().await?;
         sqlx::query("UPDATE mfa_totp SET confirmed = 1, last_step = $2 WHERE user_id = $1 AND confirmed = 0").bind(user_id).bind(step).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM mfa_recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-        for c in &codes {
-            sqlx::query("INSERT INTO mfa_recovery_codes (user_id, code_hash, used_at) VALUES ($1, $2, NULL)").bind(user_id).bind(sha256_hex(c)).execute(&mut *tx).await?;
-        }
+        let codes = Self::new_recovery_codes(&mut tx, user_id).await?;
         tx.commit().await?;
         Ok(Some(codes))
     }
 
-    /// Checks a second factor: a TOTP code of a step not used before, or an
-    /// unused recovery code (used up by this).
+    /// Ten fresh recovery codes for `user_id`, replacing any before (shown
+    /// once, kept hashed): made when a first second factor is enrolled.
+    pub async fn issue_recovery_codes(&self, user_id: &str) -> Result<Vec<String>> {
+        let mut tx = self.db.begin().await?;
+        let codes = Self::new_recovery_codes(&mut tx, user_id).await?;
+        tx.commit().await?;
+        Ok(codes)
+    }
+
+    async fn new_recovery_codes(tx: &mut civichub_store::Tx, user_id: &str) -> Result<Vec<String>> {
+        let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| random_token(8).to_lowercase().chars().filter(char::is_ascii_alphanumeric).take(10).collect()).collect();
+        sqlx::query("DELETE FROM mfa_recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut **tx).await?;
+        for c in &codes {
+            sqlx::query("INSERT INTO mfa_recovery_codes (user_id, code_hash, used_at) VALUES ($1, $2, NULL)").bind(user_id).bind(sha256_hex(c)).execute(&mut **tx).await?;
+        }
+        Ok(codes)
+    }
+
+    /// Checks a typed second factor: a TOTP code of a step not used before,
+    /// or an unused recovery code (used up by this).
     pub async fn verify(&self, user_id: &str, code: &str, at: i64) -> Result<Option<Proof>> {
-        let row = sqlx::query("SELECT secret, last_step FROM mfa_totp WHERE user_id = $1 AND confirmed = 1").bind(user_id).fetch_optional(self.db.pool()).await?;
-        let Some(row) = row else { return Ok(None) };
-        let secret = unbase32(&row.try_get::<String, _>("secret")?).unwrap_or_default();
-        if let Some(step) = matching_step(&secret, code, at) {
+        let row = sqlx::query("SELECT secret FROM mfa_totp WHERE user_id = $1 AND confirmed = 1").bind(user_id).fetch_optional(self.db.pool()).await?;
+        let secret = row.map(|r| r.try_get::<String, _>("secret")).transpose()?.and_then(|s| unbase32(&s));
+        if let Some(step) = secret.and_then(|secret| matching_step(&secret, code, at)) {
             let moved = sqlx::query("UPDATE mfa_totp SET last_step = $2 WHERE user_id = $1 AND last_step < $2")
                 .bind(user_id)
                 .bind(step)
@@ -178,13 +196,25 @@ impl Mfa {
         Ok(row.try_get("n")?)
     }
 
-    /// Removes every second factor of `user_id`; whether there was one.
+    /// Removes the authenticator app of `user_id`; the recovery codes go too
+    /// unless a passkey remains.
+    pub async fn remove_totp(&self, user_id: &str) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let n = sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
+        sqlx::query(ORPHAN_RECOVERY_CODES).bind(user_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// Removes every second factor of `user_id` (authenticator app, passkeys
+    /// and recovery codes); whether there was one.
     pub async fn reset(&self, user_id: &str) -> Result<bool> {
         let mut tx = self.db.begin().await?;
         let n = sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
+        let passkeys = sqlx::query("DELETE FROM passkeys WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
         sqlx::query("DELETE FROM mfa_recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(n > 0)
+        Ok(n + passkeys > 0)
     }
 }
 

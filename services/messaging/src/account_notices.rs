@@ -37,6 +37,8 @@ fn text(event: &str, detail: &Value, when: &str) -> Option<String> {
     };
     let what = match event {
         "password.changed" => "您的统一身份认证密码已修改".to_owned(),
+        "mfa.enrolled" if detail["factor"] == "passkey" => format!("您的账号已添加通行密钥「{}」", detail["name"].as_str().unwrap_or_default()),
+        "mfa.removed" if detail["factor"] == "passkey" => format!("您的账号已删除通行密钥「{}」", detail["name"].as_str().unwrap_or_default()),
         "mfa.enrolled" => "您的账号已启用两步验证".to_owned(),
         "mfa.removed" => "您的账号已停用两步验证".to_owned(),
         "mfa.reset" => "管理员已重置您账号的两步验证".to_owned(),
@@ -102,6 +104,9 @@ mod tests {
         assert!(t.contains("已关联钉钉登录") && t.contains("2026-11-29 10:00"), "{t}");
         assert!(text("password.changed", &Value::Null, "").unwrap().contains("密码已修改"));
         assert!(text("mfa.reset", &Value::Null, "").unwrap().contains("管理员已重置"));
+        let passkey = serde_json::json!({ "factor": "passkey", "name": "办公电脑" });
+        assert!(text("mfa.enrolled", &passkey, "").unwrap().contains("已添加通行密钥「办公电脑」"));
+        assert!(text("mfa.removed", &passkey, "").unwrap().contains("已删除通行密钥「办公电脑」"));
         assert_eq!(text("login.succeeded", &Value::Null, ""), None);
         assert_eq!(text("token.issued", &Value::Null, ""), None);
     }

@@ -284,6 +284,12 @@ impl Db {
                 include_str!("../migrations/common/0010_mfa.sql"),
                 include_str!("../migrations/common/0010_mfa.sql"),
             ),
+            (
+                11,
+                "passkeys",
+                include_str!("../migrations/common/0011_passkeys.sql"),
+                include_str!("../migrations/common/0011_passkeys.sql"),
+            ),
         ];
         let migrations = sources
             .iter()

@@ -1,7 +1,8 @@
 //! `/account`, behind single sign-on: the person's profile, the upstream
 //! logins linked to them (link and unlink), their password (change, or set
 //! one when they only ever signed in through an upstream), and their recent
-//! sign-ins.
+//! sign-ins; their passkeys (the registration's options come from
+//! [`super::passkey`]) and authenticator app.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::http::{self, RequestContext, context, form_body, with_identity};
 use crate::password::{self, Verdict};
 use crate::values::{Password, Username};
 use crate::Identity;
+use crate::endpoints::passkey::PasskeyForm;
 
 /// Sign-ins the page lists.
 const SIGN_INS: i64 = 10;
@@ -25,6 +27,13 @@ struct LinkRow {
     provider: String,
     label: String,
     linked: bool,
+}
+
+struct PasskeyRow {
+    id: String,
+    name: String,
+    created: String,
+    last_used: String,
 }
 
 struct SignIn {
@@ -53,6 +62,8 @@ struct AccountPage {
     pending_qr: String,
     /// Shown once, right after enrolment.
     recovery_codes: Option<Vec<String>>,
+    passkey_list: Vec<PasskeyRow>,
+    passkeys_available: bool,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +93,7 @@ fn method_label(id: &Identity, amr: &str) -> String {
         .map(|m| match m {
             "pwd" => "密码".to_owned(),
             "otp" => "验证码".to_owned(),
+            "hwk" | "swk" => "通行密钥".to_owned(),
             other => id.upstream_by_amr(other).map(|u| u.label().trim_end_matches("登录").to_owned()).unwrap_or_else(|| other.to_owned()),
         })
         .collect::<Vec<_>>()
@@ -119,6 +131,8 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
                 (None, Some("password")) => Some("密码已保存，其他设备上的登录已退出。".into()),
                 (None, Some("unlinked")) => Some("已解除关联。".into()),
                 (None, Some("mfa-removed")) => Some("两步验证已停用。".into()),
+                (None, Some("passkey-added")) => Some("通行密钥已添加。".into()),
+                (None, Some("passkey-removed")) => Some("通行密钥已删除。".into()),
                 _ => None,
             };
             page(&id, &ctx, StatusCode::OK, notice, None, None).await
@@ -130,8 +144,15 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
         .and(with_identity(id.clone()))
         .and(context())
         .then(unlink);
-    let totp = warp::path!("account" / "totp" / String).and(warp::post()).and(form_body()).and(with_identity(id)).and(context()).then(totp);
-    show.or(password).unify().or(unlink).unify().or(totp).unify()
+    let totp = warp::path!("account" / "totp" / String).and(warp::post()).and(form_body()).and(with_identity(id.clone())).and(context()).then(totp);
+    let add_passkey = warp::path!("account" / "passkeys").and(warp::post()).and(form_body()).and(with_identity(id.clone())).and(context()).then(add_passkey);
+    let remove_passkey = warp::path!("account" / "passkeys" / String / "remove")
+        .and(warp::post())
+        .and(form_body())
+        .and(with_identity(id))
+        .and(context())
+        .then(remove_passkey);
+    show.or(password).unify().or(unlink).unify().or(totp).unify().or(add_passkey).unify().or(remove_passkey).unify()
 }
 
 async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: Option<String>, error: Option<String>, recovery_codes: Option<Vec<String>>) -> Response {
@@ -147,17 +168,23 @@ async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: O
         };
         let signins = id.audit.of_user(&user.id, "login.succeeded", SIGN_INS).await?;
         let enrolled = id.mfa.enrolled(&user.id).await?;
-        let left = if enrolled { id.mfa.recovery_codes_left(&user.id).await? } else { 0 };
+        let passkeys = id.passkeys.list(&user.id).await?;
+        let left = if enrolled || !passkeys.is_empty() { id.mfa.recovery_codes_left(&user.id).await? } else { 0 };
         let pending = if enrolled { None } else { id.mfa.pending_secret(&user.id).await? };
-        Ok::<_, crate::Error>((links, stored.is_some(), signins, enrolled, left, pending))
+        Ok::<_, crate::Error>((links, stored.is_some(), signins, enrolled, left, pending, passkeys))
     };
-    let (links, has_password, signins, mfa_enrolled, recovery_left, pending_secret) = match loaded.await {
+    let (links, has_password, signins, mfa_enrolled, recovery_left, pending_secret, passkeys) = match loaded.await {
         Ok(l) => l,
         Err(e) => return http::server_error(e),
     };
     let (csrf, fresh) = http::csrf_token(ctx);
     let pending_qr = pending_secret.as_deref().map(|s| qr(&user.username, s)).unwrap_or_default();
     let page = AccountPage {
+        passkey_list: passkeys
+            .into_iter()
+            .map(|p| PasskeyRow { id: p.id, name: p.name, created: beijing(p.created_at), last_used: p.last_used_at.map(beijing).unwrap_or_else(|| "从未".into()) })
+            .collect(),
+        passkeys_available: id.passkeys.available(),
         mfa_enrolled,
         recovery_left,
         pending_secret,
@@ -314,8 +341,8 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
         "remove" => match id.mfa.verify(&user.id, &code, civichub_store::now()).await {
             Ok(Some(_)) => {
                 let removed = async {
-                    id.mfa.reset(&user.id).await?;
-                    id.audit.record("mfa.removed", actor, json!({ "by": "user" })).await
+                    id.mfa.remove_totp(&user.id).await?;
+                    id.audit.record("mfa.removed", actor, json!({ "factor": "totp", "by": "user" })).await
                 };
                 match removed.await {
                     Ok(()) => http::redirect(StatusCode::SEE_OTHER, "/account?done=mfa-removed"),
@@ -326,5 +353,63 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
             Err(e) => http::server_error(e),
         },
         _ => http::error_page(StatusCode::NOT_FOUND, "没有这个操作。"),
+    }
+}
+
+/// Who posted a passkey form on the account page, and the form, if its CSRF token is good.
+async fn passkey_form(id: &Identity, ctx: &RequestContext, body: &[u8]) -> Result<(crate::User, PasskeyForm), Response> {
+    let (_, user) = http::signed_in(id, ctx.session_cookie.as_deref(), "/account").await?;
+    let form = PasskeyForm::parse(body).unwrap_or_default();
+    if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
+        return Err(page(id, ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into()), None).await);
+    }
+    Ok((user, form))
+}
+
+/// `POST /account/passkeys`: the browser's answer to a registration. The
+/// first second factor also brings the recovery codes, shown once.
+async fn add_passkey(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
+    let (user, form) = match passkey_form(&id, &ctx, &body).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some((ceremony, credential)) = form.answer() else {
+        return page(&id, &ctx, StatusCode::BAD_REQUEST, None, Some("没有收到通行密钥的应答，请重试。".into()), None).await;
+    };
+    let added = async {
+        let first = !id.has_second_factor(&user.id).await?;
+        let key = id.passkeys.finish_registration(&user.id, &ceremony, form.name.as_deref().unwrap_or_default(), &credential).await?;
+        id.audit
+            .record("mfa.enrolled", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({ "factor": "passkey", "name": key.name }))
+            .await?;
+        let codes = if first && id.mfa.recovery_codes_left(&user.id).await? == 0 { Some(id.mfa.issue_recovery_codes(&user.id).await?) } else { None };
+        Ok::<_, crate::Error>(codes)
+    };
+    match added.await {
+        Ok(Some(codes)) => page(&id, &ctx, StatusCode::OK, Some("通行密钥已添加。".into()), None, Some(codes)).await,
+        Ok(None) => http::redirect(StatusCode::SEE_OTHER, "/account?done=passkey-added#passkeys"),
+        Err(crate::Error::Invalid(msg)) => page(&id, &ctx, StatusCode::BAD_REQUEST, None, Some(msg), None).await,
+        Err(crate::Error::Conflict(msg)) => page(&id, &ctx, StatusCode::CONFLICT, None, Some(format!("{msg}。")), None).await,
+        Err(e) => http::server_error(e),
+    }
+}
+
+/// `POST /account/passkeys/{id}/remove`.
+async fn remove_passkey(passkey: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
+    let user = match passkey_form(&id, &ctx, &body).await {
+        Ok((user, _)) => user,
+        Err(r) => return r,
+    };
+    let removed = async {
+        if let Some(name) = id.passkeys.remove(&user.id, &passkey).await? {
+            id.audit
+                .record("mfa.removed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({ "factor": "passkey", "name": name, "by": "user" }))
+                .await?;
+        }
+        Ok::<_, crate::Error>(())
+    };
+    match removed.await {
+        Ok(()) => http::redirect(StatusCode::SEE_OTHER, "/account?done=passkey-removed#passkeys"),
+        Err(e) => http::server_error(e),
     }
 }

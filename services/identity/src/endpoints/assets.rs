@@ -10,19 +10,19 @@ use crate::Identity;
 use crate::http::{self, MessagePage, RequestContext, context, with_identity};
 
 const SITE_CSS: &str = include_str!("../../assets/site.css");
+const PASSKEY_JS: &str = include_str!("../../assets/passkey.js");
 
-/// `GET /assets/site.css`, and `GET /` (who is signed in).
+/// `GET /assets/site.css`, `GET /assets/passkey.js`, and `GET /` (who is signed in).
 pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let css = warp::path!("assets" / "site.css").and(warp::get()).map(|| {
-        warp::reply::with_header(
-            warp::reply::with_header(SITE_CSS, "content-type", "text/css; charset=utf-8"),
-            "cache-control",
-            "public, max-age=3600",
-        )
-        .into_response()
-    });
+    let css = warp::path!("assets" / "site.css").and(warp::get()).map(|| asset(SITE_CSS, "text/css; charset=utf-8"));
+    let js = warp::path!("assets" / "passkey.js").and(warp::get()).map(|| asset(PASSKEY_JS, "text/javascript; charset=utf-8"));
     let home = warp::path::end().and(warp::get()).and(with_identity(id)).and(context()).then(home);
-    css.or(home).unify()
+    css.or(js).unify().or(home).unify()
+}
+
+/// An embedded asset, cached for an hour.
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    warp::reply::with_header(warp::reply::with_header(body, "content-type", content_type), "cache-control", "public, max-age=3600").into_response()
 }
 
 async fn home(id: Arc<Identity>, ctx: RequestContext) -> Response {

@@ -143,7 +143,7 @@ async fn handle(raw: String, id: Arc<Identity>, ctx: RequestContext) -> Response
         if prompts.contains(&"none") {
             return fail("interaction_required", "multi-factor authentication is needed");
         }
-        match id.mfa.enrolled(&session.user_id).await {
+        match id.has_second_factor(&session.user_id).await {
             Ok(true) => {
                 let pending = crate::Pending {
                     user_id: session.user_id.clone(),
@@ -157,7 +157,7 @@ async fn handle(raw: String, id: Arc<Identity>, ctx: RequestContext) -> Response
                 };
             }
             Ok(false) => {
-                return fail("unmet_authentication_requirements", "multi-factor authentication is required: enrol an authenticator app at /account first");
+                return fail("unmet_authentication_requirements", "multi-factor authentication is required: enrol an authenticator app or a passkey at /account first");
             }
             Err(e) => return http::server_error(e),
         }

@@ -1,5 +1,5 @@
-//! `GET|POST /login`: the login page: a password, or a button per upstream
-//! identity provider. A password login may also link an upstream account
+//! `GET|POST /login`: the login page: a password, a passkey (see
+//! [`super::passkey`]), or a button per upstream identity provider. A password login may also link an upstream account
 //! that matched nobody (`link`, parked by the upstream callback).
 
 use std::sync::Arc;
@@ -35,6 +35,8 @@ struct LoginPage<'a> {
     /// The parked upstream account this login links, and what to call it.
     link: Option<(&'a str, String)>,
     upstreams: Vec<UpstreamButton>,
+    /// Whether passkeys work here (the issuer is a domain name).
+    passkeys: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -83,13 +85,13 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
 }
 
 /// What a login page is for.
-struct View<'a> {
-    return_to: &'a str,
-    client: Option<&'a str>,
-    link: Option<&'a str>,
+pub(crate) struct View<'a> {
+    pub return_to: &'a str,
+    pub client: Option<&'a str>,
+    pub link: Option<&'a str>,
 }
 
-async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, view: &View<'_>, username: &str, error: Option<&str>) -> Response {
+pub(crate) async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, view: &View<'_>, username: &str, error: Option<&str>) -> Response {
     let (csrf, fresh) = http::csrf_token(ctx);
     let link = match view.link {
         Some(key) => match id.federation.parked(key).await {
@@ -110,7 +112,7 @@ async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, view: &Vi
             label: u.label().to_owned(),
         })
         .collect();
-    let page = LoginPage { csrf: &csrf, return_to: view.return_to, username, client: view.client, error, link, upstreams };
+    let page = LoginPage { csrf: &csrf, return_to: view.return_to, username, client: view.client, error, link, upstreams, passkeys: id.passkeys.available() };
     http::with_csrf(http::render(status, &page), &csrf, fresh, id.settings.secure_cookies())
 }
 
@@ -213,7 +215,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         }
     }
     // An enrolled second factor is asked for before the session starts.
-    match id.mfa.enrolled(&user.id).await {
+    match id.has_second_factor(&user.id).await {
         Ok(true) => {
             let pending = crate::Pending { user_id: user.id.clone(), amr: vec!["pwd".into()], session_id: None, return_to: return_to.clone() };
             return match id.mfa.park(&pending).await {

@@ -1,4 +1,5 @@
-//! `GET|POST /login/mfa`: the second factor of a login waiting for one
+//! `GET|POST /login/mfa`: the second factor (a code, a recovery code or a
+//! passkey) of a login waiting for one
 //! (after a password, or a step-up of a live single-factor session for a
 //! client or request that demands multi-factor authentication).
 
@@ -13,8 +14,9 @@ use warp::{Filter, Rejection};
 
 use crate::audit::Actor;
 use crate::endpoints::login::establish;
+use crate::endpoints::passkey::{PasskeyForm, amr_with};
 use crate::http::{self, RequestContext, context, form_body, with_identity};
-use crate::{ACR_MULTI_FACTOR, Identity, Proof};
+use crate::{ACR_MULTI_FACTOR, Identity, Pending, Proof};
 
 #[derive(Template)]
 #[template(path = "mfa.html")]
@@ -23,6 +25,8 @@ struct MfaPage<'a> {
     key: &'a str,
     step_up: bool,
     error: Option<&'a str>,
+    /// Whether the person can answer with a passkey.
+    passkeys: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -37,6 +41,12 @@ struct MfaForm {
     code: Option<String>,
 }
 
+/// What the second factor was: its `amr` additions and its audit name.
+enum Answer {
+    Typed(Proof),
+    Passkey(crate::PasskeyUse),
+}
+
 /// `GET /login/mfa?key=` and `POST /login/mfa`.
 pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let show = warp::path!("login" / "mfa")
@@ -47,7 +57,7 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
         .then(|q: MfaQuery, id: Arc<Identity>, ctx: RequestContext| async move {
             let key = q.key.unwrap_or_default();
             match id.mfa.pending(&key).await {
-                Ok(Some(p)) => page(&id, &ctx, StatusCode::OK, &key, p.session_id.is_some(), None),
+                Ok(Some(p)) => page(&id, &ctx, StatusCode::OK, &key, &p, None).await,
                 Ok(None) => expired(),
                 Err(e) => http::server_error(e),
             }
@@ -60,9 +70,13 @@ fn expired() -> Response {
     http::error_page(StatusCode::BAD_REQUEST, "这次登录已过期或已完成，请重新登录。")
 }
 
-fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, key: &str, step_up: bool, error: Option<&str>) -> Response {
+async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, key: &str, pending: &Pending, error: Option<&str>) -> Response {
     let (csrf, fresh) = http::csrf_token(ctx);
-    let page = MfaPage { csrf: &csrf, key, step_up, error };
+    let passkeys = match id.passkeys.count(&pending.user_id).await {
+        Ok(n) => n > 0 && id.passkeys.available(),
+        Err(e) => return http::server_error(e),
+    };
+    let page = MfaPage { csrf: &csrf, key, step_up: pending.session_id.is_some(), error, passkeys };
     http::with_csrf(http::render(status, &page), &csrf, fresh, id.settings.secure_cookies())
 }
 
@@ -70,15 +84,15 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     let Ok(form) = serde_urlencoded::from_bytes::<MfaForm>(&body) else {
         return http::error_page(StatusCode::BAD_REQUEST, "表单格式错误。");
     };
+    let passkey = PasskeyForm::parse(&body).unwrap_or_default();
     let key = form.key.unwrap_or_default();
     let pending = match id.mfa.pending(&key).await {
         Ok(Some(p)) => p,
         Ok(None) => return expired(),
         Err(e) => return http::server_error(e),
     };
-    let step_up = pending.session_id.is_some();
     if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
-        return page(&id, &ctx, StatusCode::FORBIDDEN, &key, step_up, Some("页面已过期，请重新输入。"));
+        return page(&id, &ctx, StatusCode::FORBIDDEN, &key, &pending, Some("页面已过期，请重新输入。")).await;
     }
     let user = match id.users.get(&pending.user_id).await {
         Ok(u) if !u.disabled => u,
@@ -90,15 +104,22 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     let user_key = format!("user:{}", user.username);
     let ip_key = format!("ip:{}", ctx.ip.as_deref().unwrap_or("unknown"));
     match id.throttle.check(&[&user_key, &ip_key]).await {
-        Ok((Some(_), _)) => return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &key, step_up, Some("失败次数过多，请稍后再试。")),
+        Ok((Some(_), _)) => return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &key, &pending, Some("失败次数过多，请稍后再试。")).await,
         Ok(_) => {}
         Err(e) => return http::server_error(e),
     }
-    let proof = match id.mfa.verify(&user.id, form.code.as_deref().unwrap_or_default(), civichub_store::now()).await {
-        Ok(p) => p,
-        Err(e) => return http::server_error(e),
+    let answer = match passkey.answer() {
+        Some((ceremony, credential)) => match id.passkeys.finish_second_factor(&user.id, &ceremony, &credential).await {
+            Ok(used) => Some(Answer::Passkey(used)),
+            Err(crate::Error::Invalid(_)) => None,
+            Err(e) => return http::server_error(e),
+        },
+        None => match id.mfa.verify(&user.id, form.code.as_deref().unwrap_or_default(), civichub_store::now()).await {
+            Ok(p) => p.map(Answer::Typed),
+            Err(e) => return http::server_error(e),
+        },
     };
-    let Some(proof) = proof else {
+    let Some(answer) = answer else {
         let failed = async {
             id.throttle.fail(&user_key, s.max_failures_per_account, s).await?;
             id.throttle.fail(&ip_key, s.max_failures_per_address, s).await?;
@@ -107,21 +128,22 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         if let Err(e) = failed.await {
             return http::server_error(e);
         }
-        return page(&id, &ctx, StatusCode::UNAUTHORIZED, &key, step_up, Some("验证码不正确、已过期或已使用过。"));
+        let msg = if passkey.credential.is_some() { "通行密钥验证未通过，请重试或输入验证码。" } else { "验证码不正确、已过期或已使用过。" };
+        return page(&id, &ctx, StatusCode::UNAUTHORIZED, &key, &pending, Some(msg)).await;
     };
     if !matches!(id.mfa.finish(&key).await, Ok(true)) {
         return expired();
     }
-    let _ = id
-        .audit
-        .record(
-            "mfa.verified",
-            Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() },
-            json!({ "factor": if proof == Proof::Totp { "totp" } else { "recovery_code" } }),
-        )
-        .await;
-    let mut amr: Vec<&str> = pending.amr.iter().map(String::as_str).filter(|m| *m != "mfa" && *m != "otp").collect();
-    amr.extend(["otp", "mfa"]);
+    let (factor, amr) = match &answer {
+        Answer::Typed(proof) => {
+            let mut amr: Vec<String> = pending.amr.iter().filter(|m| *m != "mfa" && *m != "otp").cloned().collect();
+            amr.extend(["otp".to_owned(), "mfa".to_owned()]);
+            (if *proof == Proof::Totp { "totp" } else { "recovery_code" }, amr)
+        }
+        Answer::Passkey(used) => ("passkey", amr_with(&pending.amr, used)),
+    };
+    let _ = id.audit.record("mfa.verified", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({ "factor": factor })).await;
+    let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
     if let Some(session_id) = &pending.session_id {
         // Step-up: the live session now has both factors.
         return match id.sessions.by_id(session_id).await {

@@ -10,6 +10,7 @@ pub mod end_session;
 pub mod introspect;
 pub mod login;
 pub mod mfa;
+pub mod passkey;
 pub mod revoke;
 pub mod token;
 pub mod upstream;
