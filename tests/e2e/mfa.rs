@@ -8,9 +8,9 @@ use openidconnect::TokenResponse;
 use totp_rs::{Algorithm, Secret, TOTP};
 use url::Url;
 
-use crate::helpers::{Browser, CALLBACK, Landing, PASSWORD, TestApp, query_param};
+use crate::helpers::{Browser, CALLBACK, Landing, PASSWORD, TestApp, http, query_param, service_token};
 
-crate::both!(logins_with_a_second_factor);
+crate::both!(logins_with_a_second_factor, the_admin_api_sets_a_clients_mfa_policy);
 
 fn totp(secret: &str) -> TOTP {
     TOTP::new(Algorithm::SHA1, 6, 1, 30, Secret::Encoded(secret.to_owned()).to_bytes().unwrap()).unwrap()
@@ -134,4 +134,52 @@ async fn logins_with_a_second_factor(app: &TestApp) {
     for event in ["mfa.enrolled", "mfa.verified", "mfa.failed", "mfa.reset"] {
         assert!(log.contains(event), "{event} in the audit trail");
     }
+}
+
+/// `PUT /api/admin/clients/{id}/mfa` (scope `admin:clients`) makes a client
+/// require a second factor, or not; the next login to it obeys.
+async fn the_admin_api_sets_a_clients_mfa_policy(app: &TestApp) {
+    app.add_user("han", &[]);
+    let portal = app.add_client("portal", &["--first-party"]).expect("secret");
+    let admin = service_token(app, &["admin:clients"]).await;
+    let other = service_token(app, &["kb:read"]).await;
+    let url = app.url("/api/admin/clients/portal/mfa");
+
+    let shown: serde_json::Value = http().get(app.url("/api/admin/clients/portal")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(shown["mfa"], "optional");
+    assert!(shown.get("client_secret").is_none() && !shown.to_string().contains(&portal), "no secret is shown");
+
+    let put = |token: Option<&str>, body: &str| {
+        let mut req = http().put(&url).header("content-type", "application/json").body(body.to_owned());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(put(None, r#"{"mfa":"required"}"#).await.unwrap().status(), 401);
+    assert_eq!(put(Some(&other), r#"{"mfa":"required"}"#).await.unwrap().status(), 403, "kb:read is not admin:clients");
+    let bad = put(Some(&admin), r#"{"mfa":"sometimes"}"#).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("required"), "the error says what is allowed");
+    let missing = http().put(app.url("/api/admin/clients/nobody/mfa")).bearer_auth(&admin).body(r#"{"mfa":"required"}"#).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // Before: a password is enough. After: the client gets no code for one.
+    let rp = app.rp("portal", Some(portal.clone())).await;
+    let landed = Browser::new().sign_in(rp.authorize(&[]).url.as_str(), "han", PASSWORD).await;
+    assert!(query_param(&landed, "code").is_some(), "{landed}");
+    let set: serde_json::Value = put(Some(&admin), r#"{"mfa":"required"}"#).await.unwrap().json().await.unwrap();
+    assert_eq!(set["mfa"], "required");
+    let landed = Browser::new().sign_in(rp.authorize(&[]).url.as_str(), "han", PASSWORD).await;
+    assert_eq!(query_param(&landed, "error").as_deref(), Some("unmet_authentication_requirements"), "{landed}");
+    let list: serde_json::Value = http().get(app.url("/api/admin/clients")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    let portal_entry = list["clients"].as_array().unwrap().iter().find(|c| c["client_id"] == "portal").unwrap().clone();
+    assert_eq!(portal_entry["mfa"], "required");
+
+    // And back.
+    let set: serde_json::Value = put(Some(&admin), r#"{"mfa":"optional"}"#).await.unwrap().json().await.unwrap();
+    assert_eq!(set["mfa"], "optional");
+    let landed = Browser::new().sign_in(rp.authorize(&[]).url.as_str(), "han", PASSWORD).await;
+    assert!(query_param(&landed, "code").is_some(), "{landed}");
+    assert!(app.cli_ok(&["audit", "list"], None).contains("client.mfa_policy"));
 }

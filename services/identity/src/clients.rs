@@ -166,6 +166,17 @@ impl Clients {
         rows.iter().map(from_row).collect()
     }
 
+    /// Sets whether logins to `client_id` need a second factor; whether the client exists.
+    pub async fn set_require_mfa(&self, client_id: &str, required: bool) -> Result<bool> {
+        let n = sqlx::query("UPDATE clients SET require_mfa = $2 WHERE client_id = $1")
+            .bind(client_id)
+            .bind(i64::from(required))
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
     /// Removes a client and revokes every token it holds.
     pub async fn remove(&self, client_id: &ClientId) -> Result<()> {
         let mut tx = self.db.begin().await?;

@@ -38,6 +38,7 @@ use warp::filters::BoxedFilter;
 pub use audit::{Actor, Audit, AuditEvent};
 pub use bearer::{BearerError, Principal, reply};
 pub use clients::{Client, Clients, NewClient, STANDARD_SCOPES};
+pub use endpoints::admin_clients::ADMIN_CLIENTS_SCOPE;
 pub use directory::{Directory, DirectoryChange, HeldDepartment, OrgDepartment, OrgPerson, OrgSnapshot};
 pub use error::{Error, Result};
 pub use federation::{Contact, ExternalIdentity, Federation, Flow, PendingLink, Upstream, UpstreamError, UpstreamLogout};
@@ -178,6 +179,8 @@ pub fn routes(id: Arc<Identity>) -> BoxedFilter<(warp::reply::Response,)> {
         .or(mfa::filter(id.clone()))
         .unify()
         .or(passkey::filter(id.clone()))
+        .unify()
+        .or(admin_clients::filter(id.clone()))
         .unify()
         .or(consent::filter(id.clone()))
         .unify()

@@ -1,6 +1,7 @@
 //! One module per endpoint; each exposes `filter(identity)`.
 
 pub mod account;
+pub mod admin_clients;
 pub mod assets;
 pub mod authorize;
 mod client_auth;
