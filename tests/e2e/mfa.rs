@@ -4,7 +4,7 @@
 //! password alone, step-up that asks only for the second factor, `acr_values`,
 //! replayed codes and reused recovery codes refused, and an admin reset.
 
-use openidconnect::TokenResponse;
+use openidconnect::{OAuth2TokenResponse, TokenResponse};
 use totp_rs::{Algorithm, Secret, TOTP};
 use url::Url;
 
@@ -166,10 +166,15 @@ async fn the_admin_api_sets_a_clients_mfa_policy(app: &TestApp) {
 
     // Before: a password is enough. After: the client gets no code for one.
     let rp = app.rp("portal", Some(portal.clone())).await;
-    let landed = Browser::new().sign_in(rp.authorize(&[]).url.as_str(), "han", PASSWORD).await;
-    assert!(query_param(&landed, "code").is_some(), "{landed}");
+    let req = rp.authorize(&[]);
+    let landed = Browser::new().sign_in(req.url.as_str(), "han", PASSWORD).await;
+    let single = rp.exchange(&query_param(&landed, "code").expect("a code"), req.verifier).await;
+    let userinfo = || http().get(app.url("/userinfo")).bearer_auth(single.access_token().secret()).send();
+    assert_eq!(userinfo().await.unwrap().status(), 200);
     let set: serde_json::Value = put(Some(&admin), r#"{"mfa":"required"}"#).await.unwrap().json().await.unwrap();
     assert_eq!(set["mfa"], "required");
+    assert_eq!(set["revoked_tokens"].as_u64().map(|n| n >= 1), Some(true), "{set}");
+    assert_eq!(userinfo().await.unwrap().status(), 401, "the single-factor login's tokens are revoked");
     let landed = Browser::new().sign_in(rp.authorize(&[]).url.as_str(), "han", PASSWORD).await;
     assert_eq!(query_param(&landed, "error").as_deref(), Some("unmet_authentication_requirements"), "{landed}");
     let list: serde_json::Value = http().get(app.url("/api/admin/clients")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();

@@ -1,7 +1,8 @@
 // Passkeys (WebAuthn) on the login, second-factor and account pages.
 // A form with data-passkey-options="URL" gets options from the hub (posting
-// the form's fields), asks the browser for a passkey, puts the answer in its
-// "credential" field and submits itself; the hub does the rest.
+// the form's fields), asks the browser for a passkey, puts the answer and the
+// ceremony's key in its "credential" and "ceremony" fields and submits itself;
+// the hub does the rest.
 // A login form marked data-passkey-autofill also offers passkeys in the
 // username field's autofill (conditional mediation) where the browser can.
 (function () {
@@ -40,11 +41,11 @@
     var el = form.querySelector("[data-passkey-status]");
     if (el) { el.textContent = text; el.hidden = !text; }
   }
+  // One ceremony: its key stays with it until the answer is submitted.
   async function ceremony(form, mediation, signal) {
     var res = await fetch(form.dataset.passkeyOptions, { method: "POST", body: new URLSearchParams(new FormData(form)), credentials: "same-origin" });
-    var body = await res.json();
-    if (!res.ok) throw new Error(body.error_description || body.error || "请求失败");
-    form.elements.ceremony.value = body.key;
+    var body = await res.json().catch(function () { return {}; });
+    if (!res.ok) throw new Error(body.error_description || "请求失败，请刷新页面后重试。");
     var pk = body.publicKey;
     pk.challenge = decode(pk.challenge);
     var cred;
@@ -58,28 +59,39 @@
       if (mediation) req.mediation = mediation;
       cred = await navigator.credentials.get(req);
     }
+    form.elements.ceremony.value = body.key;
     form.elements.credential.value = answer(cred);
     form.submit();
   }
-  var autofill = null, autofillDone = Promise.resolve();
   document.querySelectorAll("[data-passkey-options]").forEach(function (form) {
+    var button = form.querySelector("button[type=submit]");
+    var autofill = null, autofillDone = Promise.resolve();
+    function offerInAutofill() {
+      autofill = new AbortController();
+      autofillDone = ceremony(form, "conditional", autofill.signal).catch(function () {});
+    }
     form.hidden = false;
     form.addEventListener("submit", function (e) {
       if (form.elements.credential.value) return;
       e.preventDefault();
+      if (button.disabled) return;
+      button.disabled = true;
       if (autofill) autofill.abort();
       say(form, "");
       // The browser takes one request at a time: the autofill one ends first.
       autofillDone.then(function () { return ceremony(form, null); }).catch(function (err) {
-        say(form, err.name === "NotAllowedError" ? "已取消，或这台设备上没有可用的通行密钥。" : "通行密钥操作失败：" + err.message);
+        button.disabled = false;
+        say(form, err.name === "NotAllowedError" ? "已取消，或这台设备上没有可用的通行密钥。" : err.name === "InvalidStateError" ? "这台设备上已有您的通行密钥。" : "通行密钥操作失败：" + err.message);
+        if (autofill) offerInAutofill();
       });
     });
     if ("passkeyAutofill" in form.dataset && PublicKeyCredential.isConditionalMediationAvailable) {
-      PublicKeyCredential.isConditionalMediationAvailable().then(function (ok) {
-        if (!ok) return;
-        autofill = new AbortController();
-        autofillDone = ceremony(form, "conditional", autofill.signal).catch(function () {});
-      });
+      autofill = new AbortController();
+      var first = autofill;
+      autofillDone = PublicKeyCredential.isConditionalMediationAvailable().then(function (ok) {
+        if (ok && !first.signal.aborted) return ceremony(form, "conditional", first.signal);
+        if (!ok) autofill = null;
+      }).catch(function () {});
     }
   });
 })();

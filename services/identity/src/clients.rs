@@ -166,15 +166,33 @@ impl Clients {
         rows.iter().map(from_row).collect()
     }
 
-    /// Sets whether logins to `client_id` need a second factor; whether the client exists.
-    pub async fn set_require_mfa(&self, client_id: &str, required: bool) -> Result<bool> {
-        let n = sqlx::query("UPDATE clients SET require_mfa = $2 WHERE client_id = $1")
+    /// Sets whether logins to `client_id` need a second factor: how many of
+    /// its tokens were revoked (when it becomes required, every token it
+    /// holds, so no one keeps a single-factor login to it), or none if there
+    /// is no such client.
+    pub async fn set_require_mfa(&self, client_id: &str, required: bool) -> Result<Option<u64>> {
+        let mut tx = self.db.begin().await?;
+        let n = sqlx::query("UPDATE clients SET require_mfa = $2 WHERE client_id = $1 AND require_mfa <> $2")
             .bind(client_id)
             .bind(i64::from(required))
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await?
             .rows_affected();
-        Ok(n == 1)
+        let revoked = if n == 1 && required { Self::revoke_tokens_in(&mut tx, client_id).await? } else { 0 };
+        tx.commit().await?;
+        if n == 0 && self.get(client_id).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(revoked))
+    }
+
+    async fn revoke_tokens_in(tx: &mut civichub_store::Tx, client_id: &str) -> Result<u64> {
+        Ok(sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(client_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected())
     }
 
     /// Removes a client and revokes every token it holds.
@@ -188,11 +206,7 @@ impl Clients {
         if gone == 0 {
             return Err(Error::NotFound(format!("client {client_id}")));
         }
-        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL")
-            .bind(now())
-            .bind(client_id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        Self::revoke_tokens_in(&mut tx, client_id.as_str()).await?;
         sqlx::query("DELETE FROM consents WHERE client_id = $1")
             .bind(client_id.as_str())
             .execute(&mut *tx)

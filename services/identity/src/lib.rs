@@ -126,9 +126,10 @@ impl Identity {
     }
 
     /// Whether `user_id` has a second factor (an authenticator app or a
-    /// passkey), so that a password alone no longer signs them in.
+    /// passkey, where passkeys work), so that a password alone no longer
+    /// signs them in.
     pub async fn has_second_factor(&self, user_id: &str) -> Result<bool> {
-        Ok(self.mfa.enrolled(user_id).await? || self.passkeys.count(user_id).await? > 0)
+        Ok(self.mfa.enrolled(user_id).await? || (self.passkeys.available() && self.passkeys.count(user_id).await? > 0))
     }
 
     /// Offers logins through `upstream` (a button on the login page).

@@ -316,11 +316,12 @@ impl Passkeys {
     async fn used(&self, user_id: &str, id: &str, mut passkey: Passkey, result: &webauthn_rs::prelude::AuthenticationResult) -> Result<PasskeyUse> {
         passkey.update_credential(result);
         let counter = i64::from(result.counter());
-        // Authenticators without a counter always send 0; any other value
-        // must be greater than the one stored, also against a racing node.
+        // Authenticators without a counter always send 0 (and their stored
+        // counter stays 0); any other value must be greater than the one
+        // stored, also against a racing node, and never goes back to 0.
         let moved = sqlx::query(
             "UPDATE passkeys SET credential = $3, counter = $4, backup_eligible = $5, last_used_at = $6 \
-             WHERE id = $1 AND user_id = $2 AND ($4 = 0 OR counter < $4)",
+             WHERE id = $1 AND user_id = $2 AND (counter < $4 OR (counter = 0 AND $4 = 0))",
         )
         .bind(id)
         .bind(user_id)

@@ -18,7 +18,7 @@ use crate::http::{self, RequestContext, context, form_body, with_identity};
 use crate::password::{self, Verdict};
 use crate::values::{Password, Username};
 use crate::Identity;
-use crate::endpoints::passkey::PasskeyForm;
+use crate::endpoints::passkey::{PasskeyForm, RECENT_AUTH_SECS, may_change_passkeys, reauthenticate_url};
 
 /// Sign-ins the page lists.
 const SIGN_INS: i64 = 10;
@@ -64,6 +64,10 @@ struct AccountPage {
     recovery_codes: Option<Vec<String>>,
     passkey_list: Vec<PasskeyRow>,
     passkeys_available: bool,
+    /// Whether this session may add or delete passkeys now.
+    passkeys_unlocked: bool,
+    reauthenticate: String,
+    recent_minutes: i64,
 }
 
 #[derive(Deserialize)]
@@ -156,9 +160,13 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
 }
 
 async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: Option<String>, error: Option<String>, recovery_codes: Option<Vec<String>>) -> Response {
-    let (_, user) = match http::signed_in(id, ctx.session_cookie.as_deref(), "/account").await {
+    let (session, user) = match http::signed_in(id, ctx.session_cookie.as_deref(), "/account").await {
         Ok(s) => s,
         Err(r) => return r,
+    };
+    let passkeys_unlocked = match may_change_passkeys(id, &session).await {
+        Ok(u) => u,
+        Err(e) => return http::server_error(e),
     };
     let loaded = async {
         let links = id.federation.links_of(&user.id).await?;
@@ -185,6 +193,9 @@ async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: O
             .map(|p| PasskeyRow { id: p.id, name: p.name, created: beijing(p.created_at), last_used: p.last_used_at.map(beijing).unwrap_or_else(|| "从未".into()) })
             .collect(),
         passkeys_available: id.passkeys.available(),
+        passkeys_unlocked,
+        reauthenticate: reauthenticate_url(&user.username),
+        recent_minutes: RECENT_AUTH_SECS / 60,
         mfa_enrolled,
         recovery_left,
         pending_secret,
@@ -357,13 +368,19 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
 }
 
 /// Who posted a passkey form on the account page, and the form, if its CSRF token is good.
+/// A person who signed in long ago, or with one factor while having two,
+/// proves again who they are first.
 async fn passkey_form(id: &Identity, ctx: &RequestContext, body: &[u8]) -> Result<(crate::User, PasskeyForm), Response> {
-    let (_, user) = http::signed_in(id, ctx.session_cookie.as_deref(), "/account").await?;
+    let (session, user) = http::signed_in(id, ctx.session_cookie.as_deref(), "/account").await?;
     let form = PasskeyForm::parse(body).unwrap_or_default();
     if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
         return Err(page(id, ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into()), None).await);
     }
-    Ok((user, form))
+    match may_change_passkeys(id, &session).await {
+        Ok(true) => Ok((user, form)),
+        Ok(false) => Err(http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(&user.username))),
+        Err(e) => Err(http::server_error(e)),
+    }
 }
 
 /// `POST /account/passkeys`: the browser's answer to a registration. The

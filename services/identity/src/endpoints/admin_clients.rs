@@ -4,6 +4,8 @@
 //! - `GET /api/admin/clients/{client_id}`: one;
 //! - `PUT /api/admin/clients/{client_id}/mfa` with `{"mfa": "required" | "optional"}`:
 //!   whether logins to it need a second factor (as `client add --require-mfa` sets).
+//!   Making it required revokes the tokens the client holds (`revoked_tokens`
+//!   says how many), so every session there signs in again with two factors.
 
 use std::sync::Arc;
 
@@ -94,20 +96,22 @@ async fn set_mfa(client_id: String, auth: Option<String>, body: bytes::Bytes, id
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, "invalid_request", &format!("expected {{\"mfa\": \"required\" | \"optional\"}}: {e}")),
     };
     let changed = async {
-        if !id.clients.set_require_mfa(&client_id, required).await? {
-            return Ok(None);
-        }
+        let Some(revoked) = id.clients.set_require_mfa(&client_id, required).await? else { return Ok(None) };
         id.audit
             .record(
                 "client.mfa_policy",
                 Actor { user_id: caller.user_id.as_deref(), client_id: Some(&caller.client_id), ip: None },
-                json!({ "client": client_id, "mfa": if required { "required" } else { "optional" } }),
+                json!({ "client": client_id, "mfa": if required { "required" } else { "optional" }, "revoked_tokens": revoked }),
             )
             .await?;
-        id.clients.get(&client_id).await
+        Ok::<_, crate::Error>(id.clients.get(&client_id).await?.map(|c| (c, revoked)))
     };
     match changed.await {
-        Ok(Some(c)) => reply::json(StatusCode::OK, &view(&c)),
+        Ok(Some((c, revoked))) => {
+            let mut body = view(&c);
+            body["revoked_tokens"] = json!(revoked);
+            reply::json(StatusCode::OK, &body)
+        }
         Ok(None) => reply::error(StatusCode::NOT_FOUND, "not_found", &format!("no client {client_id}")),
         Err(e) => reply::internal("setting a client's MFA policy", e),
     }

@@ -19,7 +19,27 @@ use warp::{Filter, Rejection};
 use crate::audit::Actor;
 use crate::endpoints::login::{self, View, establish, safe_return};
 use crate::http::{self, RequestContext, context, form_body, with_identity};
-use crate::{ACR_MULTI_FACTOR, Error, Identity, PasskeyUse};
+use crate::{ACR_MULTI_FACTOR, Error, Identity, PasskeyUse, RateLimiter, rate_limit};
+
+/// How long after signing in a person may add or delete passkeys without
+/// proving again who they are.
+pub(crate) const RECENT_AUTH_SECS: i64 = 600;
+
+/// Whether `session` may add or delete passkeys: the person signed in within
+/// [`RECENT_AUTH_SECS`], with their second factor if they have one. A passkey
+/// signs in on its own, so an unlocked screen, a borrowed session or a
+/// single-factor login must not be enough to add one (or to strip them).
+pub(crate) async fn may_change_passkeys(id: &Identity, session: &crate::Session) -> crate::Result<bool> {
+    if civichub_store::now() - session.auth_time > RECENT_AUTH_SECS {
+        return Ok(false);
+    }
+    Ok(session.acr == ACR_MULTI_FACTOR || !id.has_second_factor(&session.user_id).await?)
+}
+
+/// Where to prove again who one is, then come back to the account page's passkeys.
+pub(crate) fn reauthenticate_url(username: &str) -> String {
+    format!("/login?{}", serde_urlencoded::to_string([("return_to", "/account#passkeys"), ("login_hint", username)]).unwrap_or_default())
+}
 
 /// The fields of every passkey form.
 #[derive(Deserialize, Default)]
@@ -74,14 +94,24 @@ pub(crate) fn options_error(e: Error) -> Response {
     }
 }
 
+/// Ceremonies an address may start a minute without signing in (each is a
+/// database row until it expires; every login page starts one for the
+/// autofill, and an office may sit behind one address).
+const ANONYMOUS_CEREMONIES_PER_MINUTE: u32 = 300;
+
 /// Every passkey route except the account page's own.
 pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let limiter = Arc::new(RateLimiter::new(ANONYMOUS_CEREMONIES_PER_MINUTE));
     let login_options = warp::path!("login" / "passkey" / "options")
         .and(warp::post())
+        .and(rate_limit(limiter.clone()))
         .and(form_body())
         .and(with_identity(id.clone()))
         .and(context())
-        .then(|body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext| async move {
+        .then(|limited: Option<Response>, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext| async move {
+            if let Some(r) = limited {
+                return r;
+            }
             if let Err(r) = checked(&body, &ctx) {
                 return r;
             }
@@ -93,10 +123,14 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
     let login = warp::path!("login" / "passkey").and(warp::post()).and(form_body()).and(with_identity(id.clone())).and(context()).then(finish_login);
     let second_factor_options = warp::path!("login" / "mfa" / "passkey" / "options")
         .and(warp::post())
+        .and(rate_limit(limiter))
         .and(form_body())
         .and(with_identity(id.clone()))
         .and(context())
-        .then(|body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext| async move {
+        .then(|limited: Option<Response>, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext| async move {
+            if let Some(r) = limited {
+                return r;
+            }
             let form = match checked(&body, &ctx) {
                 Ok(f) => f,
                 Err(r) => return r,
@@ -121,10 +155,15 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
             if let Err(r) = checked(&body, &ctx) {
                 return r;
             }
-            let user = match http::signed_in(&id, ctx.session_cookie.as_deref(), "/account").await {
-                Ok((_, user)) => user,
+            let (session, user) = match http::signed_in(&id, ctx.session_cookie.as_deref(), "/account").await {
+                Ok(s) => s,
                 Err(_) => return json_error(StatusCode::UNAUTHORIZED, "请先登录。"),
             };
+            match may_change_passkeys(&id, &session).await {
+                Ok(true) => {}
+                Ok(false) => return json_error(StatusCode::FORBIDDEN, "为保护账号，添加通行密钥前请重新验证身份。"),
+                Err(e) => return http::server_error_json(e),
+            }
             let display = user.name.clone().unwrap_or_else(|| user.username.clone());
             match id.passkeys.begin_registration(&user.id, &user.username, &display).await {
                 Ok((key, o)) => options(key, &o.public_key),
