@@ -434,7 +434,7 @@ fn attr(tag: &str, name: &str) -> Option<String> {
 }
 
 /// Decodes the HTML entities a template engine may write in attribute values.
-fn unescape(s: &str) -> String {
+pub fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('&') {

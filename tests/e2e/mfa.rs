@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::helpers::{Browser, CALLBACK, Landing, PASSWORD, TestApp, http, query_param, service_token};
 
-crate::both!(logins_with_a_second_factor, the_admin_api_sets_a_clients_mfa_policy);
+crate::both!(logins_with_a_second_factor, the_admin_api_sets_a_clients_mfa_policy, a_second_factor_is_set_up_on_the_way_in);
 
 fn totp(secret: &str) -> TOTP {
     TOTP::new(Algorithm::SHA1, 6, 1, 30, Secret::Encoded(secret.to_owned()).to_bytes().unwrap()).unwrap()
@@ -37,6 +37,24 @@ async fn acr_amr(app: &TestApp, rp_secret: &str, client: &str, req: crate::helpe
     (acr, amr)
 }
 
+/// Signs in with the password only, from `start`: where the browser ends up.
+async fn password_only(app: &TestApp, start: &str, username: &str) -> Landing {
+    let browser = Browser::new();
+    let (_, login) = browser.visit(start).await.page();
+    browser.submit(&Url::parse(&app.url("/login")).unwrap(), &login, &[("username", username), ("password", PASSWORD)]).await
+}
+
+/// The landing is the account page asking for a second factor to be set up, not a code.
+fn assert_asked_to_enrol(landed: &Landing) {
+    match landed {
+        Landing::Page { status, body, url } => {
+            assert_eq!((*status, url.path()), (200, "/account"), "{body}");
+            assert!(body.contains("id=\"enrol-required\""), "{body}");
+        }
+        Landing::Callback(u) => panic!("a password alone reached the client: {u}"),
+    }
+}
+
 /// Enters `code` on a second-factor page.
 async fn second_factor(browser: &Browser, page_url: &Url, body: &str, code: &str) -> Landing {
     browser.submit(page_url, body, &[("code", code)]).await
@@ -47,12 +65,11 @@ async fn logins_with_a_second_factor(app: &TestApp) {
     let secure = app.add_client("secure", &["--first-party", "--require-mfa"]).expect("secret");
     let plain = app.add_client("plain", &["--first-party"]).expect("secret");
 
-    // A client that requires MFA: a password alone gets no code, and no way to enrol gets an error.
+    // A client that requires MFA: a password alone gets no code; someone
+    // with no second factor is asked to set one up first.
     let rp = app.rp("secure", Some(secure.clone())).await;
     let req = rp.authorize(&[]);
-    let landed = Browser::new().sign_in(req.url.as_str(), "li", PASSWORD).await;
-    assert_eq!(query_param(&landed, "error").as_deref(), Some("unmet_authentication_requirements"), "{landed}");
-    assert!(query_param(&landed, "code").is_none());
+    assert_asked_to_enrol(&password_only(app, req.url.as_str(), "li").await);
 
     // Enrol on the account page (a session with the password only, kept for the step-up below).
     let browser = Browser::new();
@@ -175,8 +192,7 @@ async fn the_admin_api_sets_a_clients_mfa_policy(app: &TestApp) {
     assert_eq!(set["mfa"], "required");
     assert_eq!(set["revoked_tokens"].as_u64().map(|n| n >= 1), Some(true), "{set}");
     assert_eq!(userinfo().await.unwrap().status(), 401, "the single-factor login's tokens are revoked");
-    let landed = Browser::new().sign_in(rp.authorize(&[]).url.as_str(), "han", PASSWORD).await;
-    assert_eq!(query_param(&landed, "error").as_deref(), Some("unmet_authentication_requirements"), "{landed}");
+    assert_asked_to_enrol(&password_only(app, rp.authorize(&[]).url.as_str(), "han").await);
     let list: serde_json::Value = http().get(app.url("/api/admin/clients")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
     let portal_entry = list["clients"].as_array().unwrap().iter().find(|c| c["client_id"] == "portal").unwrap().clone();
     assert_eq!(portal_entry["mfa"], "required");
@@ -187,4 +203,38 @@ async fn the_admin_api_sets_a_clients_mfa_policy(app: &TestApp) {
     let landed = Browser::new().sign_in(rp.authorize(&[]).url.as_str(), "han", PASSWORD).await;
     assert!(query_param(&landed, "code").is_some(), "{landed}");
     assert!(app.cli_ok(&["audit", "list"], None).contains("client.mfa_policy"));
+}
+
+/// Someone without a second factor, at a client that requires one, sets up an
+/// authenticator app on the way (as a required action) and then reaches the
+/// client with both factors.
+async fn a_second_factor_is_set_up_on_the_way_in(app: &TestApp) {
+    app.add_user("zhao", &[]);
+    let secure = app.add_client("secure", &["--first-party", "--require-mfa"]).expect("secret");
+    let rp = app.rp("secure", Some(secure.clone())).await;
+    let req = rp.authorize(&[]);
+    let browser = Browser::new();
+    let (_, login) = browser.visit(req.url.as_str()).await.page();
+    let (_, account) = browser.submit(&Url::parse(&app.url("/login")).unwrap(), &login, &[("username", "zhao"), ("password", PASSWORD)]).await.page();
+    assert!(account.contains("id=\"enrol-required\""), "{account}");
+    let account_url = Url::parse(&app.url("/account")).unwrap();
+    let (_, account) = browser.submit(&account_url, &form(&account, "/account/totp/begin"), &[]).await.page();
+    assert!(account.contains("id=\"enrol-required\""), "the way back is kept: {account}");
+    let at = account.find("data-secret=\"").unwrap() + 13;
+    let secret = account[at..][..account[at..].find('"').unwrap()].to_owned();
+    let code = totp(&secret).generate(unix_now());
+    let (status, enrolled) = browser.submit(&account_url, &form(&account, "/account/totp/confirm"), &[("code", &code)]).await.page();
+    assert_eq!(status, 200, "{enrolled}");
+    let recovery = enrolled.split("<li class=\"recovery-code\">").nth(1).map(|s| s[..s.find('<').unwrap()].to_owned()).unwrap();
+    // "Continue" goes back to the authorization request, which asks for the second factor.
+    let needle = "id=\"continue\" href=\"";
+    let at = enrolled.find(needle).expect("a way to continue") + needle.len();
+    let next = &enrolled[at..][..enrolled[at..].find('"').unwrap()];
+    let next = crate::helpers::unescape(next);
+    assert!(next.starts_with("/authorize?"), "{next}");
+    let (_, second) = browser.visit(&app.url(&next)).await.page();
+    assert!(second.contains("name=\"code\"") && !second.contains("name=\"password\""), "only the second factor: {second}");
+    let callback = second_factor(&browser, &Url::parse(&app.url("/login/mfa")).unwrap(), &second, &recovery).await.callback();
+    let (acr, amr) = acr_amr(app, &secure, "secure", req, &callback).await;
+    assert_eq!((acr.as_str(), amr), ("2", vec!["pwd".to_owned(), "otp".to_owned(), "mfa".to_owned()]));
 }

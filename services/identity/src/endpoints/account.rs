@@ -18,6 +18,7 @@ use crate::http::{self, RequestContext, context, form_body, with_identity};
 use crate::password::{self, Verdict};
 use crate::values::{Password, Username};
 use crate::Identity;
+use crate::endpoints::login::safe_return;
 use crate::endpoints::passkey::{PasskeyForm, RECENT_AUTH_SECS, may_change_passkeys, reauthenticate_url};
 
 /// Sign-ins the page lists.
@@ -66,20 +67,30 @@ struct AccountPage {
     passkeys_available: bool,
     /// Whether this session may add or delete passkeys now.
     passkeys_unlocked: bool,
+    /// Where the person goes once a second factor is set up.
+    continue_to: Option<String>,
     reauthenticate: String,
     recent_minutes: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct CodeForm {
     csrf: Option<String>,
     code: Option<String>,
+    return_to: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 struct Flash {
     linked: Option<String>,
     done: Option<String>,
+    /// Where to continue once a second factor is set up (a system that requires one sent the person here).
+    return_to: Option<String>,
+}
+
+/// A local path to continue to, from a form or query.
+fn continue_to(return_to: Option<&str>) -> Option<String> {
+    return_to.filter(|r| !r.is_empty()).map(|r| safe_return(Some(r)).to_owned()).filter(|r| r != "/")
 }
 
 #[derive(Deserialize)]
@@ -139,7 +150,7 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
                 (None, Some("passkey-removed")) => Some("通行密钥已删除。".into()),
                 _ => None,
             };
-            page(&id, &ctx, StatusCode::OK, notice, None, None).await
+            page_with(&id, &ctx, StatusCode::OK, notice, None, None, continue_to(flash.return_to.as_deref())).await
         });
     let password = warp::path!("account" / "password").and(warp::post()).and(form_body()).and(with_identity(id.clone())).and(context()).then(change_password);
     let unlink = warp::path!("account" / "unlink" / String)
@@ -160,6 +171,20 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
 }
 
 async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: Option<String>, error: Option<String>, recovery_codes: Option<Vec<String>>) -> Response {
+    page_with(id, ctx, status, notice, error, recovery_codes, None).await
+}
+
+/// The page, offering to continue to `continue_to` (a system that requires
+/// a second factor) once one is set up.
+async fn page_with(
+    id: &Identity,
+    ctx: &RequestContext,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+    recovery_codes: Option<Vec<String>>,
+    continue_to: Option<String>,
+) -> Response {
     let (session, user) = match http::signed_in(id, ctx.session_cookie.as_deref(), "/account").await {
         Ok(s) => s,
         Err(r) => return r,
@@ -194,6 +219,7 @@ async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, notice: O
             .collect(),
         passkeys_available: id.passkeys.available(),
         passkeys_unlocked,
+        continue_to,
         reauthenticate: reauthenticate_url(&user.username),
         recent_minutes: RECENT_AUTH_SECS / 60,
         mfa_enrolled,
@@ -327,26 +353,32 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
         Ok(s) => s,
         Err(r) => return r,
     };
-    let form = serde_urlencoded::from_bytes::<CodeForm>(&body).unwrap_or(CodeForm { csrf: None, code: None });
+    let form = serde_urlencoded::from_bytes::<CodeForm>(&body).unwrap_or_default();
+    let next = continue_to(form.return_to.as_deref());
     if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
         return page(&id, &ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into()), None).await;
     }
     let actor = Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() };
     let code = form.code.unwrap_or_default();
     match step.as_str() {
-        "begin" => match id.mfa.begin(&user.id).await {
-            Ok(_) => http::redirect(StatusCode::SEE_OTHER, "/account#mfa"),
-            Err(crate::Error::Conflict(_)) => http::redirect(StatusCode::SEE_OTHER, "/account#mfa"),
-            Err(e) => http::server_error(e),
-        },
+        "begin" => {
+            let back = match &next {
+                Some(n) => format!("/account?{}#mfa", serde_urlencoded::to_string([("return_to", n.as_str())]).unwrap_or_default()),
+                None => "/account#mfa".to_owned(),
+            };
+            match id.mfa.begin(&user.id).await {
+                Ok(_) | Err(crate::Error::Conflict(_)) => http::redirect(StatusCode::SEE_OTHER, &back),
+                Err(e) => http::server_error(e),
+            }
+        }
         "confirm" => match id.mfa.confirm(&user.id, &code, civichub_store::now()).await {
             Ok(Some(codes)) => {
                 if let Err(e) = id.audit.record("mfa.enrolled", actor, json!({ "factor": "totp" })).await {
                     return http::server_error(e);
                 }
-                page(&id, &ctx, StatusCode::OK, None, None, Some(codes)).await
+                page_with(&id, &ctx, StatusCode::OK, None, None, Some(codes), next).await
             }
-            Ok(None) => page(&id, &ctx, StatusCode::BAD_REQUEST, None, Some("验证码不正确，请核对手机时间后重试。".into()), None).await,
+            Ok(None) => page_with(&id, &ctx, StatusCode::BAD_REQUEST, None, Some("验证码不正确，请核对手机时间后重试。".into()), None, next).await,
             Err(e) => http::server_error(e),
         },
         "remove" => match id.mfa.verify(&user.id, &code, civichub_store::now()).await {
@@ -403,7 +435,7 @@ async fn add_passkey(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext)
         Ok::<_, crate::Error>(codes)
     };
     match added.await {
-        Ok(Some(codes)) => page(&id, &ctx, StatusCode::OK, Some("通行密钥已添加。".into()), None, Some(codes)).await,
+        Ok(Some(codes)) => page_with(&id, &ctx, StatusCode::OK, Some("通行密钥已添加。".into()), None, Some(codes), continue_to(form.return_to.as_deref())).await,
         Ok(None) => http::redirect(StatusCode::SEE_OTHER, "/account?done=passkey-added#passkeys"),
         Err(crate::Error::Invalid(msg)) => page(&id, &ctx, StatusCode::BAD_REQUEST, None, Some(msg), None).await,
         Err(crate::Error::Conflict(msg)) => page(&id, &ctx, StatusCode::CONFLICT, None, Some(format!("{msg}。")), None).await,

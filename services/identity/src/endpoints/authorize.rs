@@ -157,7 +157,11 @@ async fn handle(raw: String, id: Arc<Identity>, ctx: RequestContext) -> Response
                 };
             }
             Ok(false) => {
-                return fail("unmet_authentication_requirements", "multi-factor authentication is required: enrol an authenticator app or a passkey at /account first");
+                // No second factor yet: the person sets one up on the account
+                // page (as a required action) and comes back here, where the
+                // step-up above asks for it.
+                let back = format!("/authorize?{raw}");
+                return http::redirect(StatusCode::FOUND, &format!("/account?{}#mfa", serde_urlencoded::to_string([("return_to", back.as_str())]).unwrap_or_default()));
             }
             Err(e) => return http::server_error(e),
         }
