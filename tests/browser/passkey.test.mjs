@@ -29,6 +29,8 @@ before(async () => {
   hub = await startHub(['--listen', `127.0.0.1:${port}`, '--issuer', base]);
   await hub.run(['user', 'add', 'keyuser', '--password-stdin', '--name', '密钥用户'], 'keyuser-password-1\n');
   await hub.run(['client', 'add', 'rp-passkey', '--public', '--first-party', '--redirect-uri', CALLBACK]);
+  await hub.run(['user', 'add', 'newcomer', '--password-stdin', '--name', '新同事'], 'newcomer-password-1\n');
+  await hub.run(['client', 'add', 'rp-strict', '--public', '--first-party', '--require-mfa', '--redirect-uri', CALLBACK]);
   browser = await launchChromium();
 });
 
@@ -38,13 +40,12 @@ after(async () => {
   rpServer?.close();
 });
 
-let rp;
 let exported; // the registered credential, private key included
 
 // Starts the code flow of the relying party in `page` and waits for the
 // browser to come back to it (`before` runs once the provider's page is there).
-async function toRelyingParty(page, before = async () => {}) {
-  rp ??= await client.discovery(new URL(base), 'rp-passkey', { redirect_uris: [CALLBACK] }, client.None(), { execute: [client.allowInsecureRequests] });
+async function toRelyingParty(page, before = async () => {}, clientId = 'rp-passkey') {
+  const rp = await client.discovery(new URL(base), clientId, { redirect_uris: [CALLBACK] }, client.None(), { execute: [client.allowInsecureRequests] });
   const verifier = client.randomPKCECodeVerifier();
   const checks = { pkceCodeVerifier: verifier, expectedState: client.randomState(), expectedNonce: client.randomNonce() };
   const authorize = client.buildAuthorizationUrl(rp, {
@@ -56,7 +57,7 @@ async function toRelyingParty(page, before = async () => {}) {
   await page.waitForURL((url) => url.href.startsWith(CALLBACK));
   const callback = callbacks.at(-1);
   assert.ok(callback?.searchParams.get('code'), `no code in ${callback}`);
-  return { callback, checks };
+  return { callback, checks, rp };
 }
 
 // A virtual platform authenticator that verifies the user (as a fingerprint
@@ -106,7 +107,7 @@ test('a passkey registered on the account page signs in without a password and t
   // A relying party sends the browser to the provider. The login page asks
   // for a passkey in the username autofill; the authenticator (present and
   // verifying) answers it, and no password is typed.
-  const { callback, checks } = await toRelyingParty(page);
+  const { callback, checks, rp } = await toRelyingParty(page);
   const tokens = await client.authorizationCodeGrant(rp, callback, { ...checks, idTokenExpected: true });
   const claims = tokens.claims();
   assert.ok(claims.amr.includes('hwk') || claims.amr.includes('swk'), `amr ${claims.amr}`);
@@ -130,7 +131,7 @@ test('after a password, the passkey is the second factor', async () => {
   // A fresh browser: the password first (no authenticator yet, so the
   // autofill has nothing to offer), then the second-factor page asks for the
   // passkey, which an authenticator holding the registered credential gives.
-  const { callback, checks } = await toRelyingParty(page, async () => {
+  const { callback, checks, rp } = await toRelyingParty(page, async () => {
     await page.locator('input[name=password]').waitFor();
     await page.locator('input[name=username]').fill('keyuser');
     await page.locator('input[name=password]').fill('keyuser-password-1');
@@ -139,6 +140,29 @@ test('after a password, the passkey is the second factor', async () => {
     await virtualAuthenticatorWith(page, exported);
     await page.locator('#passkey-verify button[type=submit]').click();
   });
+  const claims = (await client.authorizationCodeGrant(rp, callback, { ...checks, idTokenExpected: true })).claims();
+  assert.deepEqual([...claims.amr].sort(), ['hwk', 'mfa', 'pwd'], `amr ${claims.amr}`);
+  assert.equal(claims.acr, '2');
+  await context.close();
+});
+
+test('a system that requires two factors has a newcomer add a passkey on the way in', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const { callback, checks, rp } = await toRelyingParty(page, async () => {
+    await page.locator('input[name=password]').waitFor();
+    await page.locator('input[name=username]').fill('newcomer');
+    await page.locator('input[name=password]').fill('newcomer-password-1');
+    await page.locator('form[action="/login"] button[type=submit]').click();
+    // No second factor yet: the account page asks for one, then leads back.
+    await page.locator('#enrol-required').waitFor();
+    await virtualAuthenticator(page);
+    await page.locator('#passkey-add button[type=submit]').click();
+    await page.locator('#continue').click();
+    // Back at the system's request: only the second factor is asked for.
+    await page.waitForURL(/\/login\/mfa/);
+    await page.locator('#passkey-verify button[type=submit]').click();
+  }, 'rp-strict');
   const claims = (await client.authorizationCodeGrant(rp, callback, { ...checks, idTokenExpected: true })).claims();
   assert.deepEqual([...claims.amr].sort(), ['hwk', 'mfa', 'pwd'], `amr ${claims.amr}`);
   assert.equal(claims.acr, '2');
