@@ -136,8 +136,14 @@ async fn passkeys_across_nodes(backend: Backend) {
         .unwrap();
     assert_eq!(replay.status(), 401);
 
-    // An admin reset removes the passkey: it signs no one in any more.
+    // The admin sees who has which second factors; a reset removes the
+    // passkey, and it signs no one in any more.
+    let list = a.cli_ok(&["user", "list"], None);
+    let mfa_of = |list: &str| list.lines().find(|l| l.starts_with("wang ")).and_then(|l| l.split_whitespace().rev().nth(1).map(str::to_owned));
+    assert_eq!(mfa_of(&list).as_deref(), Some("passkeys:1"), "{list}");
     a.cli_ok(&["user", "reset-mfa", "wang"], None);
+    let list = a.cli_ok(&["user", "list"], None);
+    assert_eq!(mfa_of(&list).as_deref(), Some("-"), "{list}");
     let later = Browser::new();
     let (_, login) = later.visit(&on_a("/login")).await.page();
     let token = csrf(&login);

@@ -142,14 +142,23 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<()> {
             println!("user {} added (sub {})", user.username, user.id);
         }
         UserCommand::List => {
-            println!("{:<20} {:<12} {:<20} {:<24} STATUS", "USERNAME", "NAME", "DEPARTMENT", "ROLES");
+            let factors = civichub_identity::Mfa::new(db.clone()).summary().await?;
+            // STATUS stays the last column (scripts read it); MFA has no spaces.
+            println!("{:<20} {:<12} {:<20} {:<24} {:<18} STATUS", "USERNAME", "NAME", "DEPARTMENT", "ROLES", "MFA");
             for u in users.list().await? {
+                let mfa = match factors.get(&u.id).copied().unwrap_or_default() {
+                    (false, 0) => "-".to_owned(),
+                    (true, 0) => "app".to_owned(),
+                    (false, n) => format!("passkeys:{n}"),
+                    (true, n) => format!("app,passkeys:{n}"),
+                };
                 println!(
-                    "{:<20} {:<12} {:<20} {:<24} {}",
+                    "{:<20} {:<12} {:<20} {:<24} {:<18} {}",
                     u.username,
                     u.name.unwrap_or_default(),
                     u.department.unwrap_or_default(),
                     u.roles.join(","),
+                    mfa,
                     if u.disabled { "disabled" } else { "active" }
                 );
             }

@@ -196,6 +196,19 @@ impl Mfa {
         Ok(row.try_get("n")?)
     }
 
+    /// Everyone's second factors, for the admin's user list: per user id,
+    /// whether they have a confirmed authenticator app and how many passkeys.
+    pub async fn summary(&self) -> Result<std::collections::HashMap<String, (bool, i64)>> {
+        let mut all = std::collections::HashMap::<String, (bool, i64)>::new();
+        for row in sqlx::query("SELECT user_id FROM mfa_totp WHERE confirmed = 1").fetch_all(self.db.pool()).await? {
+            all.entry(row.try_get("user_id")?).or_default().0 = true;
+        }
+        for row in sqlx::query("SELECT user_id, COUNT(*) AS n FROM passkeys GROUP BY user_id").fetch_all(self.db.pool()).await? {
+            all.entry(row.try_get("user_id")?).or_default().1 = row.try_get("n")?;
+        }
+        Ok(all)
+    }
+
     /// Removes the authenticator app of `user_id`; the recovery codes go too
     /// unless a passkey remains.
     pub async fn remove_totp(&self, user_id: &str) -> Result<bool> {
