@@ -43,6 +43,8 @@ fn from_error(e: Error) -> Response {
         Error::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid_request", &m),
         Error::Conflict(m) => error(StatusCode::CONFLICT, "conflict", &m),
         Error::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", &m),
+        e @ Error::Refused { .. } => error(StatusCode::CONFLICT, "conflict", &e.to_string()),
+        e @ Error::NotPermitted { .. } => error(StatusCode::FORBIDDEN, "forbidden", &e.to_string()),
         Error::NotFound(n) => error(StatusCode::NOT_FOUND, "not_found", &format!("no ticket {n}")),
         other => internal("hotline", other),
     }

@@ -21,7 +21,7 @@ mod ticket;
 
 pub use calls::{Calls, CurrentCall};
 pub use calendar::{CN_2026, Calendar, DayKind, Limit, beijing, china};
-pub use error::{Error, Result};
+pub use error::{Error, Needs, Result};
 pub use notices::Notices;
 pub use secret::DataKey;
 pub use number::TicketNumber;

@@ -151,6 +151,27 @@ fn supervision_label(s: Supervision) -> (&'static str, &'static str) {
     }
 }
 
+/// The Chinese name of an action.
+fn action_label(action: &str) -> &'static str {
+    match action {
+        "dispatch" => "派单",
+        "accept" => "签收",
+        "return" => "退单",
+        "review-return" => "审核退单",
+        "extend" => "申请延期",
+        "review-extension" => "审批延期",
+        "contribute" => "提交协办意见",
+        "reply" => "答复",
+        "callback" => "回访",
+        "close" => "办结",
+        "reopen" => "重办",
+        "merge" => "并单",
+        "supervise" => "督办",
+        "answer-directly" => "直接答复",
+        _ => "办理",
+    }
+}
+
 /// The Chinese name of a status.
 pub fn status_label(s: Status) -> &'static str {
     match s {
@@ -683,12 +704,24 @@ async fn act(tickets: &Tickets, id: &Identity, ctx: &RequestContext, number: &st
             }
             http::redirect(StatusCode::SEE_OTHER, &format!("{}?{}", back.path(), serde_urlencoded::to_string(&query).unwrap_or_default()))
         }
-        Err(Error::Invalid(m)) => failed(StatusCode::BAD_REQUEST, format!("未能办理：{m}")).await,
-        Err(Error::Conflict(m)) => failed(StatusCode::CONFLICT, format!("未能办理：{m}")).await,
-        Err(Error::Forbidden(m)) => failed(StatusCode::FORBIDDEN, format!("无权办理：{m}")).await,
-        Err(Error::NotFound(n)) => failed(StatusCode::NOT_FOUND, format!("没有工单 {n}")).await,
-        Err(e) => http::server_error(e),
+        Err(e) => match refusal(&e) {
+            Some((status, message)) => failed(status, message).await,
+            None => http::server_error(e),
+        },
     }
+}
+
+/// What a page says when an action is refused (none for a server error).
+fn refusal(e: &Error) -> Option<(StatusCode, String)> {
+    Some(match e {
+        Error::Invalid(m) => (StatusCode::BAD_REQUEST, format!("未能办理：{m}")),
+        Error::Conflict(m) => (StatusCode::CONFLICT, format!("未能办理：{m}")),
+        Error::Forbidden(m) => (StatusCode::FORBIDDEN, format!("无权办理：{m}")),
+        Error::Refused { action, status } => (StatusCode::CONFLICT, format!("未能办理：工单{}，不能{}。", status_label(*status), action_label(action))),
+        Error::NotPermitted { action, needs } => (StatusCode::FORBIDDEN, format!("无权办理：{}须由{}办理。", action_label(action), needs.zh())),
+        Error::NotFound(n) => (StatusCode::NOT_FOUND, format!("没有工单 {n}")),
+        _ => return None,
+    })
 }
 
 /// The query after a post: what was done.
@@ -767,4 +800,20 @@ pub fn routes(tickets: Arc<Tickets>, identity: Arc<Identity>) -> warp::filters::
         .or(css)
         .unify()
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Needs;
+
+    #[test]
+    fn refusals_read_in_chinese() {
+        let refused = Error::Refused { action: "reply", status: Status::Registered };
+        assert_eq!(refusal(&refused), Some((StatusCode::CONFLICT, "未能办理：工单待派单，不能答复。".into())));
+        assert!(refused.to_string().contains("reply is not possible"), "the API keeps its English");
+        let not_permitted = Error::NotPermitted { action: "accept", needs: Needs::LeadHandler };
+        assert_eq!(refusal(&not_permitted), Some((StatusCode::FORBIDDEN, "无权办理：签收须由主办单位的承办人办理。".into())));
+        assert!(refusal(&Error::Calendar("x".into())).is_none(), "a server error is not a refusal");
+    }
 }

@@ -59,7 +59,7 @@ impl SmsIntake {
             let action = Action::Callback { rating, note: Some(format!("短信评价：{}", sms.text.trim())) };
             return match self.tickets.act(&number, &action, &actor, Tickets::now()).await {
                 // Rated in the meantime (a redelivery, or an agent's callback): nothing more to do.
-                Ok(_) | Err(Error::Conflict(_)) => Ok(()),
+                Ok(_) | Err(Error::Conflict(_) | Error::Refused { .. }) => Ok(()),
                 Err(e) => Err(e),
             };
         }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::calendar::{Calendar, Limit};
-use crate::{Error, Result};
+use crate::{Error, Needs, Result};
 
 macro_rules! names {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
@@ -554,11 +554,7 @@ pub struct Change {
 }
 
 fn refused(action: &Action, status: Status) -> Error {
-    Error::Conflict(format!("{} is not possible while the ticket is {}", action.name(), status.as_str()))
-}
-
-fn forbidden(action: &Action, why: &str) -> Error {
-    Error::Forbidden(format!("{}: {why}", action.name()))
+    Error::Refused { action: action.name(), status }
 }
 
 impl Ticket {
@@ -617,14 +613,13 @@ impl Ticket {
         if ok {
             Ok(())
         } else {
-            Err(forbidden(action, match action {
-                Action::Accept {} | Action::Return { .. } | Action::Extend { .. } | Action::Reply { .. } => {
-                    "only a handler of the lead department may do this"
-                }
-                Action::ReviewReturn { .. } | Action::ReviewExtension { .. } | Action::Supervise { .. } => "only a supervisor may do this",
-                Action::Contribute { .. } => "only a handler of a co-handling department may do this",
-                _ => "only a hotline agent or supervisor may do this",
-            }))
+            let needs = match action {
+                Action::Accept {} | Action::Return { .. } | Action::Extend { .. } | Action::Reply { .. } => Needs::LeadHandler,
+                Action::ReviewReturn { .. } | Action::ReviewExtension { .. } | Action::Supervise { .. } => Needs::Supervisor,
+                Action::Contribute { .. } => Needs::CoHandler,
+                _ => Needs::HotlineStaff,
+            };
+            Err(Error::NotPermitted { action: action.name(), needs })
         }
     }
 
@@ -799,10 +794,10 @@ mod tests {
         let handler = |d: &str| Actor { name: "h".into(), roles: vec![Role::Handler], department: Some(d.into()) };
         let contribute = Action::parse("contribute", r#"{"text":"线路已检修"}"#.as_bytes()).unwrap();
         assert!(t.authorize(&contribute, &handler("供电公司")).is_ok());
-        assert!(matches!(t.authorize(&contribute, &handler("城管局")), Err(Error::Forbidden(_))), "the lead replies, not contributes");
-        assert!(matches!(t.authorize(&contribute, &handler("住建局")), Err(Error::Forbidden(_))));
+        assert!(matches!(t.authorize(&contribute, &handler("城管局")), Err(Error::NotPermitted { .. })), "the lead replies, not contributes");
+        assert!(matches!(t.authorize(&contribute, &handler("住建局")), Err(Error::NotPermitted { .. })));
         let accept = Action::parse("accept", b"").unwrap();
-        assert!(matches!(t.authorize(&accept, &handler("供电公司")), Err(Error::Forbidden(_))), "co-handlers do not sign");
+        assert!(matches!(t.authorize(&accept, &handler("供电公司")), Err(Error::NotPermitted { .. })), "co-handlers do not sign");
         assert!(handler("供电公司").may_see(&t));
 
         let cal = Calendar::default();
@@ -814,7 +809,7 @@ mod tests {
         act(&mut t, "accept", "", FRI + 7_200_000).unwrap();
         act(&mut t, "reply", r#"{"text":"已修复"}"#, FRI + 9_000_000).unwrap();
         let err = t.apply(&from_store, FRI + 10_000_000, Rules { calendar: &cal, limits: &limits }).unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)), "too late once replied: {err}");
+        assert!(matches!(err, Error::Refused { .. }), "too late once replied: {err}");
         assert!(matches!(Action::parse("contribute", br#"{"text":" "}"#), Err(Error::Invalid(_))));
     }
 
@@ -838,7 +833,7 @@ mod tests {
         let mut t = ticket();
         let before = t.clone();
         let err = act(&mut t, "reply", r#"{"text":"x"}"#, FRI).unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)), "{err}");
+        assert!(matches!(err, Error::Refused { action: "reply", status: Status::Registered }), "{err}");
         assert!(err.to_string().contains("registered"), "{err}");
         assert_eq!(t, before);
         act(&mut t, "answer-directly", r#"{"answer":"请拨打95598"}"#, FRI).unwrap();
@@ -918,7 +913,7 @@ mod tests {
         let other = Actor { name: "o".into(), roles: vec![Role::Handler], department: Some("住建局".into()) };
         let dispatch = Action::parse("dispatch", r#"{"department":"城管局"}"#.as_bytes()).unwrap();
         assert!(t.authorize(&dispatch, &agent).is_ok());
-        assert!(matches!(t.authorize(&dispatch, &handler), Err(Error::Forbidden(_))));
+        assert!(matches!(t.authorize(&dispatch, &handler), Err(Error::NotPermitted { .. })));
         act(&mut t, "dispatch", r#"{"department":"城管局"}"#, FRI).unwrap();
         let accept = Action::parse("accept", b"").unwrap();
         assert!(t.authorize(&accept, &handler).is_ok());
