@@ -347,6 +347,17 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     let msg = stream.get_last_raw_message_by_subject("civichub.hotline.ticket.closed").await.expect("closed event");
     let env: Value = serde_json::from_slice(&msg.payload).unwrap();
     assert_eq!(env["payload"]["number"], number);
+
+    // Co-handling: what 住建局 contributes reaches the lead department's handler.
+    let shared = register(&app, &agent, json!({"channel": "phone", "content": "小区排水管破裂，路面积水", "caller_phone": "13912340001"})).await;
+    act(&app, &agent, &shared, "dispatch", json!({"department": "城管局", "co_departments": ["住建局"]})).await;
+    act(&app, &li, &shared, "contribute", json!({"text": "管网属小区物业维护，已通知物业抢修"})).await;
+    let heard = eventually(15, || async {
+        dingtalk.notices().into_iter().find(|n| n.userids == ["zhangsan"] && format!("{:?}", n.msg).contains("协办意见")).map(|n| format!("{:?}", n.msg))
+    })
+    .await
+    .unwrap_or_else(|| panic!("the lead never heard of the contribution\n{}", app.log()));
+    assert!(heard.contains(&shared) && heard.contains("住建局") && heard.contains("已通知物业抢修"), "{heard}");
 }
 
 async fn hotline_api_checks_input_and_roles(app: &TestApp) {

@@ -1,7 +1,8 @@
 //! Notices from ticket events, through the message router: a department's
 //! handlers hear of a ticket dispatched to them (DingTalk work notice, or
-//! SMS for a handler without DingTalk), and the citizen gets an SMS when
-//! the ticket is registered and when it is answered.
+//! SMS for a handler without DingTalk) and of what co-handling departments
+//! contribute to it, and the citizen gets an SMS when the ticket is
+//! registered and when it is answered.
 //!
 //! A consumer of `civichub.hotline.ticket.>`; each notice's message id is
 //! derived from the event's id, so an event delivered twice notifies once.
@@ -117,6 +118,20 @@ impl Handler for Notices {
                     for user in supervisors {
                         notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
                     }
+                }
+            }
+            "contributed" => {
+                // The lead department hears what a co-handling department contributed.
+                let Some(lead) = p["department"].as_str() else { return Outcome::Ack };
+                let handlers = match self.users_with("handler", Some(lead)).await {
+                    Ok(h) => h,
+                    Err(e) => return Outcome::retry(format!("database: {e}")),
+                };
+                let from = detail["department"].as_str().unwrap_or("协办单位");
+                let said: String = detail["text"].as_str().unwrap_or_default().chars().take(60).collect();
+                let text = format!("【12345】工单 {number} 收到{from}的协办意见：{said}。请汇总后答复。");
+                for user in handlers {
+                    notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
                 }
             }
             "created" | "replied" => {
