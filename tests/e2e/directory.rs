@@ -127,6 +127,16 @@ async fn directory_sync_from_dingtalk(backend: Backend) {
     let parent: Option<String> =
         sqlx::query("SELECT parent_id FROM departments WHERE id = 'dingtalk:3'").fetch_one(&mut *db).await.unwrap().get("parent_id");
     assert_eq!(parent.as_deref(), Some("4"));
+    drop(after);
+
+    // 王五 comes back and is enabled again; someone an administrator disabled stays disabled.
+    app.cli_ok(&["user", "disable", "lisi"], None);
+    let back = DingTalkSimulator::start(org(false)).await.unwrap();
+    let (ok, out, err) = sync(&app, &back, &[]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("+ 用户 wangwu（重新入职，启用）") && out.contains("enabled 1"), "{out}");
+    assert_eq!(find(&users(&app), "wangwu").map(|r| r.1), Some("active".into()));
+    assert_eq!(find(&users(&app), "lisi").map(|r| r.1), Some("disabled".into()), "the directory does not undo an administrator");
 }
 
 const CALLBACK_TOKEN: &str = "civichub-callback-token";
@@ -179,6 +189,10 @@ async fn dingtalk_events_update_the_directory(backend: Backend) {
     let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_leave_org", "UserId": ["lisi"]}), false).await;
     assert_eq!(status, 200);
     assert_eq!(find(&users(&app), "lisi").map(|r| r.1), Some("disabled".into()));
+    // And rejoins: enabled again.
+    let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_add_org", "UserId": ["lisi"], "CorpId": "dingsimcorp"}), false).await;
+    assert_eq!(status, 200);
+    assert_eq!(find(&users(&app), "lisi").map(|r| r.1), Some("active".into()));
     // DingTalk unreachable: the event is refused, so DingTalk sends it again.
     sim.set_down(true);
     let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_add_org", "UserId": ["zhangsan"]}), false).await;

@@ -119,7 +119,7 @@ pub async fn run(config: &Config, cmd: DirectoryCommand) -> Result<()> {
             let count = |f: fn(&civichub_identity::DirectoryChange) -> bool| changes.iter().filter(|c| f(c)).count();
             use civichub_identity::DirectoryChange as C;
             println!(
-                "{}{} departments, {} people read; departments +{} ~{} -{}; users +{} ~{} disabled {}",
+                "{}{} departments, {} people read; departments +{} ~{} -{}; users +{} ~{} disabled {} enabled {}",
                 if dry_run { "dry run, nothing written: " } else { "" },
                 snapshot.departments.len(),
                 snapshot.people.len(),
@@ -129,6 +129,7 @@ pub async fn run(config: &Config, cmd: DirectoryCommand) -> Result<()> {
                 count(|c| matches!(c, C::UserAdded { .. })),
                 count(|c| matches!(c, C::UserChanged { .. })),
                 count(|c| matches!(c, C::UserDisabled { .. })),
+                count(|c| matches!(c, C::UserEnabled { .. })),
             );
             Ok(())
         }

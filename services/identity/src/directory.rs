@@ -72,6 +72,8 @@ pub enum DirectoryChange {
     UserChanged { username: String, fields: Vec<String> },
     /// A member who left: disabled (sessions ended, tokens revoked).
     UserDisabled { username: String },
+    /// A member who left and is back: enabled again (only if this source had disabled them).
+    UserEnabled { username: String },
 }
 
 impl std::fmt::Display for DirectoryChange {
@@ -89,6 +91,7 @@ impl std::fmt::Display for DirectoryChange {
             DirectoryChange::UserAdded { username, external_id, name } => write!(f, "+ 用户 {username} {name} ({external_id})"),
             DirectoryChange::UserChanged { username, fields } => write!(f, "~ 用户 {username}: {}", fields.join(", ")),
             DirectoryChange::UserDisabled { username } => write!(f, "- 用户 {username}（已离职，停用）"),
+            DirectoryChange::UserEnabled { username } => write!(f, "+ 用户 {username}（重新入职，启用）"),
         }
     }
 }
@@ -101,6 +104,8 @@ struct Held {
     fields: BTreeMap<&'static str, Option<String>>,
     departments: Vec<String>,
     disabled: bool,
+    /// Disabled by this source (the person left), so it may enable them again.
+    left: bool,
 }
 
 /// The profile fields a source keeps, by column.
@@ -169,7 +174,7 @@ impl Directory {
 
     async fn held_people(&self, source: &str) -> Result<HashMap<String, Held>> {
         let rows = sqlx::query(
-            "SELECT l.subject, u.id, u.username, u.name, u.phone, u.email, u.title, u.employee_no, u.department, u.disabled \
+            "SELECT l.subject, u.id, u.username, u.name, u.phone, u.email, u.title, u.employee_no, u.department, u.disabled, u.disabled_by \
              FROM user_links l JOIN users u ON u.id = l.user_id WHERE l.provider = $1",
         )
         .bind(source)
@@ -187,6 +192,7 @@ impl Directory {
                 fields,
                 departments: Vec::new(),
                 disabled: r.try_get::<i64, _>("disabled")? != 0,
+                left: r.try_get::<i64, _>("disabled")? != 0 && r.try_get::<Option<String>, _>("disabled_by")?.as_deref() == Some(source),
             };
             held.insert(r.try_get::<String, _>("subject")?, h);
         }
@@ -240,6 +246,9 @@ impl Directory {
             let fields = fields_of(p, &names);
             match people.get(&p.external_id) {
                 Some(h) => {
+                    if h.left {
+                        changes.push(DirectoryChange::UserEnabled { username: h.username.clone() });
+                    }
                     let mut differ: Vec<String> = fields.iter().filter(|(k, v)| h.fields.get(*k) != Some(v)).map(|(k, _)| (*k).to_owned()).collect();
                     if h.departments != p.departments {
                         differ.push("departments".into());
@@ -304,6 +313,11 @@ impl Directory {
                         write_person(&mut tx, source, &h.user_id, p, &names, at).await?;
                     }
                 }
+                DirectoryChange::UserEnabled { username } => {
+                    if let Some((_, h)) = held.iter().find(|(_, h)| h.username == *username) {
+                        enable(&mut tx, source, &h.user_id, at).await?;
+                    }
+                }
                 DirectoryChange::UserDisabled { .. } => {}
             }
         }
@@ -311,7 +325,7 @@ impl Directory {
         let users = Users::new(self.db.clone());
         for c in &changes {
             if let DirectoryChange::UserDisabled { username } = c {
-                users.disable(&username.parse()?).await?;
+                users.disable_by(&username.parse()?, Some(source)).await?;
             }
         }
         Ok(changes)
@@ -344,7 +358,12 @@ impl Directory {
         let change = match existing {
             Some(h) => {
                 write_person(&mut tx, source, &h.user_id, person, &names, at).await?;
-                DirectoryChange::UserChanged { username: h.username, fields: vec!["*".into()] }
+                if h.left {
+                    enable(&mut tx, source, &h.user_id, at).await?;
+                    DirectoryChange::UserEnabled { username: h.username }
+                } else {
+                    DirectoryChange::UserChanged { username: h.username, fields: vec!["*".into()] }
+                }
             }
             None => {
                 let username = self.free_username(source, &person.external_id, &HashSet::new()).await?;
@@ -363,7 +382,7 @@ impl Directory {
         if h.disabled {
             return Ok(None);
         }
-        Users::new(self.db.clone()).disable(&h.username.parse()?).await?;
+        Users::new(self.db.clone()).disable_by(&h.username.parse()?, Some(source)).await?;
         Ok(Some(DirectoryChange::UserDisabled { username: h.username }))
     }
 }
@@ -383,6 +402,17 @@ async fn write_department(tx: &mut Tx, source: &str, d: &OrgDepartment, at: i64)
     .bind(at)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Enables a member `source` had disabled when they left (never one an administrator disabled).
+async fn enable(tx: &mut Tx, source: &str, user_id: &str, at: i64) -> Result<()> {
+    sqlx::query("UPDATE users SET disabled = 0, disabled_by = NULL, updated_at = $3 WHERE id = $1 AND disabled = 1 AND disabled_by = $2")
+        .bind(user_id)
+        .bind(source)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -167,12 +167,19 @@ impl Users {
 
     /// Disables a user: no new logins, every SSO session ended, every token revoked.
     pub async fn disable(&self, username: &Username) -> Result<User> {
+        self.disable_by(username, None).await
+    }
+
+    /// [`Users::disable`], by a directory `source` (the person left the
+    /// organisation; its sync may enable them again) or by an administrator (`None`).
+    pub async fn disable_by(&self, username: &Username, source: Option<&str>) -> Result<User> {
         let user = self.find(username).await?.ok_or_else(|| Error::NotFound(format!("user {username}")))?;
         let now = now();
         let mut tx = self.db.begin().await?;
-        sqlx::query("UPDATE users SET disabled = 1, updated_at = $1 WHERE id = $2")
+        sqlx::query("UPDATE users SET disabled = 1, disabled_by = $3, updated_at = $1 WHERE id = $2")
             .bind(now)
             .bind(&user.id)
+            .bind(source)
             .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE sso_sessions SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL")

@@ -290,6 +290,12 @@ impl Db {
                 include_str!("../migrations/common/0011_passkeys.sql"),
                 include_str!("../migrations/common/0011_passkeys.sql"),
             ),
+            (
+                12,
+                "disabled_by",
+                include_str!("../migrations/common/0012_disabled_by.sql"),
+                include_str!("../migrations/common/0012_disabled_by.sql"),
+            ),
         ];
         let migrations = sources
             .iter()
