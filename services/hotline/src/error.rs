@@ -14,6 +14,8 @@ pub enum Error {
     Refused {
         /// The action's name.
         action: &'static str,
+        /// The action in Chinese, for the pages.
+        label: &'static str,
         /// The ticket's status.
         status: crate::Status,
     },
@@ -25,6 +27,8 @@ pub enum Error {
     NotPermitted {
         /// The action's name.
         action: &'static str,
+        /// The action in Chinese, for the pages.
+        label: &'static str,
         /// Who may take it.
         needs: Needs,
     },

@@ -151,27 +151,6 @@ fn supervision_label(s: Supervision) -> (&'static str, &'static str) {
     }
 }
 
-/// The Chinese name of an action.
-fn action_label(action: &str) -> &'static str {
-    match action {
-        "dispatch" => "派单",
-        "accept" => "签收",
-        "return" => "退单",
-        "review-return" => "审核退单",
-        "extend" => "申请延期",
-        "review-extension" => "审批延期",
-        "contribute" => "提交协办意见",
-        "reply" => "答复",
-        "callback" => "回访",
-        "close" => "办结",
-        "reopen" => "重办",
-        "merge" => "并单",
-        "supervise" => "督办",
-        "answer-directly" => "直接答复",
-        _ => "办理",
-    }
-}
-
 /// The Chinese name of a status.
 pub fn status_label(s: Status) -> &'static str {
     match s {
@@ -389,6 +368,8 @@ async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         }
     };
     let f = Frame::new(ctx, &actor, user, Page::Workbench, notice, error);
+    // The directory's departments feed only the dispatch fields of waiting tickets.
+    let departments = if rows.is_empty() { Vec::new() } else { departments(id).await };
     let page = Workbench {
         user: f.user,
         nav: f.nav,
@@ -398,7 +379,7 @@ async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         error: f.error,
         waiting: rows,
         recent: recent.iter().map(|t| row(t, &actor, now, String::new())).collect(),
-        departments: departments(id).await,
+        departments,
     };
     Frame::reply(&f.csrf, f.fresh, id, status, &page)
 }
@@ -465,6 +446,8 @@ async fn supervise(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
     };
     let rows = |l: &[Ticket]| l.iter().map(|t| row(t, &actor, now, String::new())).collect::<Vec<_>>();
     let f = Frame::new(ctx, &actor, user, Page::Supervise, notice, error);
+    // The directory's departments feed only the re-dispatch fields of returns.
+    let departments = if returns.is_empty() { Vec::new() } else { departments(id).await };
     let page = SupervisePage {
         user: f.user,
         nav: f.nav,
@@ -474,7 +457,7 @@ async fn supervise(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         overdue: rows(&overdue),
         returns: rows(&returns),
         extensions: rows(&extensions),
-        departments: departments(id).await,
+        departments,
     };
     Frame::reply(&f.csrf, f.fresh, id, status, &page)
 }
@@ -717,8 +700,8 @@ fn refusal(e: &Error) -> Option<(StatusCode, String)> {
         Error::Invalid(m) => (StatusCode::BAD_REQUEST, format!("未能办理：{m}")),
         Error::Conflict(m) => (StatusCode::CONFLICT, format!("未能办理：{m}")),
         Error::Forbidden(m) => (StatusCode::FORBIDDEN, format!("无权办理：{m}")),
-        Error::Refused { action, status } => (StatusCode::CONFLICT, format!("未能办理：工单{}，不能{}。", status_label(*status), action_label(action))),
-        Error::NotPermitted { action, needs } => (StatusCode::FORBIDDEN, format!("无权办理：{}须由{}办理。", action_label(action), needs.zh())),
+        Error::Refused { label, status, .. } => (StatusCode::CONFLICT, format!("未能办理：工单{}，不能{label}。", status_label(*status))),
+        Error::NotPermitted { label, needs, .. } => (StatusCode::FORBIDDEN, format!("无权办理：{label}须由{}办理。", needs.zh())),
         Error::NotFound(n) => (StatusCode::NOT_FOUND, format!("没有工单 {n}")),
         _ => return None,
     })
@@ -809,10 +792,10 @@ mod tests {
 
     #[test]
     fn refusals_read_in_chinese() {
-        let refused = Error::Refused { action: "reply", status: Status::Registered };
+        let refused = Error::Refused { action: "reply", label: "答复", status: Status::Registered };
         assert_eq!(refusal(&refused), Some((StatusCode::CONFLICT, "未能办理：工单待派单，不能答复。".into())));
         assert!(refused.to_string().contains("reply is not possible"), "the API keeps its English");
-        let not_permitted = Error::NotPermitted { action: "accept", needs: Needs::LeadHandler };
+        let not_permitted = Error::NotPermitted { action: "accept", label: "签收", needs: Needs::LeadHandler };
         assert_eq!(refusal(&not_permitted), Some((StatusCode::FORBIDDEN, "无权办理：签收须由主办单位的承办人办理。".into())));
         assert!(refusal(&Error::Calendar("x".into())).is_none(), "a server error is not a refusal");
     }

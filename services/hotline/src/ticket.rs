@@ -356,6 +356,26 @@ impl Action {
         Ok(action)
     }
 
+    /// The action in Chinese, as the pages name it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::Dispatch { .. } => "派单",
+            Action::Accept {} => "签收",
+            Action::Return { .. } => "退单",
+            Action::ReviewReturn { .. } => "审核退单",
+            Action::Extend { .. } => "申请延期",
+            Action::ReviewExtension { .. } => "审批延期",
+            Action::Contribute { .. } => "提交协办意见",
+            Action::Reply { .. } => "答复",
+            Action::Callback { .. } => "回访",
+            Action::Close {} => "办结",
+            Action::Reopen { .. } => "重办",
+            Action::Merge { .. } => "并单",
+            Action::Supervise { .. } => "督办",
+            Action::AnswerDirectly { .. } => "直接答复",
+        }
+    }
+
     /// The path name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -554,7 +574,7 @@ pub struct Change {
 }
 
 fn refused(action: &Action, status: Status) -> Error {
-    Error::Refused { action: action.name(), status }
+    Error::Refused { action: action.name(), label: action.label(), status }
 }
 
 impl Ticket {
@@ -619,7 +639,7 @@ impl Ticket {
                 Action::Contribute { .. } => Needs::CoHandler,
                 _ => Needs::HotlineStaff,
             };
-            Err(Error::NotPermitted { action: action.name(), needs })
+            Err(Error::NotPermitted { action: action.name(), label: action.label(), needs })
         }
     }
 
@@ -833,7 +853,7 @@ mod tests {
         let mut t = ticket();
         let before = t.clone();
         let err = act(&mut t, "reply", r#"{"text":"x"}"#, FRI).unwrap_err();
-        assert!(matches!(err, Error::Refused { action: "reply", status: Status::Registered }), "{err}");
+        assert!(matches!(err, Error::Refused { action: "reply", status: Status::Registered, .. }), "{err}");
         assert!(err.to_string().contains("registered"), "{err}");
         assert_eq!(t, before);
         act(&mut t, "answer-directly", r#"{"answer":"请拨打95598"}"#, FRI).unwrap();

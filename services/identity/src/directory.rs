@@ -389,6 +389,20 @@ impl Directory {
 
 type Tx = civichub_store::Tx;
 
+/// What marks the provider name of a source's second id for a person
+/// (DingTalk's unionid beside its userid): a link to find them by, not a way to sign in.
+const ALIAS_SUFFIX: &str = "-union";
+
+/// The provider name under which `source`'s second ids are linked.
+fn alias_provider(source: &str) -> String {
+    format!("{source}{ALIAS_SUFFIX}")
+}
+
+/// Whether links at `provider` are a source's second ids rather than logins.
+pub(crate) fn is_alias_provider(provider: &str) -> bool {
+    provider.ends_with(ALIAS_SUFFIX)
+}
+
 async fn write_department(tx: &mut Tx, source: &str, d: &OrgDepartment, at: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO departments (id, source, external_id, name, parent_id, removed, updated_at) VALUES ($1, $2, $3, $4, $5, 0, $6) \
@@ -454,7 +468,7 @@ async fn write_person(tx: &mut Tx, source: &str, user_id: &str, p: &OrgPerson, n
     .execute(&mut **tx)
     .await?;
     if let Some(alias) = p.alias.as_deref().filter(|a| !a.is_empty()) {
-        crate::users::link_in(tx, user_id, &format!("{source}-union"), alias, at).await?;
+        crate::users::link_in(tx, user_id, &alias_provider(source), alias, at).await?;
     }
     sqlx::query("DELETE FROM user_departments WHERE user_id = $1").bind(user_id).execute(&mut **tx).await?;
     for (position, d) in p.departments.iter().enumerate() {

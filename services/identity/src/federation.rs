@@ -197,7 +197,7 @@ impl Federation {
         let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1").bind(user_id).fetch_optional(self.db.pool()).await?;
         let has_password = row.map(|r| r.try_get::<Option<String>, _>("password_hash")).transpose()?.flatten().is_some();
         let links = self.links_of(user_id).await?;
-        let logins_left = links.iter().filter(|(p, _)| p != provider && !p.ends_with("-union")).count();
+        let logins_left = links.iter().filter(|(p, _)| p != provider && !crate::directory::is_alias_provider(p)).count();
         if !has_password && logins_left == 0 && links.iter().any(|(p, _)| p == provider) {
             return Err(crate::Error::Conflict("this is the only way this person signs in: set a password first".into()));
         }

@@ -55,6 +55,13 @@ pub use ratelimit::{RateLimiter, rate_limit};
 pub use users::{NewUser, User, Users};
 pub use values::{ClientId, Password, RedirectUri, SigningAlg, Username};
 
+/// Unix seconds as Beijing time (`2026-11-29 14:05`), as people read it on
+/// their account page and in notices about it.
+pub fn beijing(secs: i64) -> String {
+    let offset = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
+    chrono::DateTime::from_timestamp(secs, 0).map(|t| t.with_timezone(&offset).format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
+}
+
 /// `acr` of a password (single-factor) login.
 pub const ACR_SINGLE_FACTOR: &str = "1";
 /// `acr` of a login with a second factor.
@@ -130,6 +137,17 @@ impl Identity {
     /// signs them in.
     pub async fn has_second_factor(&self, user_id: &str) -> Result<bool> {
         Ok(self.mfa.enrolled(user_id).await? || (self.passkeys.available() && self.passkeys.count(user_id).await? > 0))
+    }
+
+    /// Links `user_id` to `subject` at `provider` and records it in the audit
+    /// trail (`by`: what proved the link), in one transaction.
+    pub(crate) async fn link_account(&self, user_id: &str, provider: &str, subject: &str, by: &str, ip: Option<&str>) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        users::link_in(&mut tx, user_id, provider, subject, civichub_store::now()).await?;
+        let actor = Actor { user_id: Some(user_id), client_id: None, ip };
+        Audit::record_in(&mut tx, "user.linked", actor, serde_json::json!({ "provider": provider, "subject": subject, "by": by })).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Offers logins through `upstream` (a button on the login page).

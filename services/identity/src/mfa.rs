@@ -266,6 +266,14 @@ mod tests {
     }
 }
 
+/// `amr` once a second factor given as `method` (`otp`, `hwk`, `swk`)
+/// completes a login that had `before`: the method and `mfa`, each once.
+pub(crate) fn with_second_factor(before: &[String], method: &str) -> Vec<String> {
+    let mut amr: Vec<String> = before.iter().filter(|m| *m != "mfa" && *m != method).cloned().collect();
+    amr.extend([method.to_owned(), "mfa".to_owned()]);
+    amr
+}
+
 /// How long a login may wait for its second factor.
 const PENDING_SECS: i64 = 300;
 

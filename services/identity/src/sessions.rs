@@ -33,6 +33,31 @@ pub struct Session {
     pub expires_at: i64,
 }
 
+/// Live sessions (not ended, not expired at `$2`, of an enabled user), narrowed by `$tail` on `$1`.
+macro_rules! live_sessions {
+    ($tail:literal) => {
+        concat!(
+            "SELECT s.id, s.sid, s.user_id, s.auth_time, s.amr, s.acr, s.expires_at FROM sso_sessions s \
+             JOIN users u ON u.id = s.user_id \
+             WHERE s.ended_at IS NULL AND s.expires_at > $2 AND u.disabled = 0 ",
+            $tail
+        )
+    };
+}
+
+fn session_from_row(row: &sqlx::any::AnyRow) -> Result<Session> {
+    let amr: String = row.try_get("amr")?;
+    Ok(Session {
+        id: row.try_get("id")?,
+        sid: row.try_get("sid")?,
+        user_id: row.try_get("user_id")?,
+        auth_time: row.try_get("auth_time")?,
+        amr: amr.split_whitespace().map(str::to_owned).collect(),
+        acr: row.try_get("acr")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
 /// A pending Back-Channel Logout delivery, as kept in the outbox.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackchannelLogout {
@@ -101,42 +126,14 @@ impl Sessions {
 
     /// The live sessions of `user_id`, newest first.
     pub async fn of_user(&self, user_id: &str) -> Result<Vec<Session>> {
-        let rows = sqlx::query("SELECT id FROM sso_sessions WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2 ORDER BY auth_time DESC")
-            .bind(user_id)
-            .bind(now())
-            .fetch_all(self.db.pool())
-            .await?;
-        let mut live = Vec::new();
-        for r in rows {
-            if let Some(s) = self.by_id(&r.try_get::<String, _>("id")?).await? {
-                live.push(s);
-            }
-        }
-        Ok(live)
+        let rows = sqlx::query(live_sessions!("AND s.user_id = $1 ORDER BY s.auth_time DESC")).bind(user_id).bind(now()).fetch_all(self.db.pool()).await?;
+        rows.iter().map(session_from_row).collect()
     }
 
     /// The live session with database key `id`.
     pub async fn by_id(&self, id: &str) -> Result<Option<Session>> {
-        let row = sqlx::query(
-            "SELECT s.id, s.sid, s.user_id, s.auth_time, s.amr, s.acr, s.expires_at FROM sso_sessions s \
-             JOIN users u ON u.id = s.user_id \
-             WHERE s.id = $1 AND s.ended_at IS NULL AND s.expires_at > $2 AND u.disabled = 0",
-        )
-        .bind(id)
-        .bind(now())
-        .fetch_optional(self.db.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let amr: String = row.try_get("amr")?;
-        Ok(Some(Session {
-            id: row.try_get("id")?,
-            sid: row.try_get("sid")?,
-            user_id: row.try_get("user_id")?,
-            auth_time: row.try_get("auth_time")?,
-            amr: amr.split_whitespace().map(str::to_owned).collect(),
-            acr: row.try_get("acr")?,
-            expires_at: row.try_get("expires_at")?,
-        }))
+        let row = sqlx::query(live_sessions!("AND s.id = $1")).bind(id).bind(now()).fetch_optional(self.db.pool()).await?;
+        row.as_ref().map(session_from_row).transpose()
     }
 
     /// Ends a session: revokes its session-bound tokens and, in the same

@@ -72,9 +72,7 @@ impl Handler for AccountNotices {
             Err(e) => return Outcome::reject(format!("not an audit event: {e}")),
         };
         let event = p["event"].as_str().unwrap_or_default();
-        let when = chrono::DateTime::from_timestamp(p["at"].as_i64().unwrap_or_default(), 0)
-            .map(|t| t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8")).format("%Y-%m-%d %H:%M").to_string())
-            .unwrap_or_default();
+        let when = civichub_identity::beijing(p["at"].as_i64().unwrap_or_default());
         let (Some(text), Some(user_id)) = (text(event, &p["detail"], &when), p["user_id"].as_str()) else { return Outcome::Ack };
         let username: Option<String> = match sqlx::query("SELECT username FROM users WHERE id = $1").bind(user_id).fetch_optional(self.router.bus().db().pool()).await {
             Ok(row) => row.and_then(|r| r.try_get("username").ok()),

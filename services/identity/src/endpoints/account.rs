@@ -17,7 +17,7 @@ use crate::audit::Actor;
 use crate::http::{self, RequestContext, context, form_body, with_identity};
 use crate::password::{self, Verdict};
 use crate::values::{Password, Username};
-use crate::Identity;
+use crate::{Identity, beijing};
 use crate::endpoints::login::safe_return;
 use crate::endpoints::passkey::{PasskeyForm, RECENT_AUTH_SECS, may_change_passkeys, reauthenticate_url};
 
@@ -251,12 +251,6 @@ async fn page_with(
             .collect(),
     };
     http::with_csrf(http::render(status, &page), &csrf, fresh, id.settings.secure_cookies())
-}
-
-/// Unix seconds as Beijing time.
-fn beijing(secs: i64) -> String {
-    let offset = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
-    chrono::DateTime::from_timestamp(secs, 0).map(|t| t.with_timezone(&offset).format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
 }
 
 async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {

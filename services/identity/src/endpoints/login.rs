@@ -196,17 +196,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     if let Some(key) = form.link.as_deref() {
         match id.federation.unpark(key).await {
             Ok(Some(p)) => {
-                let linked = async {
-                    id.users.link_id(&user.id, &p.provider, &p.subject).await?;
-                    id.audit
-                        .record(
-                            "user.linked",
-                            Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() },
-                            json!({ "provider": p.provider, "subject": p.subject, "by": "password" }),
-                        )
-                        .await
-                };
-                if let Err(e) = linked.await {
+                if let Err(e) = id.link_account(&user.id, &p.provider, &p.subject, "password", ctx.ip.as_deref()).await {
                     return http::server_error(e);
                 }
             }

@@ -14,7 +14,8 @@ use warp::{Filter, Rejection};
 
 use crate::audit::Actor;
 use crate::endpoints::login::establish;
-use crate::endpoints::passkey::{PasskeyForm, amr_with};
+use crate::endpoints::passkey::PasskeyForm;
+use crate::mfa::with_second_factor;
 use crate::http::{self, RequestContext, context, form_body, with_identity};
 use crate::{ACR_MULTI_FACTOR, Identity, Pending, Proof};
 
@@ -34,18 +35,6 @@ struct MfaQuery {
     key: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct MfaForm {
-    csrf: Option<String>,
-    key: Option<String>,
-    code: Option<String>,
-}
-
-/// What the second factor was: its `amr` additions and its audit name.
-enum Answer {
-    Typed(Proof),
-    Passkey(crate::PasskeyUse),
-}
 
 /// `GET /login/mfa?key=` and `POST /login/mfa`.
 pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -72,20 +61,20 @@ fn expired() -> Response {
 
 async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, key: &str, pending: &Pending, error: Option<&str>) -> Response {
     let (csrf, fresh) = http::csrf_token(ctx);
-    let passkeys = match id.passkeys.count(&pending.user_id).await {
-        Ok(n) => n > 0 && id.passkeys.available(),
-        Err(e) => return http::server_error(e),
-    };
+    let passkeys = id.passkeys.available()
+        && match id.passkeys.count(&pending.user_id).await {
+            Ok(n) => n > 0,
+            Err(e) => return http::server_error(e),
+        };
     let page = MfaPage { csrf: &csrf, key, step_up: pending.session_id.is_some(), error, passkeys };
     http::with_csrf(http::render(status, &page), &csrf, fresh, id.settings.secure_cookies())
 }
 
 async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
-    let Ok(form) = serde_urlencoded::from_bytes::<MfaForm>(&body) else {
+    let Some(form) = PasskeyForm::parse(&body) else {
         return http::error_page(StatusCode::BAD_REQUEST, "表单格式错误。");
     };
-    let passkey = PasskeyForm::parse(&body).unwrap_or_default();
-    let key = form.key.unwrap_or_default();
+    let key = form.key.clone().unwrap_or_default();
     let pending = match id.mfa.pending(&key).await {
         Ok(Some(p)) => p,
         Ok(None) => return expired(),
@@ -108,18 +97,19 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         Ok(_) => {}
         Err(e) => return http::server_error(e),
     }
-    let answer = match passkey.answer() {
+    // What proved it, for the audit trail, and its `amr` method.
+    let proved: Option<(&str, &str)> = match form.answer() {
         Some((ceremony, credential)) => match id.passkeys.finish_second_factor(&user.id, &ceremony, &credential).await {
-            Ok(used) => Some(Answer::Passkey(used)),
+            Ok(used) => Some(("passkey", used.amr())),
             Err(crate::Error::Invalid(_)) => None,
             Err(e) => return http::server_error(e),
         },
         None => match id.mfa.verify(&user.id, form.code.as_deref().unwrap_or_default(), civichub_store::now()).await {
-            Ok(p) => p.map(Answer::Typed),
+            Ok(p) => p.map(|p| (if p == Proof::Totp { "totp" } else { "recovery_code" }, "otp")),
             Err(e) => return http::server_error(e),
         },
     };
-    let Some(answer) = answer else {
+    let Some((factor, method)) = proved else {
         let failed = async {
             id.throttle.fail(&user_key, s.max_failures_per_account, s).await?;
             id.throttle.fail(&ip_key, s.max_failures_per_address, s).await?;
@@ -128,20 +118,13 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         if let Err(e) = failed.await {
             return http::server_error(e);
         }
-        let msg = if passkey.credential.is_some() { "通行密钥验证未通过，请重试或输入验证码。" } else { "验证码不正确、已过期或已使用过。" };
+        let msg = if form.credential.is_some() { "通行密钥验证未通过，请重试或输入验证码。" } else { "验证码不正确、已过期或已使用过。" };
         return page(&id, &ctx, StatusCode::UNAUTHORIZED, &key, &pending, Some(msg)).await;
     };
     if !matches!(id.mfa.finish(&key).await, Ok(true)) {
         return expired();
     }
-    let (factor, amr) = match &answer {
-        Answer::Typed(proof) => {
-            let mut amr: Vec<String> = pending.amr.iter().filter(|m| *m != "mfa" && *m != "otp").cloned().collect();
-            amr.extend(["otp".to_owned(), "mfa".to_owned()]);
-            (if *proof == Proof::Totp { "totp" } else { "recovery_code" }, amr)
-        }
-        Answer::Passkey(used) => ("passkey", amr_with(&pending.amr, used)),
-    };
+    let amr = with_second_factor(&pending.amr, method);
     let _ = id.audit.record("mfa.verified", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({ "factor": factor })).await;
     let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
     if let Some(session_id) = &pending.session_id {

@@ -19,7 +19,8 @@ use warp::{Filter, Rejection};
 use crate::audit::Actor;
 use crate::endpoints::login::{self, View, establish, safe_return};
 use crate::http::{self, RequestContext, context, form_body, with_identity};
-use crate::{ACR_MULTI_FACTOR, Error, Identity, PasskeyUse, RateLimiter, rate_limit};
+use crate::mfa::with_second_factor;
+use crate::{ACR_MULTI_FACTOR, Error, Identity, RateLimiter, rate_limit};
 
 /// How long after signing in a person may add or delete passkeys without
 /// proving again who they are.
@@ -41,9 +42,12 @@ pub(crate) fn reauthenticate_url(username: &str) -> String {
     format!("/login?{}", serde_urlencoded::to_string([("return_to", "/account#passkeys"), ("login_hint", username)]).unwrap_or_default())
 }
 
-/// The fields of every passkey form.
+/// The fields of every form that may carry a passkey's answer (the
+/// second-factor page's also carries a typed `code`).
 #[derive(Deserialize, Default)]
 pub(crate) struct PasskeyForm {
+    /// A code typed on the second-factor page.
+    pub code: Option<String>,
     pub csrf: Option<String>,
     /// The login waiting for its second factor (`/login/mfa`).
     pub key: Option<String>,
@@ -87,7 +91,7 @@ fn options<T: serde::Serialize>(key: String, public_key: &T) -> Response {
 }
 
 /// Maps a library error to a JSON reply: refusals are the person's to read.
-pub(crate) fn options_error(e: Error) -> Response {
+fn options_error(e: Error) -> Response {
     match e {
         Error::Invalid(msg) => json_error(StatusCode::BAD_REQUEST, &msg),
         e => http::server_error_json(e),
@@ -173,15 +177,6 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
     login_options.or(login).unify().or(second_factor_options).unify().or(register_options).unify()
 }
 
-/// `amr` of a sign-in that a passkey completed, after `before` (the first
-/// factor's values, if any): the key's kind and `mfa`, since a passkey
-/// verifies the person (PIN or biometrics) as well as the device.
-pub(crate) fn amr_with(before: &[String], used: &PasskeyUse) -> Vec<String> {
-    let mut amr: Vec<String> = before.iter().filter(|m| !matches!(m.as_str(), "mfa" | "hwk" | "swk")).cloned().collect();
-    amr.extend([used.amr().to_owned(), "mfa".to_owned()]);
-    amr
-}
-
 /// `POST /login/passkey`: the answer of a passwordless login.
 async fn finish_login(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
     let form = PasskeyForm::parse(&body).unwrap_or_default();
@@ -218,7 +213,8 @@ async fn finish_login(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext
         Ok(_) => return login::page(&id, &ctx, StatusCode::FORBIDDEN, &view, "", Some("该账号已停用。")).await,
         Err(e) => return http::server_error(e),
     };
-    let amr = amr_with(&[], &used);
+    // A passkey verifies the person (PIN or biometrics) as well as the device: multi-factor alone.
+    let amr = with_second_factor(&[], used.amr());
     let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
     establish(&id, &ctx, &user, &amr, ACR_MULTI_FACTOR, None, &return_to).await
 }

@@ -12,7 +12,6 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use crate::audit::Actor;
 use crate::endpoints::login::{establish, safe_return};
 use crate::http::{self, RequestContext, context, with_identity};
 use crate::{Contact, ExternalIdentity, Identity, Upstream, UpstreamError};
@@ -167,14 +166,7 @@ async fn link_to_signed_in(id: &Identity, upstream: &dyn Upstream, who: &Externa
         {
             return Ok(Err(http::error_page(StatusCode::CONFLICT, &format!("该{}账号已关联另一个统一身份账号，请先在那个账号中解除关联。", upstream.label().trim_end_matches("登录")))));
         }
-        id.users.link_id(&session.user_id, upstream.name(), &who.subject).await?;
-        id.audit
-            .record(
-                "user.linked",
-                Actor { user_id: Some(&session.user_id), client_id: None, ip: ctx.ip.as_deref() },
-                json!({ "provider": upstream.name(), "subject": who.subject, "by": "account" }),
-            )
-            .await?;
+        id.link_account(&session.user_id, upstream.name(), &who.subject, "account", ctx.ip.as_deref()).await?;
         Ok(Ok(()))
     };
     match linked.await {
@@ -200,14 +192,7 @@ async fn account(id: &Identity, upstream: &dyn Upstream, who: &ExternalIdentity,
     for (allowed, contact, value, by) in candidates {
         let (true, Some(value)) = (allowed, value) else { continue };
         if let Some(user_id) = id.federation.only_user_with(contact, value).await? {
-            id.users.link_id(&user_id, upstream.name(), &who.subject).await?;
-            id.audit
-                .record(
-                    "user.linked",
-                    Actor { user_id: Some(&user_id), client_id: None, ip: ctx.ip.as_deref() },
-                    json!({ "provider": upstream.name(), "subject": who.subject, "by": by }),
-                )
-                .await?;
+            id.link_account(&user_id, upstream.name(), &who.subject, by, ctx.ip.as_deref()).await?;
             return Ok(Some(user_id));
         }
     }
