@@ -19,7 +19,7 @@ const cell = (o) => {
 
 const rows = [['operation', 'civichub ops/s', 'p50 / p99 ms', 'oidc-provider ops/s', 'p50 / p99 ms', 'ratio', 'target']];
 const targets = [];
-for (const [name, target] of [['client_credentials', 5], ['refresh', null], ['code_flow', 5]]) {
+for (const [name, target] of [['discovery', null], ['client_credentials', 5], ['refresh', null], ['code_flow', 5]]) {
   const a = op(civ, name);
   const b = op(ref, name);
   const ratio = a && b && b.ops_per_sec ? a.ops_per_sec / b.ops_per_sec : null;
@@ -29,6 +29,7 @@ for (const [name, target] of [['client_credentials', 5], ['refresh', null], ['co
     t = `>= ${target}x: ${verdict(clean && ratio >= target)}`;
     targets.push(clean && ratio >= target);
   }
+  if (name === 'discovery') t = 'ceiling: generator and provider share 2 cores';
   rows.push([name, ...cell(a), ...cell(b), ratio == null ? '-' : `${ratio.toFixed(2)}x`, t]);
 }
 
@@ -52,6 +53,10 @@ console.log(`civichub vs oidc-provider, ${civ.concurrency} connections, ${civ.du
 for (const [i, r] of rows.entries()) {
   console.log(r.map((c, j) => String(c).padEnd(widths[j])).join('  ').trimEnd());
   if (i === 0) console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+}
+console.log('\nCPU share (100 = one core), provider / generator:');
+for (const r of [civ, ref]) {
+  console.log(`  ${r.label}: ${r.ops.map((o) => `${o.op} ${num(o.server_cpu_pct)} / ${num(o.generator_cpu_pct)}`).join(', ')}`);
 }
 for (const r of [civ, ref]) {
   for (const o of r.ops) if (o.first_error) console.log(`note: ${r.label} ${o.op}: first error: ${o.first_error}`);

@@ -85,11 +85,11 @@ common=(--redirect-uri "$redirect" --username "$username" --password "$password"
 echo
 "$load" run --label civichub --issuer "$civichub_url" --pid "$civichub_pid" \
   --client-id bench-conf --client-secret "$secret" "${common[@]}" \
-  --ops client_credentials,refresh,code_flow,password_login --json "$work/civichub.json"
+  --ops discovery,client_credentials,refresh,code_flow,password_login --json "$work/civichub.json"
 echo
 "$load" run --label oidc-provider --issuer "$oidcp_url" --pid "$oidcp_pid" \
   --client-id bench-conf --client-secret bench-conf-secret-0123456789abcdef "${common[@]}" \
-  --ops client_credentials,refresh,code_flow --json "$work/oidc-provider.json"
+  --ops discovery,client_credentials,refresh,code_flow --json "$work/oidc-provider.json"
 echo
 "$load" argon2 --duration 5 --json "$work/argon2.json"
 echo

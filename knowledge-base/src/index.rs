@@ -199,10 +199,14 @@ impl KbIndex {
             }
         };
         register_analysers(&index);
-        // jieba loads its dictionary on first use (~100 ms): not during a search.
-        ZhTokenizer::default().words("台州市民热线");
         let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let reader: IndexReader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        // jieba loads its dictionary (~100 ms, ~30 MB) on first use. An index
+        // with entries will be searched: load it now, not during a search. An
+        // empty one (a hub that serves no knowledge base) need not pay for it.
+        if reader.searcher().num_docs() > 0 {
+            ZhTokenizer::default().words("台州市民热线");
+        }
         Ok(KbIndex { index, reader, writer: Mutex::new(writer), fields, synonyms })
     }
 

@@ -19,6 +19,7 @@ use crate::browser::{Jar, Submitted, browse};
 #[derive(Debug)]
 pub struct Target {
     pub client: Client,
+    pub discovery: Url,
     pub authorize: Url,
     pub token: Url,
     pub client_id: String,
@@ -30,6 +31,9 @@ pub struct Target {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// GET of the discovery document: the cheapest request a provider
+    /// answers, the ceiling of this generator against it on this machine.
+    Discovery,
     ClientCredentials,
     Refresh,
     CodeFlow,
@@ -39,6 +43,7 @@ pub enum Op {
 impl Op {
     pub fn parse(s: &str) -> Option<Op> {
         Some(match s {
+            "discovery" => Op::Discovery,
             "client_credentials" | "cc" => Op::ClientCredentials,
             "refresh" => Op::Refresh,
             "code_flow" | "code" => Op::CodeFlow,
@@ -49,6 +54,7 @@ impl Op {
 
     pub fn name(self) -> &'static str {
         match self {
+            Op::Discovery => "discovery",
             Op::ClientCredentials => "client_credentials",
             Op::Refresh => "refresh",
             Op::CodeFlow => "code_flow",
@@ -159,7 +165,7 @@ impl Target {
     /// Unmeasured preparation of a worker for an operation.
     pub async fn setup(&self, op: Op, w: &mut Worker) -> Result<(), String> {
         match op {
-            Op::ClientCredentials | Op::PasswordLogin => Ok(()),
+            Op::Discovery | Op::ClientCredentials | Op::PasswordLogin => Ok(()),
             // A live SSO session: one password login.
             Op::CodeFlow => {
                 w.jar = Jar::default();
@@ -186,6 +192,15 @@ impl Target {
     /// One measured operation.
     pub async fn once(&self, op: Op, w: &mut Worker) -> Result<(), String> {
         match op {
+            Op::Discovery => {
+                let resp = self.client.get(self.discovery.clone()).send().await.map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let body = resp.bytes().await.map_err(|e| e.to_string())?;
+                if !status.is_success() || !body.starts_with(b"{") {
+                    return Err(format!("discovery {status}"));
+                }
+                Ok(())
+            }
             Op::ClientCredentials => self
                 .token_request(&[("grant_type", "client_credentials")])
                 .await

@@ -156,6 +156,7 @@ fn run(o: Opts) -> Res<()> {
         };
         let target = Arc::new(Target {
             client,
+            discovery: Url::parse(&discovery_url).map_err(|e| e.to_string())?,
             authorize: endpoint("authorization_endpoint")?,
             token: endpoint("token_endpoint")?,
             client_id: o.req("client-id")?,

@@ -42,7 +42,6 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let router = Arc::new(crate::channels::router(&config, bus.clone()).await?);
     background.push(router.start());
-    background.push(civichub_messaging::spawn_audit_forwarder(bus.clone()));
     let data_key = match &config.hotline_data_key {
         Some(k) => civichub_hotline::DataKey::parse(k.expose())?,
         None => civichub_hotline::DataKey::load_or_create(&config.data_dir.join("hotline-data.key"))?,
@@ -54,6 +53,8 @@ pub async fn run(config: Config) -> Result<()> {
     civichub_hotline::Calls::register(&bus, tickets.clone());
     background.push(tickets.spawn_deadline_watch(config.hotline_deadline_sweep));
     background.extend(bus.start());
+    // After every consumer is registered: on the embedded bus it forwards only what they take.
+    background.push(civichub_messaging::spawn_audit_forwarder(bus.clone()));
 
     println!("civichub listening on http://{addr}");
     println!("issuer: {}", identity.settings.issuer_str());

@@ -14,7 +14,9 @@ use crate::{Bus, Envelope, Result, outbox, subjects};
 
 const CURSOR: &str = "audit_events";
 
-/// Moves up to `limit` new audit records into the bus outbox; returns how many.
+/// Moves up to `limit` new audit records into the bus outbox (those the bus
+/// carries: on the embedded bus, only what a consumer takes); returns how
+/// many records it read.
 pub async fn forward_audit(bus: &Bus, limit: i64) -> Result<usize> {
     let db = bus.db();
     let position: i64 = sqlx::query("SELECT position FROM bus_cursors WHERE name = $1")
@@ -45,6 +47,10 @@ pub async fn forward_audit(bus: &Bus, limit: i64) -> Result<usize> {
         let event: String = row.try_get("event")?;
         let at: i64 = row.try_get("at")?;
         let detail: String = row.try_get("detail")?;
+        let subject = subjects::auth(&event);
+        if !bus.carries(&subject) {
+            continue;
+        }
         let mut env = Envelope::new(
             &format!("auth.{event}"),
             "civichub/identity",
@@ -63,7 +69,7 @@ pub async fn forward_audit(bus: &Bus, limit: i64) -> Result<usize> {
         if let Some(t) = chrono::DateTime::from_timestamp(at, 0) {
             env.time = t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         }
-        outbox::enqueue(&mut tx, &subjects::auth(&event), &env)?;
+        outbox::enqueue(&mut tx, &subject, &env)?;
     }
     let moved = sqlx::query("UPDATE bus_cursors SET position = $2 WHERE name = $1 AND position = $3")
         .bind(CURSOR)
@@ -90,16 +96,54 @@ pub async fn forward_audit(bus: &Bus, limit: i64) -> Result<usize> {
     Ok(rows.len())
 }
 
-/// Forwards audit records until the process ends.
+/// Forwards audit records until the process ends: a full batch at once,
+/// otherwise what gathered in the last half second (one write for many
+/// records, not one for each). Start it after every consumer is registered.
 pub fn spawn_audit_forwarder(bus: Bus) -> tokio::task::JoinHandle<()> {
+    const BATCH: i64 = 500;
     tokio::spawn(async move {
         loop {
-            match forward_audit(&bus, 500).await {
-                Ok(n) if n > 0 => continue,
+            match forward_audit(&bus, BATCH).await {
+                Ok(n) if n as i64 == BATCH => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!("audit forwarder: {e}"),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use civichub_store::{Db, DbUrl, Row};
+
+    use super::*;
+    use crate::Consumer;
+    use crate::consumer::Nothing;
+
+    #[tokio::test]
+    async fn the_embedded_bus_takes_only_the_audit_events_a_consumer_wants() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let bus = Bus::local(db.clone());
+        bus.register(Consumer::new("notices", "civichub.auth.password.>", Arc::new(Nothing)));
+        for event in ["token.issued", "password.changed", "login.succeeded"] {
+            sqlx::query("INSERT INTO audit_events (at, event, detail) VALUES (1, $1, '{}')").bind(event).execute(db.pool()).await.expect("audit");
+        }
+        assert!(bus.carries("civichub.auth.password.changed"));
+        assert!(!bus.carries("civichub.auth.token.issued"));
+
+        assert_eq!(forward_audit(&bus, 500).await.expect("forward"), 3, "all three records read");
+        let subjects: Vec<String> = sqlx::query("SELECT subject FROM bus_outbox")
+            .fetch_all(db.pool())
+            .await
+            .expect("outbox")
+            .iter()
+            .map(|r| r.try_get("subject").expect("subject"))
+            .collect();
+        assert_eq!(subjects, ["civichub.auth.password.changed"], "nobody on the embedded bus takes the others");
+        assert_eq!(forward_audit(&bus, 500).await.expect("forward again"), 0, "the cursor moved past all three");
+    }
 }

@@ -115,6 +115,15 @@ impl Bus {
         }
     }
 
+    /// Whether an envelope on `subject` goes anywhere: on NATS always (other
+    /// systems may listen), on the embedded bus when a consumer takes it.
+    pub fn carries(&self, subject: &str) -> bool {
+        match self.transport {
+            Transport::Nats(_) => true,
+            Transport::Local => self.consumers().iter().any(|c| crate::subjects::matches(&c.filter, subject)),
+        }
+    }
+
     fn consumers(&self) -> Vec<Consumer> {
         self.consumers.lock().map(|c| c.clone()).unwrap_or_default()
     }
@@ -244,6 +253,15 @@ impl Bus {
     /// Handles one batch of due deliveries of `consumer` on the embedded bus.
     async fn local_batch(&self, consumer: &Consumer) -> Result<usize> {
         let now = now_ms();
+        // A read first: an idle consumer does not take the writer.
+        let due = sqlx::query("SELECT 1 FROM bus_deliveries WHERE consumer = $1 AND next_attempt_ms <= $2 LIMIT 1")
+            .bind(&consumer.name)
+            .bind(now)
+            .fetch_optional(self.db.pool())
+            .await?;
+        if due.is_none() {
+            return Ok(0);
+        }
         let sql = format!(
             "UPDATE bus_deliveries SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
              (SELECT id FROM bus_deliveries WHERE consumer = $2 AND next_attempt_ms <= $3 \

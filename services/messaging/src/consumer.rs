@@ -132,17 +132,21 @@ pub(crate) async fn process(consumer: &Consumer, payload: &[u8], delivery: u32) 
     }
 }
 
+/// A handler that acknowledges everything, for tests.
+#[cfg(test)]
+pub(crate) struct Nothing;
+
+#[cfg(test)]
+#[async_trait]
+impl Handler for Nothing {
+    async fn handle(&self, _: &Envelope, _: u32) -> Outcome {
+        Outcome::Ack
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Nothing;
-    #[async_trait]
-    impl Handler for Nothing {
-        async fn handle(&self, _: &Envelope, _: u32) -> Outcome {
-            Outcome::Ack
-        }
-    }
 
     #[test]
     fn retries_back_off_then_die() {

@@ -51,6 +51,11 @@ pub async fn claim(db: &Db, limit: i64, lease_ms: i64) -> Result<Vec<Pending>> {
          RETURNING id, subject, envelope, attempts",
         skip_locked(db)
     );
+    // A read first: an idle relay does not take the writer.
+    let due = sqlx::query("SELECT 1 FROM bus_outbox WHERE next_attempt_ms <= $1 LIMIT 1").bind(now).fetch_optional(db.pool()).await?;
+    if due.is_none() {
+        return Ok(Vec::new());
+    }
     let mut tx = db.begin().await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
     tx.commit().await?;

@@ -105,9 +105,10 @@ async fn alone(db: &Db, mut job: Box<dyn Job>) {
     }
 }
 
-/// Batch sizes and times, logged at debug level every ten seconds.
+/// Batch sizes and times of a batching writer, logged at debug level every
+/// ten seconds.
 #[derive(Default)]
-struct Stats {
+pub struct BatchStats {
     since: Option<std::time::Instant>,
     batches: u64,
     writes: u64,
@@ -115,8 +116,10 @@ struct Stats {
     longest: std::time::Duration,
 }
 
-impl Stats {
-    fn record(&mut self, writes: usize, took: std::time::Duration) {
+impl BatchStats {
+    /// Counts one batch of `writes` writes that took `took`; `name` says
+    /// whose batches they are in the log line.
+    pub fn record(&mut self, name: &str, writes: usize, took: std::time::Duration) {
         let since = *self.since.get_or_insert_with(std::time::Instant::now);
         self.batches += 1;
         self.writes += writes as u64;
@@ -124,7 +127,7 @@ impl Stats {
         self.longest = self.longest.max(took);
         if since.elapsed() >= std::time::Duration::from_secs(10) {
             tracing::debug!(
-                "group writer: {} writes in {} batches ({:.1} per batch), {:.2} ms per batch, longest {:.1} ms, busy {:.0} %",
+                "{name}: {} writes in {} batches ({:.1} per batch), {:.2} ms per batch, longest {:.1} ms, busy {:.0} %",
                 self.writes,
                 self.batches,
                 self.writes as f64 / self.batches as f64,
@@ -132,7 +135,7 @@ impl Stats {
                 self.longest.as_secs_f64() * 1e3,
                 self.busy.as_secs_f64() * 100.0 / since.elapsed().as_secs_f64(),
             );
-            *self = Stats::default();
+            *self = BatchStats::default();
         }
     }
 }
@@ -143,7 +146,7 @@ impl GroupWriter {
         let (jobs, mut queue) = mpsc::channel::<Box<dyn Job>>(max_batch.max(1) * 4);
         let max_batch = max_batch.max(1);
         tokio::spawn(async move {
-            let mut stats = Stats::default();
+            let mut stats = BatchStats::default();
             while let Some(first) = queue.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < max_batch {
@@ -155,13 +158,13 @@ impl GroupWriter {
                 if batch.len() == 1 {
                     let started = std::time::Instant::now();
                     alone(&db, batch.pop().expect("one job")).await;
-                    stats.record(1, started.elapsed());
+                    stats.record("group writer", 1, started.elapsed());
                     continue;
                 }
                 let started = std::time::Instant::now();
                 let n = batch.len();
                 let outcome = together(&db, &mut batch).await;
-                stats.record(n, started.elapsed());
+                stats.record("group writer", n, started.elapsed());
                 match outcome {
                     Ok(()) => batch.into_iter().for_each(|job| job.finish(None)),
                     Err(reason) => {

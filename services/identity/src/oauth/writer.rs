@@ -103,6 +103,7 @@ impl TokenWriter {
 }
 
 async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
+    let mut stats = civichub_store::BatchStats::default();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -111,7 +112,10 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match commit(&db, &batch).await {
+        let started = std::time::Instant::now();
+        let outcome = commit(&db, &batch).await;
+        stats.record("token writer", batch.len(), started.elapsed());
+        match outcome {
             Ok(()) => {
                 for job in batch {
                     let _ = job.done.send(Ok(()));
