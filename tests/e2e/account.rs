@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use civichub_dingtalk::simulator::DingTalkSimulator;
 
-use crate::helpers::{Backend, Browser, Landing, PASSWORD, TestApp};
+use crate::helpers::{Backend, Browser, Landing, PASSWORD, TestApp, csrf};
 use crate::messaging::{dingtalk_config, dingtalk_flags};
 
-crate::both!(the_account_page_changes_the_password_and_lists_sign_ins);
+crate::both!(the_account_page_changes_the_password_and_lists_sign_ins, new_ways_to_sign_in_need_a_recent_sign_in);
 crate::both_backends!(people_hear_of_changes_to_their_sign_in);
 
 async fn signed_in_browser(app: &TestApp, username: &str, password: &str) -> Browser {
@@ -90,4 +90,66 @@ async fn people_hear_of_changes_to_their_sign_in(backend: Backend) {
     assert!(format!("{:?}", notices[1].msg).contains("管理员已重置"), "{:?}", notices[1].msg);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(dingtalk.notices().len(), 2, "nothing for the sign-ins");
+}
+
+/// Moves the browser's sign-in an hour into the past.
+async fn age_sign_in(app: &TestApp, username: &str, by_secs: i64) {
+    let mut db = app.db().await;
+    sqlx::query("UPDATE sso_sessions SET auth_time = auth_time - $1 WHERE user_id = (SELECT id FROM users WHERE username = $2)")
+        .bind(by_secs)
+        .bind(username)
+        .execute(&mut db)
+        .await
+        .unwrap();
+}
+
+/// An authenticator app or a first password outlives the session: someone at
+/// an unlocked screen an hour after the sign-in may add neither.
+async fn new_ways_to_sign_in_need_a_recent_sign_in(app: &TestApp) {
+    app.add_user("lei", &["--name", "李雷"]);
+    let browser = signed_in_browser(app, "lei", PASSWORD).await;
+    age_sign_in(app, "lei", 3600).await;
+    let (_, page) = browser.visit(&app.url("/account")).await.page();
+    assert!(page.contains("id=\"mfa-locked\"") && !page.contains("action=\"/account/totp/begin\""), "{page}");
+    let token = csrf(&page);
+    for step in ["begin", "confirm"] {
+        let resp = browser.client.post(app.url(&format!("/account/totp/{step}"))).form(&[("csrf", token.as_str()), ("code", "123456")]).send().await.unwrap();
+        assert_eq!(resp.status(), 303, "{step}");
+        let to = resp.headers()["location"].to_str().unwrap().to_owned();
+        assert!(to.starts_with("/login?") && to.contains("return_to=%2Faccount%23mfa") && to.contains("login_hint=lei"), "{to}");
+    }
+    let mut db = app.db().await;
+    let pending: i64 = sqlx::Row::get(&sqlx::query("SELECT COUNT(*) AS n FROM mfa_pending").fetch_one(&mut db).await.unwrap(), "n");
+    assert_eq!(pending, 0, "no secret was made");
+
+    // Signing in again (the login page the redirect names) unlocks it, and comes back to the section.
+    let resp = browser.client.post(app.url("/account/totp/begin")).form(&[("csrf", token.as_str())]).send().await.unwrap();
+    let login = app.url(resp.headers()["location"].to_str().unwrap());
+    let (_, body) = browser.visit(&login).await.page();
+    let (status, page) = browser.submit(&url::Url::parse(&login).unwrap(), &body, &[("username", "lei"), ("password", PASSWORD)]).await.page();
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("action=\"/account/totp/begin\"") && !page.contains("id=\"mfa-locked\""), "{page}");
+    let resp = browser.client.post(app.url("/account/totp/begin")).form(&[("csrf", csrf(&page).as_str())]).send().await.unwrap();
+    let (_, page) = browser.follow(resp).await.page();
+    assert!(page.contains("id=\"totp-secret\""), "enrolment began: {page}");
+    let token = csrf(&page);
+
+    // A person without a password (one who signs in through DingTalk) sets a
+    // first one only soon after signing in: no current password proves who they are.
+    sqlx::query("UPDATE users SET password_hash = NULL WHERE username = 'lei'").execute(&mut db).await.unwrap();
+    age_sign_in(app, "lei", 3600).await;
+    let (_, page) = browser.visit(&app.url("/account")).await.page();
+    assert!(page.contains("id=\"password-locked\"") && !page.contains("action=\"/account/password\""), "{page}");
+    let first = [("csrf", token), ("new", "first-secret-1".to_owned()), ("confirm", "first-secret-1".to_owned())];
+    let resp = browser.client.post(app.url("/account/password")).form(&first).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert!(resp.headers()["location"].to_str().unwrap().contains("return_to=%2Faccount%23password"), "{:?}", resp.headers());
+    let unset: Option<String> = sqlx::Row::get(&sqlx::query("SELECT password_hash FROM users WHERE username = 'lei'").fetch_one(&mut db).await.unwrap(), "password_hash");
+    assert!(unset.is_none(), "no password was set");
+    age_sign_in(app, "lei", -3600).await;
+    let (_, page) = browser.visit(&app.url("/account")).await.page();
+    assert!(page.contains("设置密码") && page.contains("action=\"/account/password\""), "{page}");
+    let resp = browser.client.post(app.url("/account/password")).form(&first).send().await.unwrap();
+    assert_eq!(resp.headers()["location"].to_str().unwrap(), "/account?done=password");
+    signed_in_browser(app, "lei", "first-secret-1").await;
 }

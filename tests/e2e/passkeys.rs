@@ -12,15 +12,9 @@ use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_rs_proto::{AllowCredentials, CreationChallengeResponse, RequestChallengeResponse};
 
-use crate::helpers::{Backend, Browser, Form, PASSWORD, TestApp, free_port, query_param};
+use crate::helpers::{Backend, Browser, Form, PASSWORD, TestApp, csrf, free_port, query_param};
 
 crate::both_backends!(passkeys_across_nodes);
-
-/// The CSRF token of a page's forms.
-fn csrf(body: &str) -> String {
-    let at = body.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    body[at..][..body[at..].find('"').unwrap()].to_owned()
-}
 
 /// Posts a passkey form's fields to an options endpoint: the ceremony key and the options.
 async fn options(browser: &Browser, url: &str, fields: &[(&str, &str)]) -> (String, Value) {

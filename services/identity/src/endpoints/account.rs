@@ -19,7 +19,7 @@ use crate::password::{self, Verdict};
 use crate::values::{Password, Username};
 use crate::{Identity, beijing};
 use crate::endpoints::login::safe_return;
-use crate::endpoints::passkey::{PasskeyForm, RECENT_AUTH_SECS, may_change_passkeys, reauthenticate_url};
+use crate::endpoints::passkey::{PasskeyForm, RECENT_AUTH_SECS, may_change_credentials, reauthenticate_url};
 
 /// Sign-ins the page lists.
 const SIGN_INS: i64 = 10;
@@ -65,11 +65,16 @@ struct AccountPage {
     recovery_codes: Option<Vec<String>>,
     passkey_list: Vec<PasskeyRow>,
     passkeys_available: bool,
-    /// Whether this session may add or delete passkeys now.
-    passkeys_unlocked: bool,
+    /// Whether this session may add or change what signs the person in
+    /// now (passkeys, an authenticator app, a first password).
+    credentials_unlocked: bool,
     /// Where the person goes once a second factor is set up.
     continue_to: Option<String>,
+    /// Where to prove again who one is, coming back to passkeys, the
+    /// authenticator app, or the password.
     reauthenticate: String,
+    reauthenticate_mfa: String,
+    reauthenticate_password: String,
     recent_minutes: i64,
 }
 
@@ -91,6 +96,14 @@ struct Flash {
 /// A local path to continue to, from a form or query.
 fn continue_to(return_to: Option<&str>) -> Option<String> {
     return_to.filter(|r| !r.is_empty()).map(|r| safe_return(Some(r)).to_owned()).filter(|r| r != "/")
+}
+
+/// The account page's second-factor section, still offering to continue to `next`.
+fn mfa_section(next: Option<&str>) -> String {
+    match next {
+        Some(n) => format!("/account?{}#mfa", serde_urlencoded::to_string([("return_to", n)]).unwrap_or_default()),
+        None => "/account#mfa".to_owned(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -189,7 +202,7 @@ async fn page_with(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let passkeys_unlocked = match may_change_passkeys(id, &session).await {
+    let credentials_unlocked = match may_change_credentials(id, &session).await {
         Ok(u) => u,
         Err(e) => return http::server_error(e),
     };
@@ -218,9 +231,11 @@ async fn page_with(
             .map(|p| PasskeyRow { id: p.id, name: p.name, created: beijing(p.created_at), last_used: p.last_used_at.map(beijing).unwrap_or_else(|| "从未".into()) })
             .collect(),
         passkeys_available: id.passkeys.available(),
-        passkeys_unlocked,
+        credentials_unlocked,
+        reauthenticate: reauthenticate_url(&user.username, "/account#passkeys"),
+        reauthenticate_mfa: reauthenticate_url(&user.username, &mfa_section(continue_to.as_deref())),
+        reauthenticate_password: reauthenticate_url(&user.username, "/account#password"),
         continue_to,
-        reauthenticate: reauthenticate_url(&user.username),
         recent_minutes: RECENT_AUTH_SECS / 60,
         mfa_enrolled,
         recovery_left,
@@ -281,8 +296,16 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
         Err(e) => return http::server_error(e),
     };
     // The current password proves it is the person, not someone at their unlocked screen;
-    // wrong guesses count as failed logins.
-    if let Some(stored) = stored {
+    // wrong guesses count as failed logins. Without one (a person who signs in
+    // through DingTalk or another provider), a recent sign-in does.
+    let Some(stored) = stored else {
+        match may_change_credentials(&id, &session).await {
+            Ok(true) => return save_password(&id, &ctx, &session, &user, new).await,
+            Ok(false) => return http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(&user.username, "/account#password")),
+            Err(e) => return http::server_error(e),
+        }
+    };
+    {
         let key = format!("user:{username}");
         match id.throttle.check(&[&key]).await {
             Ok((Some(_), _)) => return refuse(StatusCode::TOO_MANY_REQUESTS, "失败次数过多，请稍后再试。").await,
@@ -297,6 +320,11 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
             return refuse(StatusCode::UNAUTHORIZED, "当前密码不正确。").await;
         }
     }
+    save_password(&id, &ctx, &session, &user, new).await
+}
+
+/// Stores `new` as the person's password and signs out their other devices.
+async fn save_password(id: &Identity, ctx: &RequestContext, session: &crate::Session, user: &crate::User, new: Password) -> Response {
     let saved = async {
         let hash = password::hash(new).await?;
         id.users.set_password_hash(&user.id, &hash).await?;
@@ -343,7 +371,7 @@ async fn unlink(provider: String, body: bytes::Bytes, id: Arc<Identity>, ctx: Re
 /// (a new secret to scan, then a code to confirm it, which shows the
 /// recovery codes once), or remove it with a current code.
 async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> Response {
-    let (_, user) = match http::signed_in(&id, ctx.session_cookie.as_deref(), "/account").await {
+    let (session, user) = match http::signed_in(&id, ctx.session_cookie.as_deref(), "/account").await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -354,12 +382,17 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
     }
     let actor = Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() };
     let code = form.code.unwrap_or_default();
+    let back = mfa_section(next.as_deref());
+    // Enrolling an app is adding a way to sign in: only with a recent sign-in.
+    if step == "begin" || step == "confirm" {
+        match may_change_credentials(&id, &session).await {
+            Ok(true) => {}
+            Ok(false) => return http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(&user.username, &back)),
+            Err(e) => return http::server_error(e),
+        }
+    }
     match step.as_str() {
         "begin" => {
-            let back = match &next {
-                Some(n) => format!("/account?{}#mfa", serde_urlencoded::to_string([("return_to", n.as_str())]).unwrap_or_default()),
-                None => "/account#mfa".to_owned(),
-            };
             match id.mfa.begin(&user.id).await {
                 Ok(_) | Err(crate::Error::Conflict(_)) => http::redirect(StatusCode::SEE_OTHER, &back),
                 Err(e) => http::server_error(e),
@@ -402,9 +435,9 @@ async fn passkey_form(id: &Identity, ctx: &RequestContext, body: &[u8]) -> Resul
     if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
         return Err(page(id, ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into()), None).await);
     }
-    match may_change_passkeys(id, &session).await {
+    match may_change_credentials(id, &session).await {
         Ok(true) => Ok((user, form)),
-        Ok(false) => Err(http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(&user.username))),
+        Ok(false) => Err(http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(&user.username, "/account#passkeys"))),
         Err(e) => Err(http::server_error(e)),
     }
 }

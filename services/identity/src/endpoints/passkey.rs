@@ -22,24 +22,27 @@ use crate::http::{self, RequestContext, context, form_body, with_identity};
 use crate::mfa::with_second_factor;
 use crate::{ACR_MULTI_FACTOR, Error, Identity, RateLimiter, rate_limit};
 
-/// How long after signing in a person may add or delete passkeys without
-/// proving again who they are.
+/// How long after signing in a person may add or change what signs them in
+/// (passkeys, an authenticator app, a first password) without proving again
+/// who they are.
 pub(crate) const RECENT_AUTH_SECS: i64 = 600;
 
-/// Whether `session` may add or delete passkeys: the person signed in within
-/// [`RECENT_AUTH_SECS`], with their second factor if they have one. A passkey
-/// signs in on its own, so an unlocked screen, a borrowed session or a
+/// Whether `session` may add or change what signs its person in: they signed
+/// in within [`RECENT_AUTH_SECS`], with their second factor if they have one.
+/// A passkey signs in on its own and an authenticator app or a password
+/// outlives the session, so an unlocked screen, a borrowed session or a
 /// single-factor login must not be enough to add one (or to strip them).
-pub(crate) async fn may_change_passkeys(id: &Identity, session: &crate::Session) -> crate::Result<bool> {
+pub(crate) async fn may_change_credentials(id: &Identity, session: &crate::Session) -> crate::Result<bool> {
     if civichub_store::now() - session.auth_time > RECENT_AUTH_SECS {
         return Ok(false);
     }
     Ok(session.acr == ACR_MULTI_FACTOR || !id.has_second_factor(&session.user_id).await?)
 }
 
-/// Where to prove again who one is, then come back to the account page's passkeys.
-pub(crate) fn reauthenticate_url(username: &str) -> String {
-    format!("/login?{}", serde_urlencoded::to_string([("return_to", "/account#passkeys"), ("login_hint", username)]).unwrap_or_default())
+/// Where to prove again who one is, then come back to `back` (a path on the
+/// account page).
+pub(crate) fn reauthenticate_url(username: &str, back: &str) -> String {
+    format!("/login?{}", serde_urlencoded::to_string([("return_to", back), ("login_hint", username)]).unwrap_or_default())
 }
 
 /// The fields of every form that may carry a passkey's answer (the
@@ -163,7 +166,7 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
                 Ok(s) => s,
                 Err(_) => return json_error(StatusCode::UNAUTHORIZED, "请先登录。"),
             };
-            match may_change_passkeys(&id, &session).await {
+            match may_change_credentials(&id, &session).await {
                 Ok(true) => {}
                 Ok(false) => return json_error(StatusCode::FORBIDDEN, "为保护账号，添加通行密钥前请重新验证身份。"),
                 Err(e) => return http::server_error_json(e),
