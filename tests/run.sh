@@ -35,6 +35,8 @@ need_pkg node nodejs
 need_pkg npm npm
 (cd bench/oidc && npm ci --no-audit --no-fund >/dev/null)
 
+# Lints first: a warning fails the run (tests may unwrap; see clippy.toml).
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo test --workspace --locked
 
 export CIVICHUB_BIN="$PWD/target/debug/civichub"

@@ -147,12 +147,11 @@ impl TestApp {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(addr) = line.strip_prefix("civichub listening on ") {
+                if !sent
+                    && let Some(addr) = line.strip_prefix("civichub listening on ") {
                         let _ = tx.send(addr.to_owned());
                         sent = true;
                     }
-                }
             }
         });
         let base = match rx.recv_timeout(Duration::from_secs(60)) {
@@ -485,11 +484,10 @@ impl Form {
         while let Some(i) = rest.find("<input") {
             let tag_end = rest[i..].find('>').map(|e| e + i)?;
             let tag = &rest[i..tag_end];
-            if let Some(name) = attr(tag, "name") {
-                if attr(tag, "type").as_deref() == Some("hidden") {
+            if let Some(name) = attr(tag, "name")
+                && attr(tag, "type").as_deref() == Some("hidden") {
                     inputs.push((name, attr(tag, "value").unwrap_or_default()));
                 }
-            }
             rest = &rest[tag_end..];
         }
         Some(Form { action, inputs })

@@ -2,6 +2,8 @@
 //! temporary store, driven over HTTP by the `openidconnect` crate as relying
 //! party and by a cookie-keeping HTTP client as the browser. Every scenario
 //! runs on SQLite and on PostgreSQL.
+// A panic is how a test fails: unwrapping is the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
 

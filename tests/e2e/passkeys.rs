@@ -103,7 +103,7 @@ async fn passkeys_across_nodes(backend: Backend) {
     };
     request.public_key.allow_credentials = vec![AllowCredentials { type_: "public-key".into(), id: raw, transports: None }];
     let mut assertion = authenticator.do_authentication(origin.clone(), request).unwrap();
-    assertion.response.user_handle = Some(handle.clone().into());
+    assertion.response.user_handle = Some(handle.clone());
     let assertion = serde_json::to_string(&assertion).unwrap();
     let resp = other
         .client
@@ -149,7 +149,7 @@ async fn passkeys_across_nodes(backend: Backend) {
     };
     request.public_key.allow_credentials = vec![AllowCredentials { type_: "public-key".into(), id: raw, transports: None }];
     let mut assertion = authenticator.do_authentication(origin, request).unwrap();
-    assertion.response.user_handle = Some(handle.into());
+    assertion.response.user_handle = Some(handle);
     let resp = later
         .client
         .post(on_a("/login/passkey"))

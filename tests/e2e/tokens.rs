@@ -146,7 +146,8 @@ async fn client_credentials_for_service_scopes(app: &TestApp) {
 
 async fn token_endpoint_errors_follow_rfc6749(app: &TestApp) {
     let secret = setup(app, &[]);
-    let cases: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], 400, "invalid_request"),
         (vec![("grant_type", "password")], 400, "unsupported_grant_type"),
         (vec![("grant_type", "authorization_code"), ("code", "nope"), ("redirect_uri", CALLBACK)], 400, "invalid_grant"),

@@ -506,7 +506,7 @@ fn breakdowns(s: &Stats) -> Vec<Breakdown> {
         .iter()
         .map(|(c, n)| (Channel::parse(c).map(channel_label).unwrap_or(c.as_str()).to_owned(), *n, String::new()))
         .collect();
-    channels.sort_by(|a, b| b.1.cmp(&a.1));
+    channels.sort_by_key(|c| std::cmp::Reverse(c.1));
     let departments = s
         .by_department
         .iter()

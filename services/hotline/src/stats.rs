@@ -288,7 +288,7 @@ mod tests {
     fn kpis_count_what_the_domain_notes_define() {
         let new = |n: u32, ch| Ticket {
             category: Some("070101".into()),
-            location: Some(if n % 2 == 0 { "浙江省台州市椒江区白云街道" } else { "黄岩区江口街道" }.into()),
+            location: Some(if n.is_multiple_of(2) { "浙江省台州市椒江区白云街道" } else { "黄岩区江口街道" }.into()),
             ..Ticket::registered(format!("12345-20261127-{n:06}"), ch, format!("市民来电反映小区路灯坏了，夜间噪音扰民{n}"), FRI)
         };
         let mut direct = new(1, Channel::Phone);
@@ -296,7 +296,7 @@ mod tests {
         let mut on_time = new(2, Channel::Phone);
         run(&mut on_time, &[
             ("dispatch", r#"{"department":"城管局"}"#, FRI),
-            ("accept", "", FRI + 3600_000),
+            ("accept", "", FRI + 3_600_000),
             ("reply", r#"{"text":"ok"}"#, FRI + 3 * DAY), // Monday: one working day
             ("callback", r#"{"rating":"satisfied"}"#, FRI + 4 * DAY),
         ]);

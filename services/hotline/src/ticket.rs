@@ -865,7 +865,7 @@ mod tests {
     fn return_then_redispatch_or_uphold() {
         let mut t = ticket();
         act(&mut t, "dispatch", r#"{"department":"城管局"}"#, FRI).unwrap();
-        act(&mut t, "return", r#"{"reason":"属地不符"}"#, FRI + 3600_000).unwrap();
+        act(&mut t, "return", r#"{"reason":"属地不符"}"#, FRI + 3_600_000).unwrap();
         assert_eq!(t.return_reason.as_deref(), Some("属地不符"));
         let err = act(&mut t, "review-return", r#"{"decision":"redispatch","department":"城管局"}"#, FRI).unwrap_err();
         assert!(matches!(err, Error::Invalid(_)));

@@ -53,7 +53,6 @@ impl Identity {
         run("DELETE FROM federation_flows WHERE expires_at < $1", at).await?;
         run("DELETE FROM mfa_pending WHERE expires_at < $1", at).await?;
         run("DELETE FROM webauthn_ceremonies WHERE expires_at < $1", at).await?;
-        drop(run);
         tx.commit().await?;
         Ok(Swept { codes, tokens, sessions, outbox, throttle })
     }

@@ -1,6 +1,8 @@
 //! Passkey ceremonies driven by a software authenticator (webauthn-authenticator-rs's
 //! `SoftPasskey`, which builds and signs what a real authenticator would),
 //! through the identity library with its database, no HTTP.
+// A panic is how a test fails: unwrapping is the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use civichub_identity::{Identity, NewUser, Password, Settings};
 use civichub_store::{Db, DbUrl};
@@ -50,9 +52,9 @@ fn as_soft_passkey_accepts(mut options: CreationChallengeResponse) -> CreationCh
 fn discover(auth: &mut SoftPasskey, origin: &Url, mut options: RequestChallengeResponse, cred_id: &str, handle: &[u8]) -> PublicKeyCredential {
     use base64::Engine;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cred_id).unwrap();
-    options.public_key.allow_credentials = vec![AllowCredentials { type_: "public-key".into(), id: raw.into(), transports: None }];
+    options.public_key.allow_credentials = vec![AllowCredentials { type_: "public-key".into(), id: raw, transports: None }];
     let mut answer = auth.do_authentication(origin.clone(), options).unwrap();
-    answer.response.user_handle = Some(handle.to_vec().into());
+    answer.response.user_handle = Some(handle.to_vec());
     answer
 }
 
@@ -156,7 +158,7 @@ async fn a_credential_of_another_person_is_refused() {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&bob_cred).unwrap()
     };
-    options.public_key.allow_credentials = vec![AllowCredentials { type_: "public-key".into(), id: raw.into(), transports: None }];
+    options.public_key.allow_credentials = vec![AllowCredentials { type_: "public-key".into(), id: raw, transports: None }];
     let answer = bobs.do_authentication(f.origin.clone(), options).unwrap();
     assert!(f.id.passkeys.finish_second_factor(&alice, &key, &answer).await.is_err());
 
