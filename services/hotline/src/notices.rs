@@ -37,14 +37,20 @@ impl Notices {
 
     /// Active users with `role`, of `department` when one is given.
     async fn users_with(&self, role: &str, department: Option<&str>) -> civichub_messaging::Result<Vec<String>> {
-        let rows = sqlx::query("SELECT username, roles, department FROM users WHERE disabled = 0 ORDER BY username")
-            .fetch_all(self.router.bus().db().pool())
-            .await?;
+        // Roles are a space-separated list; the department, when given, narrows by its index.
+        let sql = match department {
+            Some(_) => "SELECT username, roles FROM users WHERE disabled = 0 AND roles LIKE $1 AND department = $2 ORDER BY username",
+            None => "SELECT username, roles FROM users WHERE disabled = 0 AND roles LIKE $1 ORDER BY username",
+        };
+        let mut query = sqlx::query(sql).bind(format!("%{role}%"));
+        if let Some(d) = department {
+            query = query.bind(d);
+        }
+        let rows = query.fetch_all(self.router.bus().db().pool()).await?;
         let mut out = Vec::new();
         for row in rows {
             let roles: String = row.try_get("roles")?;
-            let dept: Option<String> = row.try_get("department")?;
-            if roles.split_whitespace().any(|r| r == role) && department.is_none_or(|d| dept.as_deref() == Some(d)) {
+            if roles.split_whitespace().any(|r| r == role) {
                 out.push(row.try_get("username")?);
             }
         }

@@ -296,6 +296,12 @@ impl Db {
                 include_str!("../migrations/common/0012_disabled_by.sql"),
                 include_str!("../migrations/common/0012_disabled_by.sql"),
             ),
+            (
+                13,
+                "users_department",
+                include_str!("../migrations/common/0013_users_department.sql"),
+                include_str!("../migrations/common/0013_users_department.sql"),
+            ),
         ];
         let migrations = sources
             .iter()
