@@ -32,6 +32,11 @@ pub async fn router(config: &Config, bus: Bus) -> Result<Router> {
         urgent_fallback_after: m.urgent_fallback_after.map(Duration::from_secs).unwrap_or(defaults.urgent_fallback_after),
         retry_backoff,
         max_deliver: m.message_max_deliver.unwrap_or(defaults.max_deliver).max(1),
+        retention: match m.message_retention_days {
+            None => defaults.retention,
+            Some(0) => None,
+            Some(days) => Some(Duration::from_secs(days.saturating_mul(86_400))),
+        },
     };
     let mut router = Router::new(bus.clone(), settings);
     if let Some(sms) = sms(m, &bus)? {

@@ -110,6 +110,9 @@ pub struct MessagingArgs {
     /// Deliveries of a send order before it goes to the dead letters.
     #[arg(long, env = "CIVICHUB_MESSAGE_MAX_DELIVER", global = true, value_name = "N")]
     pub message_max_deliver: Option<u32>,
+    /// Days messages (with every attempt) and dead letters are kept after their last change; 0 keeps them (default 180).
+    #[arg(long, env = "CIVICHUB_MESSAGE_RETENTION_DAYS", global = true, value_name = "DAYS")]
+    pub message_retention_days: Option<u64>,
     /// SMS gateway: cmpp or aliyun (default: none, no SMS channel).
     #[arg(long, env = "CIVICHUB_SMS_GATEWAY", global = true, value_name = "KIND")]
     pub sms_gateway: Option<String>,
@@ -200,7 +203,7 @@ impl MessagingArgs {
             ($($f:ident),*) => { MessagingArgs { $($f: self.$f.clone().or(file.$f)),* } };
         }
         pick!(
-            nats_url, message_fallback_after, urgent_fallback_after, message_retry_backoff, message_max_deliver, sms_gateway, cmpp_addr, cmpp_sp_id, cmpp_secret,
+            nats_url, message_fallback_after, urgent_fallback_after, message_retry_backoff, message_max_deliver, message_retention_days, sms_gateway, cmpp_addr, cmpp_sp_id, cmpp_secret,
             cmpp_src_id, cmpp_service_id, cmpp_submit_timeout, cmpp_window, aliyun_sms_endpoint, aliyun_access_key_id, aliyun_access_key_secret,
             aliyun_sms_sign_name, aliyun_sms_template, dingtalk_api_base, dingtalk_oapi_base, dingtalk_login_base,
             dingtalk_app_key, dingtalk_app_secret, dingtalk_agent_id, dingtalk_corp_id, dingtalk_login, dingtalk_link_by_mobile,

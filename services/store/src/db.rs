@@ -302,6 +302,12 @@ impl Db {
                 include_str!("../migrations/common/0013_users_department.sql"),
                 include_str!("../migrations/common/0013_users_department.sql"),
             ),
+            (
+                14,
+                "messages_updated",
+                include_str!("../migrations/common/0014_messages_updated.sql"),
+                include_str!("../migrations/common/0014_messages_updated.sql"),
+            ),
         ];
         let migrations = sources
             .iter()

@@ -26,7 +26,13 @@ pub struct RouterSettings {
     pub retry_backoff: Vec<Duration>,
     /// Deliveries of a send order before it goes to the dead letters.
     pub max_deliver: u32,
+    /// How long messages (with their attempts) and dead letters are kept
+    /// after their last change; `None` keeps them.
+    pub retention: Option<Duration>,
 }
+
+/// How often the retention sweep runs.
+const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 impl Default for RouterSettings {
     fn default() -> Self {
@@ -35,6 +41,7 @@ impl Default for RouterSettings {
             urgent_fallback_after: Duration::from_secs(60),
             retry_backoff: [1, 5, 15, 30, 60].into_iter().map(Duration::from_secs).collect(),
             max_deliver: 6,
+            retention: Some(Duration::from_secs(180 * 86_400)),
         }
     }
 }
@@ -148,7 +155,18 @@ impl Router {
         self.bus.register(Consumer::new("sms-receipts", subjects::SMS_RECEIPT, Arc::new(Receipts { router: self.clone() })));
         let router = self.clone();
         tokio::spawn(async move {
+            let mut retention_swept: Option<std::time::Instant> = None;
             loop {
+                if let Some(keep) = router.settings.retention
+                    && retention_swept.is_none_or(|at| at.elapsed() >= RETENTION_SWEEP_EVERY)
+                {
+                    retention_swept = Some(std::time::Instant::now());
+                    match router.sweep_retention(now_ms() - keep.as_millis() as i64).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("deleted {n} messages and dead letters past their retention"),
+                        Err(e) => tracing::warn!("message retention sweep: {e}"),
+                    }
+                }
                 match router.sweep_fallbacks().await {
                     Ok(n) if n > 0 => continue,
                     Ok(_) => {}
@@ -485,6 +503,50 @@ impl Router {
         Ok(true)
     }
 
+    /// Deletes the messages (with their attempts and gateway ids) last
+    /// changed before `cutoff_ms`, and the dead letters that died before it,
+    /// a thousand messages per transaction so the writer is never held long.
+    /// Returns how many messages and dead letters went.
+    pub async fn sweep_retention(&self, cutoff_ms: i64) -> Result<u64> {
+        const CHUNK: i64 = 1000;
+        let mut deleted = 0;
+        loop {
+            let ids: Vec<String> = sqlx::query("SELECT id FROM messages WHERE updated_ms < $1 LIMIT $2")
+                .bind(cutoff_ms)
+                .bind(CHUNK)
+                .fetch_all(self.db().pool())
+                .await?
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<std::result::Result<_, _>>()?;
+            if ids.is_empty() {
+                break;
+            }
+            let list = outbox::placeholders(1, ids.len());
+            let mut tx = self.db().begin().await?;
+            for sql in [
+                format!("DELETE FROM message_gateway_ids WHERE attempt_id IN (SELECT id FROM message_attempts WHERE message_id IN ({list}))"),
+                format!("DELETE FROM message_attempts WHERE message_id IN ({list})"),
+                format!("DELETE FROM messages WHERE id IN ({list})"),
+            ] {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in &ids {
+                    q = q.bind(id);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            deleted += ids.len() as u64;
+            if (ids.len() as i64) < CHUNK {
+                break;
+            }
+        }
+        let mut tx = self.db().begin().await?;
+        deleted += sqlx::query("DELETE FROM bus_dead_letters WHERE dead_ms < $1").bind(cutoff_ms).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     /// Sends on the next channel every message whose current channel did
     /// not confirm delivery in time (after asking the channel once more).
     pub async fn sweep_fallbacks(&self) -> Result<usize> {
@@ -768,6 +830,52 @@ pub async fn publish_incoming_sms(bus: &Bus, from: &str, to: &str, text: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn retention_deletes_old_messages_with_their_attempts_and_old_dead_letters() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = civichub_store::Db::connect(&civichub_store::DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let router = Router::new(Bus::local(db.clone()), RouterSettings::default());
+        let day = 86_400_000;
+        for (id, updated) in [("old", 10 * day), ("new", 200 * day)] {
+            sqlx::query(
+                "INSERT INTO messages (id, recipient_kind, recipient, channel, text, status, plan, trace_id, created_ms, updated_ms) \
+                 VALUES ($1, 'phone', '13812345678', 'sms', 'hi', 'delivered', 'sms:13812345678', $1, $2, $2)",
+            )
+            .bind(id)
+            .bind(updated)
+            .execute(db.pool())
+            .await
+            .expect("message");
+            sqlx::query("INSERT INTO message_attempts (id, message_id, channel, address, state, started_ms) VALUES ($1, $2, 'sms', '13812345678', 'delivered', $3)")
+                .bind(format!("{id}-1"))
+                .bind(id)
+                .bind(updated)
+                .execute(db.pool())
+                .await
+                .expect("attempt");
+            sqlx::query("INSERT INTO message_gateway_ids (gateway_id, attempt_id) VALUES ($1, $2)").bind(format!("gw-{id}")).bind(format!("{id}-1")).execute(db.pool()).await.expect("gateway id");
+            sqlx::query("INSERT INTO bus_dead_letters (id, consumer, subject, envelope, reason, attempts, dead_ms) VALUES ($1, 'c', 's', '{}', 'r', 6, $2)")
+                .bind(format!("dead-{id}"))
+                .bind(updated)
+                .execute(db.pool())
+                .await
+                .expect("dead letter");
+        }
+        assert_eq!(router.sweep_retention(100 * day).await.expect("sweep"), 2, "one message, one dead letter");
+        for (table, column) in [("messages", "id"), ("message_attempts", "message_id"), ("message_gateway_ids", "gateway_id"), ("bus_dead_letters", "id")] {
+            let left: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {column} AS v FROM {table}")))
+                .fetch_all(db.pool())
+                .await
+                .expect("select")
+                .iter()
+                .map(|r| r.try_get("v").expect("v"))
+                .collect();
+            assert_eq!(left.len(), 1, "{table}: {left:?}");
+            assert!(left[0].contains("new"), "{table}: {left:?}");
+        }
+        assert_eq!(router.sweep_retention(100 * day).await.expect("again"), 0);
+    }
 
     #[test]
     fn plans_round_trip() {
