@@ -142,11 +142,14 @@ impl Bus {
     }
 
     async fn relay(self) {
+        let mut busy = false;
         loop {
-            let mut busy = false;
-            match self.relay_once(256).await {
+            match self.relay_batch(256, !busy).await {
                 Ok(n) => busy = n > 0,
-                Err(e) => tracing::warn!("bus relay: {e}"),
+                Err(e) => {
+                    busy = false;
+                    tracing::warn!("bus relay: {e}");
+                }
             }
             if !busy {
                 tokio::select! {
@@ -160,7 +163,13 @@ impl Bus {
     /// Publishes up to `limit` due outbox envelopes; returns how many were
     /// taken (published or rescheduled).
     pub async fn relay_once(&self, limit: i64) -> Result<usize> {
-        let batch = outbox::claim(&self.db, limit, 30_000).await?;
+        self.relay_batch(limit, true).await
+    }
+
+    /// [`Bus::relay_once`]; `probe` reads first whether anything is due, so
+    /// a relay that found nothing last time does not take the writer.
+    async fn relay_batch(&self, limit: i64, probe: bool) -> Result<usize> {
+        let batch = outbox::claim(&self.db, limit, 30_000, probe).await?;
         if batch.is_empty() {
             return Ok(0);
         }
@@ -233,8 +242,9 @@ impl Bus {
 
     async fn run_local(self, consumer: Consumer) {
         let wake = self.local_notify(&consumer.name);
+        let mut busy = false;
         loop {
-            let busy = match self.local_batch(&consumer).await {
+            busy = match self.local_batch(&consumer, !busy).await {
                 Ok(n) => n > 0,
                 Err(e) => {
                     tracing::warn!("consumer {}: {e}", consumer.name);
@@ -250,17 +260,20 @@ impl Bus {
         }
     }
 
-    /// Handles one batch of due deliveries of `consumer` on the embedded bus.
-    async fn local_batch(&self, consumer: &Consumer) -> Result<usize> {
+    /// Handles one batch of due deliveries of `consumer` on the embedded bus;
+    /// with `probe`, reads first whether any is due, so an idle consumer does
+    /// not take the writer.
+    async fn local_batch(&self, consumer: &Consumer, probe: bool) -> Result<usize> {
         let now = now_ms();
-        // A read first: an idle consumer does not take the writer.
-        let due = sqlx::query("SELECT 1 FROM bus_deliveries WHERE consumer = $1 AND next_attempt_ms <= $2 LIMIT 1")
-            .bind(&consumer.name)
-            .bind(now)
-            .fetch_optional(self.db.pool())
-            .await?;
-        if due.is_none() {
-            return Ok(0);
+        if probe {
+            let due = sqlx::query("SELECT 1 FROM bus_deliveries WHERE consumer = $1 AND next_attempt_ms <= $2 LIMIT 1")
+                .bind(&consumer.name)
+                .bind(now)
+                .fetch_optional(self.db.pool())
+                .await?;
+            if due.is_none() {
+                return Ok(0);
+            }
         }
         let sql = format!(
             "UPDATE bus_deliveries SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \

@@ -42,8 +42,9 @@ pub(crate) fn skip_locked(db: &Db) -> &'static str {
 }
 
 /// Leases up to `limit` due envelopes for `lease_ms`; one that is not
-/// published in time (its relay died) becomes due again.
-pub async fn claim(db: &Db, limit: i64, lease_ms: i64) -> Result<Vec<Pending>> {
+/// published in time (its relay died) becomes due again. With `probe`, a
+/// read first: when nothing is due, the writer is not taken.
+pub async fn claim(db: &Db, limit: i64, lease_ms: i64, probe: bool) -> Result<Vec<Pending>> {
     let now = now_ms();
     let sql = format!(
         "UPDATE bus_outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
@@ -51,9 +52,7 @@ pub async fn claim(db: &Db, limit: i64, lease_ms: i64) -> Result<Vec<Pending>> {
          RETURNING id, subject, envelope, attempts",
         skip_locked(db)
     );
-    // A read first: an idle relay does not take the writer.
-    let due = sqlx::query("SELECT 1 FROM bus_outbox WHERE next_attempt_ms <= $1 LIMIT 1").bind(now).fetch_optional(db.pool()).await?;
-    if due.is_none() {
+    if probe && sqlx::query("SELECT 1 FROM bus_outbox WHERE next_attempt_ms <= $1 LIMIT 1").bind(now).fetch_optional(db.pool()).await?.is_none() {
         return Ok(Vec::new());
     }
     let mut tx = db.begin().await?;
