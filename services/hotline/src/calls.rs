@@ -77,6 +77,16 @@ impl Tickets {
         Ok(())
     }
 
+    /// Forgets the calls last heard of more than `CALL_SHOWN_MS` before `now`:
+    /// the workbench shows none of them, and each holds a caller's number.
+    /// Returns how many went.
+    pub async fn forget_calls(&self, now: i64) -> crate::Result<u64> {
+        let mut tx = self.db().begin().await?;
+        let gone = sqlx::query("DELETE FROM hotline_calls WHERE at_ms < $1").bind(now - CALL_SHOWN_MS).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(gone)
+    }
+
     /// The call `agent` answered last and has not hung up, if recent.
     pub async fn current_call(&self, agent: &str) -> crate::Result<Option<CurrentCall>> {
         let row = sqlx::query(

@@ -509,13 +509,17 @@ impl Tickets {
         Ok(raised)
     }
 
-    /// Sweeps the deadlines every `every` until aborted.
+    /// Sweeps the deadlines every `every` until aborted, and forgets calls
+    /// past showing.
     pub fn spawn_deadline_watch(self: &std::sync::Arc<Self>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
         let tickets = self.clone();
         tokio::spawn(async move {
             loop {
                 if let Err(e) = tickets.sweep_deadlines(now_ms()).await {
                     tracing::warn!("hotline deadline sweep: {e}");
+                }
+                if let Err(e) = tickets.forget_calls(now_ms()).await {
+                    tracing::warn!("hotline call sweep: {e}");
                 }
                 tokio::time::sleep(every).await;
             }

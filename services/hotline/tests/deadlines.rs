@@ -72,3 +72,17 @@ async fn overdue_tickets_raise_each_alert_once() {
     assert_eq!(tickets.sweep_deadlines(fresh_due + 1).await.unwrap(), 1, "overdue");
     assert_eq!(tickets.sweep_deadlines(fresh_due + 2).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_showing_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&DbUrl::sqlite_in(dir.path())).await.unwrap();
+    let tickets = Tickets::new(Bus::local(db.clone()), DataKey::from_secret(&[1; 32]), Calendar::default(), Default::default());
+    tickets.record_call("call-1", "agent", "13912345678", "answered").await.unwrap();
+    let now = civichub_messaging::now_ms();
+    assert_eq!(tickets.forget_calls(now).await.unwrap(), 0, "a call in progress stays");
+    assert_eq!(tickets.current_call("agent").await.unwrap().map(|c| c.caller), Some("13912345678".to_owned()));
+    assert_eq!(tickets.forget_calls(now + 2 * 3_600_000).await.unwrap(), 1, "two hours on, it goes with its caller's number");
+    let left: i64 = sqlx::query("SELECT COUNT(*) AS n FROM hotline_calls").fetch_one(db.pool()).await.unwrap().try_get("n").unwrap();
+    assert_eq!(left, 0);
+}
