@@ -60,7 +60,7 @@ impl Bus {
 
     fn with(db: Db, transport: Transport) -> Bus {
         Bus {
-            writer: GroupWriter::start(db.clone(), 256),
+            writer: GroupWriter::start(db.clone(), 256, "bus writer"),
             db,
             transport,
             consumers: Default::default(),

@@ -141,8 +141,9 @@ impl BatchStats {
 }
 
 impl GroupWriter {
-    /// Starts the writer task for `db`, committing up to `max_batch` writes at once.
-    pub fn start(db: Db, max_batch: usize) -> GroupWriter {
+    /// Starts the writer task for `db`, committing up to `max_batch` writes
+    /// at once; `name` says whose batches they are in the debug log.
+    pub fn start(db: Db, max_batch: usize, name: &'static str) -> GroupWriter {
         let (jobs, mut queue) = mpsc::channel::<Box<dyn Job>>(max_batch.max(1) * 4);
         let max_batch = max_batch.max(1);
         tokio::spawn(async move {
@@ -158,13 +159,13 @@ impl GroupWriter {
                 if batch.len() == 1 {
                     let started = std::time::Instant::now();
                     alone(&db, batch.pop().expect("one job")).await;
-                    stats.record("group writer", 1, started.elapsed());
+                    stats.record(name, 1, started.elapsed());
                     continue;
                 }
                 let started = std::time::Instant::now();
                 let n = batch.len();
                 let outcome = together(&db, &mut batch).await;
-                stats.record("group writer", n, started.elapsed());
+                stats.record(name, n, started.elapsed());
                 match outcome {
                     Ok(()) => batch.into_iter().for_each(|job| job.finish(None)),
                     Err(reason) => {
@@ -204,7 +205,7 @@ mod tests {
     async fn concurrent_writes_commit_together_and_a_failure_is_isolated() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::connect(&DbUrl::sqlite_in(dir.path())).await.expect("db");
-        let writer = GroupWriter::start(db.clone(), 64);
+        let writer = GroupWriter::start(db.clone(), 64, "test writer");
         sqlx::query("INSERT INTO bus_cursors (name, position) VALUES ('taken', 0)").execute(db.pool()).await.expect("seed");
         let tasks: Vec<_> = (0..200)
             .map(|i| {

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::audit::{Actor, Audit};
 use crate::oauth::grant::StoredGrant;
-use crate::oauth::writer::{AuditRow, CodeRow, Rows, TokenRow, insert_audit, insert_tokens};
+use crate::oauth::writer::{AuditRow, CodeRow, Rows, TokenRow};
 use crate::oidc::{self, IdTokenInput, LoginContext};
 use crate::{Error, Identity, Result};
 
@@ -350,8 +350,7 @@ impl DbIssuer {
             return Ok(None);
         }
         let (tokens, audit) = self.rows(&stored, &minted, "token.refreshed")?;
-        insert_tokens(&mut tx, tokens.iter()).await?;
-        insert_audit(&mut tx, std::iter::once(&audit)).await?;
+        Rows { tokens, audit: vec![audit], ..Rows::default() }.defer(&mut tx);
         tx.commit().await?;
         Ok(Some(RefreshedToken {
             token: minted.access,
