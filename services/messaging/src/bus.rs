@@ -120,7 +120,7 @@ impl Bus {
     pub fn carries(&self, subject: &str) -> bool {
         match self.transport {
             Transport::Nats(_) => true,
-            Transport::Local => self.consumers().iter().any(|c| crate::subjects::matches(&c.filter, subject)),
+            Transport::Local => self.consumers.lock().is_ok_and(|all| all.iter().any(|c| crate::subjects::matches(&c.filter, subject))),
         }
     }
 

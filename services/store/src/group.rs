@@ -105,10 +105,9 @@ async fn alone(db: &Db, mut job: Box<dyn Job>) {
     }
 }
 
-/// Batch sizes and times of a batching writer, logged at debug level every
-/// ten seconds.
+/// Batch sizes and times, logged at debug level every ten seconds.
 #[derive(Default)]
-pub struct BatchStats {
+struct Stats {
     since: Option<std::time::Instant>,
     batches: u64,
     writes: u64,
@@ -116,10 +115,10 @@ pub struct BatchStats {
     longest: std::time::Duration,
 }
 
-impl BatchStats {
+impl Stats {
     /// Counts one batch of `writes` writes that took `took`; `name` says
     /// whose batches they are in the log line.
-    pub fn record(&mut self, name: &str, writes: usize, took: std::time::Duration) {
+    fn record(&mut self, name: &str, writes: usize, took: std::time::Duration) {
         let since = *self.since.get_or_insert_with(std::time::Instant::now);
         self.batches += 1;
         self.writes += writes as u64;
@@ -135,7 +134,7 @@ impl BatchStats {
                 self.longest.as_secs_f64() * 1e3,
                 self.busy.as_secs_f64() * 100.0 / since.elapsed().as_secs_f64(),
             );
-            *self = BatchStats::default();
+            *self = Stats::default();
         }
     }
 }
@@ -147,7 +146,7 @@ impl GroupWriter {
         let (jobs, mut queue) = mpsc::channel::<Box<dyn Job>>(max_batch.max(1) * 4);
         let max_batch = max_batch.max(1);
         tokio::spawn(async move {
-            let mut stats = BatchStats::default();
+            let mut stats = Stats::default();
             while let Some(first) = queue.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < max_batch {

@@ -15,7 +15,7 @@ mod tokens;
 
 pub use db::{Backend, Db, DbUrl, Tx};
 pub use error::{Error, Result};
-pub use group::{BatchStats, GroupWriter, TxFuture};
+pub use group::{GroupWriter, TxFuture};
 pub use outbox::{Outbox, OutboxMessage, backoff_secs};
 pub use rows::{AnyQuery, Value, insert_rows, row_placeholders};
 pub use tokens::{now, random_hex, random_token, sha256_hex};

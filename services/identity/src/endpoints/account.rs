@@ -298,14 +298,7 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
     // The current password proves it is the person, not someone at their unlocked screen;
     // wrong guesses count as failed logins. Without one (a person who signs in
     // through DingTalk or another provider), a recent sign-in does.
-    let Some(stored) = stored else {
-        match may_change_credentials(&id, &session).await {
-            Ok(true) => return save_password(&id, &ctx, &session, &user, new).await,
-            Ok(false) => return http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(&user.username, "/account#password")),
-            Err(e) => return http::server_error(e),
-        }
-    };
-    {
+    if let Some(stored) = stored {
         let key = format!("user:{username}");
         match id.throttle.check(&[&key]).await {
             Ok((Some(_), _)) => return refuse(StatusCode::TOO_MANY_REQUESTS, "失败次数过多，请稍后再试。").await,
@@ -319,12 +312,9 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
             }
             return refuse(StatusCode::UNAUTHORIZED, "当前密码不正确。").await;
         }
+    } else if let Err(r) = recent_sign_in(&id, &session, &user.username, "/account#password").await {
+        return r;
     }
-    save_password(&id, &ctx, &session, &user, new).await
-}
-
-/// Stores `new` as the person's password and signs out their other devices.
-async fn save_password(id: &Identity, ctx: &RequestContext, session: &crate::Session, user: &crate::User, new: Password) -> Response {
     let saved = async {
         let hash = password::hash(new).await?;
         id.users.set_password_hash(&user.id, &hash).await?;
@@ -384,12 +374,10 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
     let code = form.code.unwrap_or_default();
     let back = mfa_section(next.as_deref());
     // Enrolling an app is adding a way to sign in: only with a recent sign-in.
-    if step == "begin" || step == "confirm" {
-        match may_change_credentials(&id, &session).await {
-            Ok(true) => {}
-            Ok(false) => return http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(&user.username, &back)),
-            Err(e) => return http::server_error(e),
-        }
+    if (step == "begin" || step == "confirm")
+        && let Err(r) = recent_sign_in(&id, &session, &user.username, &back).await
+    {
+        return r;
     }
     match step.as_str() {
         "begin" => {
@@ -435,9 +423,16 @@ async fn passkey_form(id: &Identity, ctx: &RequestContext, body: &[u8]) -> Resul
     if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
         return Err(page(id, ctx, StatusCode::FORBIDDEN, None, Some("页面已过期，请重新提交。".into()), None).await);
     }
-    match may_change_credentials(id, &session).await {
-        Ok(true) => Ok((user, form)),
-        Ok(false) => Err(http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(&user.username, "/account#passkeys"))),
+    recent_sign_in(id, &session, &user.username, "/account#passkeys").await?;
+    Ok((user, form))
+}
+
+/// `Ok` when `session` may add or change what signs its person in now;
+/// otherwise the reply: sign in again, then back to `back`.
+async fn recent_sign_in(id: &Identity, session: &crate::Session, username: &str, back: &str) -> Result<(), Response> {
+    match may_change_credentials(id, session).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(username, back))),
         Err(e) => Err(http::server_error(e)),
     }
 }
