@@ -239,6 +239,24 @@ fn civichub_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
+async fn a_verifier_for_a_code_without_a_challenge_is_refused(app: &TestApp) {
+    app.add_user("lisi", &[]);
+    let secret = app.add_client("portal", &["--first-party"]).expect("secret");
+    // A confidential client may leave PKCE out; then a code_verifier at the
+    // token endpoint means someone is trying a downgrade (RFC 9700 §2.1.1).
+    let start = format!("{}?response_type=code&client_id=portal&redirect_uri={}&scope=openid&state=s1", app.url("/authorize"), urlencode(CALLBACK));
+    let cb = Browser::new().sign_in(&start, "lisi", PASSWORD).await;
+    let code = query_param(&cb, "code").expect("a code");
+    let token = |verifier: Option<&'static str>| {
+        let mut form = vec![("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CALLBACK)];
+        form.extend(verifier.map(|v| ("code_verifier", v)));
+        http().post(app.url("/token")).basic_auth("portal", Some(&secret)).form(&form).send()
+    };
+    let r = token(Some("a-verifier-nobody-asked-for-a-verifier-nobody-asked")).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_grant");
+}
+
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -250,4 +268,5 @@ crate::both!(
     client_secret_post_and_bad_credentials,
     replayed_code_is_refused_and_revokes_its_tokens,
     codes_expire_within_a_minute,
+    a_verifier_for_a_code_without_a_challenge_is_refused,
 );

@@ -150,7 +150,8 @@ async fn post_event(app: &TestApp, crypto: &civichub_dingtalk::CallbackCrypto, e
     if tamper {
         signature = signature.chars().rev().collect();
     }
-    let url = app.url(&format!("/api/integrations/dingtalk/events?msg_signature={signature}&timestamp={timestamp}&nonce={nonce}"));
+    // `timeStamp`, as DingTalk's documentation spells it (the hub takes `timestamp` too).
+    let url = app.url(&format!("/api/integrations/dingtalk/events?msg_signature={signature}&timeStamp={timestamp}&nonce={nonce}"));
     let r = crate::helpers::http().post(url).json(&serde_json::json!({ "encrypt": encrypt })).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or_default())
 }
@@ -185,12 +186,21 @@ async fn dingtalk_events_update_the_directory(backend: Backend) {
     let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_leave_org", "UserId": ["lisi"]}), true).await;
     assert_eq!(status, 403);
     assert_eq!(find(&users(&app), "lisi").map(|r| r.1), Some("active".into()));
+    // A leave event for someone DingTalk still has as a member changes nothing.
+    let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_leave_org", "UserId": ["lisi"]}), false).await;
+    assert_eq!(status, 200);
+    assert_eq!(find(&users(&app), "lisi").map(|r| r.1), Some("active".into()));
     // The member leaves: disabled.
+    sim.leave("lisi");
     let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_leave_org", "UserId": ["lisi"]}), false).await;
     assert_eq!(status, 200);
     assert_eq!(find(&users(&app), "lisi").map(|r| r.1), Some("disabled".into()));
-    // And rejoins: enabled again.
+    // And rejoins: enabled again; the old leave event, sent again, does not undo that.
+    sim.rejoin("lisi");
     let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_add_org", "UserId": ["lisi"], "CorpId": "dingsimcorp"}), false).await;
+    assert_eq!(status, 200);
+    assert_eq!(find(&users(&app), "lisi").map(|r| r.1), Some("active".into()));
+    let (status, _) = post_event(&app, &crypto, serde_json::json!({"EventType": "user_leave_org", "UserId": ["lisi"]}), false).await;
     assert_eq!(status, 200);
     assert_eq!(find(&users(&app), "lisi").map(|r| r.1), Some("active".into()));
     // DingTalk unreachable: the event is refused, so DingTalk sends it again.

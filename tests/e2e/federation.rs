@@ -162,6 +162,38 @@ async fn staff_sign_in_with_dingtalk(backend: Backend) {
     let (_, account) = browser.submit(&Url::parse(&app.url("/account")).unwrap(), unlink_form, &[]).await.page();
     assert!(account.contains("已解除关联") && account.contains("钉钉：未关联"), "{account}");
 
+    // With a second factor on the account, the password alone links nothing:
+    // the link waits for the code.
+    let (_, app_totp) = crate::mfa::enrol_totp(&app, "sun").await;
+    let links = || async {
+        let mut db = app.db().await;
+        let n: i64 = sqlx::Row::get(
+            &sqlx::query("SELECT COUNT(*) AS n FROM user_links l JOIN users u ON u.id = l.user_id WHERE u.username = 'sun' AND l.provider = 'dingtalk'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap(),
+            "n",
+        );
+        n
+    };
+    sim.set_current_user("sunqi");
+    let browser = Browser::new();
+    let mut landing = browser.visit(&app.url("/login/upstream/dingtalk")).await;
+    while let Landing::Callback(u) = landing {
+        landing = browser.visit(u.as_str()).await;
+    }
+    let (url, body) = match landing {
+        Landing::Page { url, body, .. } if body.contains("name=\"link\"") => (url, body),
+        other => panic!("not asked to link: {:?}", other.page()),
+    };
+    let (status, mfa_page) = browser.submit(&url, &body, &[("username", "sun"), ("password", PASSWORD)]).await.page();
+    assert!(status == 200 && mfa_page.contains("name=\"code\""), "asked for the code: {mfa_page}");
+    assert_eq!(links().await, 0, "a password alone linked the DingTalk account");
+    let code = app_totp.generate(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 30);
+    let done = browser.submit(&Url::parse(&app.url("/login/mfa")).unwrap(), &mfa_page, &[("code", &code)]).await;
+    assert!(matches!(done, Landing::Page { status: 200, .. }), "{:?}", done.page());
+    assert_eq!(links().await, 1, "linked once the second factor was given");
+
     // Another organisation's account is refused, and says why.
     let (status, body) = through_dingtalk(&app, &sim, "zhaoliu", None, &secret).await.expect_err("an outsider");
     assert_eq!(status, 403);
@@ -178,11 +210,15 @@ async fn staff_sign_in_with_dingtalk(backend: Backend) {
         Landing::Callback(u) => u,
         Landing::Page { status, body, .. } => panic!("{status}: {body}"),
     };
+    // Opened in another browser (someone handed it the URL), the callback signs nobody in.
+    let (status, body) = Browser::new().visit(back.as_str()).await.page();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("不是在这个浏览器中发起的"), "{body}");
     let (status, _) = browser.visit(back.as_str()).await.page();
     assert_eq!(status, 200, "signed in, at the knowledge base");
     let (status, body) = browser.visit(back.as_str()).await.page();
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("已完成或已过期"), "{body}");
+    assert!(body.contains("已完成、已过期"), "{body}");
     let (status, _) = browser.visit(&app.url("/login/upstream/dingtalk/callback?authCode=x&state=forged")).await.page();
     assert_eq!(status, 400);
     let (status, _) = browser.visit(&app.url("/login/upstream/nowhere")).await.page();

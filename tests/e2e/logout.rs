@@ -151,4 +151,42 @@ async fn logout_without_hint_asks_to_confirm(app: &TestApp) {
     let _ = CALLBACK;
 }
 
-crate::both!(logout_ends_sso_and_notifies_every_client, logout_without_hint_asks_to_confirm);
+async fn disabling_someone_logs_them_out_everywhere(app: &TestApp) {
+    let rx = receiver().await;
+    app.add_user("zhouba", &[]);
+    let secret = app.add_client("app-a", &["--first-party", "--backchannel-logout-uri", &format!("{}/a", rx.base)]).unwrap();
+    let rp = app.rp("app-a", Some(secret)).await;
+    let req = rp.authorize(&[]);
+    let browser = Browser::new();
+    let cb = browser.sign_in(req.url.as_str(), "zhouba", PASSWORD).await;
+    let tokens = rp.exchange(&query_param(&cb, "code").unwrap(), req.verifier).await;
+    let (_, raw_claims) = claims(&tokens.id_token().unwrap().to_string());
+    let unredeemed = rp.authorize(&[]);
+    let cb = browser.visit(unredeemed.url.as_str()).await.callback();
+
+    // Someone who left (here disabled by an administrator) is logged out of every client too,
+    // and a code issued just before is worth nothing.
+    app.cli_ok(&["user", "disable", "zhouba"], None);
+    let late = rp
+        .client
+        .exchange_code(openidconnect::AuthorizationCode::new(query_param(&cb, "code").unwrap()))
+        .unwrap()
+        .set_pkce_verifier(unredeemed.verifier)
+        .request_async(&http())
+        .await;
+    assert!(matches!(&late, Err(openidconnect::RequestTokenError::ServerResponse(e)) if e.error().as_ref() == "invalid_grant"), "{late:?}");
+    let mut got = Vec::new();
+    for _ in 0..60 {
+        got = rx.received.lock().unwrap().get("a").cloned().unwrap_or_default();
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(got.len(), 1, "one logout token for the one session\n{}", app.log());
+    let (_, c) = claims(&got[0]);
+    assert_eq!(c["sid"], raw_claims["sid"]);
+    assert_eq!(c["aud"], "app-a");
+}
+
+crate::both!(logout_ends_sso_and_notifies_every_client, logout_without_hint_asks_to_confirm, disabling_someone_logs_them_out_everywhere);

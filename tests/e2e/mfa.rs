@@ -55,6 +55,22 @@ fn assert_asked_to_enrol(landed: &Landing) {
     }
 }
 
+/// Signs `username` in with the password in a new browser and sets up an
+/// authenticator app on the account page: the browser and the app.
+pub(crate) async fn enrol_totp(app: &TestApp, username: &str) -> (Browser, TOTP) {
+    let browser = Browser::new();
+    let (_, login) = browser.visit(&app.url("/account")).await.page();
+    let (_, account) = browser.submit(&Url::parse(&app.url("/login")).unwrap(), &login, &[("username", username), ("password", PASSWORD)]).await.page();
+    let account_url = Url::parse(&app.url("/account")).unwrap();
+    let (_, account) = browser.submit(&account_url, &form(&account, "/account/totp/begin"), &[]).await.page();
+    let at = account.find("data-secret=\"").unwrap() + 13;
+    let app_totp = totp(&account[at..][..account[at..].find('"').unwrap()]);
+    let code = app_totp.generate(unix_now());
+    let (status, enrolled) = browser.submit(&account_url, &form(&account, "/account/totp/confirm"), &[("code", &code)]).await.page();
+    assert_eq!(status, 200, "{enrolled}");
+    (browser, app_totp)
+}
+
 /// Enters `code` on a second-factor page.
 async fn second_factor(browser: &Browser, page_url: &Url, body: &str, code: &str) -> Landing {
     browser.submit(page_url, body, &[("code", code)]).await

@@ -44,6 +44,15 @@ async fn refresh_rotates_and_reuse_revokes_the_family(app: &TestApp) {
     assert!(second.id_token().is_some(), "a fresh ID token comes with the refresh");
     assert_eq!(introspect(app, &secret, second.access_token().secret()).await["active"], true);
 
+    // A refresh may narrow the access token's scope; the new refresh token keeps the whole
+    // grant (RFC 6749 §6), so the next refresh may ask for all of it again.
+    let narrow = rp.client.exchange_refresh_token(&r2).unwrap().add_scope(openidconnect::Scope::new("openid".into())).request_async(&http()).await.expect("narrowed");
+    assert_eq!(introspect(app, &secret, narrow.access_token().secret()).await["scope"], "openid");
+    let r3 = narrow.refresh_token().expect("a new refresh token").clone();
+    let whole = rp.client.exchange_refresh_token(&r3).unwrap().add_scope(openidconnect::Scope::new("openid".into())).add_scope(openidconnect::Scope::new("profile".into())).request_async(&http()).await.expect("the whole scope again");
+    let scope = introspect(app, &secret, whole.access_token().secret()).await["scope"].as_str().unwrap_or_default().to_owned();
+    assert!(scope.contains("profile") && scope.contains("openid"), "{scope}");
+
     // The rotated token comes back: refused, and the whole family dies.
     let reuse = rp.client.exchange_refresh_token(&r1).unwrap().request_async(&http()).await;
     assert!(reuse.is_err(), "a rotated refresh token is refused");

@@ -24,7 +24,7 @@ mod transport;
 pub use callback::{CallbackCrypto, CallbackEvent, EncryptedReply};
 pub use client::DingTalk;
 pub use config::{DingTalkConfig, Secret};
-pub use directory::{Department, MAX_PAGE_SIZE, ROOT_DEPT_ID, User, UserPage};
+pub use directory::{Department, MAX_PAGE_SIZE, ROOT_DEPT_ID, UNKNOWN_USER, User, UserPage};
 pub use error::{Error, Result};
 pub use login::{DingTalkUser, UserToken};
 pub use notice::{CardAction, CardButton, MAX_DEPT_IDS, MAX_MSG_BYTES, MAX_USERIDS, SendProgress, SendResult, SendStatus, WorkMessage, WorkNotice};

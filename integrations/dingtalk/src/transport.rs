@@ -184,7 +184,9 @@ impl StandardTransport {
         let Some(token) = token else {
             return Err(Error::Transport("the token answer has no accessToken".into()));
         };
-        let expire_in = answer.get("expireIn").and_then(as_u64).unwrap_or(7200);
+        // DingTalk's tokens live 7,200 s; a larger figure is not believed (and
+        // an absurd one would overflow the clock arithmetic).
+        let expire_in = answer.get("expireIn").and_then(as_u64).unwrap_or(7200).min(7200);
         Ok((token.to_owned(), expire_in))
     }
 

@@ -184,7 +184,9 @@ async fn receive(events: &Events, q: &std::collections::HashMap<String, String>,
     let Ok(Encrypted { encrypt }) = serde_json::from_slice::<Encrypted>(body) else {
         return answer(StatusCode::BAD_REQUEST, "invalid_request", "the body must be {\"encrypt\": \"…\"}");
     };
-    let plain = match events.crypto.decrypt_event(signature, param("timestamp"), param("nonce"), &encrypt) {
+    // DingTalk's documentation names it `timeStamp`; older callbacks send `timestamp`.
+    let timestamp = q.get("timeStamp").or_else(|| q.get("timestamp")).map(String::as_str).unwrap_or_default();
+    let plain = match events.crypto.decrypt_event(signature, timestamp, param("nonce"), &encrypt) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("a DingTalk callback failed its check: {e}");
@@ -226,8 +228,16 @@ async fn apply(events: &Events, event: &civichub_dingtalk::CallbackEvent) -> Res
         }
         "user_leave_org" => {
             for userid in &event.user_ids {
-                if let Some(change) = directory.leave(SOURCE, userid).await? {
-                    tracing::info!("DingTalk user_leave_org: {change}");
+                // Only someone DingTalk no longer knows leaves: an old event sent
+                // again (a retry or a replay) must not disable a member who is back.
+                match client.get_user(userid).await {
+                    Err(e) if e.api_code() == Some(civichub_dingtalk::UNKNOWN_USER) => {
+                        if let Some(change) = directory.leave(SOURCE, userid).await? {
+                            tracing::info!("DingTalk user_leave_org: {change}");
+                        }
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("reading member {userid}")),
+                    Ok(_) => tracing::info!("DingTalk user_leave_org for {userid} ignored: still a member"),
                 }
             }
         }

@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use civichub_store::{Db, Row, now, random_token};
+use civichub_store::{Db, Row, now, random_token, sha256_hex};
 use url::Url;
 
 use crate::{Error, Result};
 
 /// How long a browser may stay at the upstream before coming back.
-const FLOW_SECS: i64 = 600;
+pub(crate) const FLOW_SECS: i64 = 600;
 
 /// A login in flight, as the upstream needs it.
 #[derive(Clone, Debug)]
@@ -119,10 +119,13 @@ impl Federation {
 
     /// Starts a login through `provider` that returns to `return_to`; with
     /// `link`, it links the upstream account to the person signed in instead.
-    pub async fn begin(&self, provider: &str, return_to: &str, link: bool) -> Result<Flow> {
+    /// Only the browser holding `browser` (a secret kept in a cookie) can
+    /// complete it.
+    pub async fn begin(&self, provider: &str, return_to: &str, link: bool, browser: &str) -> Result<Flow> {
         let flow = Flow { state: random_token(24), nonce: random_token(24), pkce_verifier: random_token(48) };
         sqlx::query(
-            "INSERT INTO federation_flows (state, provider, nonce, pkce_verifier, return_to, expires_at, intent) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO federation_flows (state, provider, nonce, pkce_verifier, return_to, expires_at, intent, browser) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&flow.state)
         .bind(provider)
@@ -131,23 +134,26 @@ impl Federation {
         .bind(return_to)
         .bind(now() + FLOW_SECS)
         .bind(link.then_some("link"))
+        .bind(sha256_hex(browser))
         .execute(self.db.pool())
         .await?;
         Ok(flow)
     }
 
-    /// Takes the login in flight with `state` through `provider`: it works once,
-    /// and not after it expired. Returns it with where to go afterwards and
-    /// whether it links an account rather than signs in.
-    pub async fn take(&self, provider: &str, state: &str) -> Result<Option<(Flow, String, bool)>> {
+    /// Takes the login in flight with `state` through `provider`, in the
+    /// browser that started it: it works once, and not after it expired.
+    /// Returns it with where to go afterwards and whether it links an account
+    /// rather than signs in.
+    pub async fn take(&self, provider: &str, state: &str, browser: &str) -> Result<Option<(Flow, String, bool)>> {
         let mut tx = self.db.begin().await?;
         let row = sqlx::query(
             "SELECT nonce, pkce_verifier, return_to, intent FROM federation_flows \
-             WHERE state = $1 AND provider = $2 AND subject IS NULL AND expires_at >= $3",
+             WHERE state = $1 AND provider = $2 AND subject IS NULL AND expires_at >= $3 AND browser = $4",
         )
         .bind(state)
         .bind(provider)
         .bind(now())
+        .bind(sha256_hex(browser))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };

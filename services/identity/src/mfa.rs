@@ -288,19 +288,23 @@ pub struct Pending {
     pub session_id: Option<String>,
     /// Where to go afterwards.
     pub return_to: String,
+    /// An upstream account waiting to be linked once the login completes
+    /// (the key [`crate::Federation`] parked it under).
+    pub link: Option<String>,
 }
 
 impl Mfa {
     /// Keeps a login waiting for its second factor; the key its page carries.
     pub async fn park(&self, pending: &Pending) -> Result<String> {
         let id = random_token(24);
-        sqlx::query("INSERT INTO mfa_pending (id, user_id, amr, session_id, return_to, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO mfa_pending (id, user_id, amr, session_id, return_to, expires_at, link) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&id)
             .bind(&pending.user_id)
             .bind(pending.amr.join(" "))
             .bind(&pending.session_id)
             .bind(&pending.return_to)
             .bind(now() + PENDING_SECS)
+            .bind(&pending.link)
             .execute(self.db.pool())
             .await?;
         Ok(id)
@@ -308,7 +312,7 @@ impl Mfa {
 
     /// The login waiting under `key`, if it has not expired.
     pub async fn pending(&self, key: &str) -> Result<Option<Pending>> {
-        let row = sqlx::query("SELECT user_id, amr, session_id, return_to FROM mfa_pending WHERE id = $1 AND expires_at >= $2")
+        let row = sqlx::query("SELECT user_id, amr, session_id, return_to, link FROM mfa_pending WHERE id = $1 AND expires_at >= $2")
             .bind(key)
             .bind(now())
             .fetch_optional(self.db.pool())
@@ -319,6 +323,7 @@ impl Mfa {
                 amr: r.try_get::<String, _>("amr")?.split_whitespace().map(str::to_owned).collect(),
                 session_id: r.try_get("session_id")?,
                 return_to: r.try_get("return_to")?,
+                link: r.try_get("link")?,
             })
         })
         .transpose()

@@ -147,6 +147,17 @@ impl Sessions {
     }
 }
 
+/// Ends every live session of `user_id` inside `tx`, each as [`Sessions::end`]
+/// does (tokens revoked, back-channel logouts queued); how many notices were queued.
+pub(crate) async fn end_all_in(tx: &mut Tx, user_id: &str) -> Result<usize> {
+    let rows = sqlx::query(live_sessions!("AND s.user_id = $1")).bind(user_id).bind(now()).fetch_all(&mut **tx).await?;
+    let mut queued = 0;
+    for row in &rows {
+        queued += end_in(tx, &session_from_row(row)?, None).await?;
+    }
+    Ok(queued)
+}
+
 async fn end_in(tx: &mut Tx, session: &Session, ip: Option<&str>) -> Result<usize> {
     let now = now();
     let ended = sqlx::query("UPDATE sso_sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL")

@@ -308,6 +308,12 @@ impl Db {
                 include_str!("../migrations/common/0014_messages_updated.sql"),
                 include_str!("../migrations/common/0014_messages_updated.sql"),
             ),
+            (
+                15,
+                "login_bindings",
+                include_str!("../migrations/common/0015_login_bindings.sql"),
+                include_str!("../migrations/common/0015_login_bindings.sql"),
+            ),
         ];
         let migrations = sources
             .iter()

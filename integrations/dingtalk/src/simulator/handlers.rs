@@ -225,7 +225,7 @@ fn authorize(shared: &Shared, req: &Req) -> Response<String> {
     let Some(mut redirect) = req.query.get("redirect_uri").and_then(|r| url::Url::parse(r).ok()).filter(|u| matches!(u.scheme(), "http" | "https")) else {
         return page("invalid redirect_uri");
     };
-    let current = shared.state().current_user.clone().or_else(|| shared.config.users.first().map(|u| u.userid.clone()));
+    let current = shared.state().current_user.clone().or_else(|| shared.members().next().map(|u| u.userid.clone()));
     let Some(userid) = current.filter(|u| shared.account(u).is_some()) else {
         return page("no user is signed in to the simulator");
     };
@@ -385,7 +385,7 @@ fn asyncsend(shared: &Shared, body: &Map<String, Value>) -> Response<String> {
             result.invalid_depts.push(*d);
             continue;
         }
-        recipients.extend(shared.config.users.iter().filter(|u| u.dept_ids.contains(d)).map(|u| u.userid.clone()));
+        recipients.extend(shared.members().filter(|u| u.dept_ids.contains(d)).map(|u| u.userid.clone()));
     }
     recipients.splice(0..0, userids.iter().cloned());
     let day = chrono::Utc::now().date_naive().to_string();
@@ -484,7 +484,7 @@ fn user_list(shared: &Shared, body: &Map<String, Value>) -> Response<String> {
     if cursor < 0 || !(1..=100).contains(&size) {
         return oapi_err(40035, "不合法的参数 cursor/size");
     }
-    let members: Vec<&super::SimUser> = shared.config.users.iter().filter(|u| u.dept_ids.contains(&dept)).collect();
+    let members: Vec<&super::SimUser> = shared.members().filter(|u| u.dept_ids.contains(&dept)).collect();
     let start = usize::try_from(cursor).unwrap_or(usize::MAX).min(members.len());
     let end = start.saturating_add(size as usize).min(members.len());
     let list: Vec<Value> = members[start..end].iter().map(|u| user_json(u)).collect();
@@ -505,7 +505,7 @@ fn user_get(shared: &Shared, body: &Map<String, Value>) -> Response<String> {
 
 fn getbyunionid(shared: &Shared, body: &Map<String, Value>) -> Response<String> {
     let unionid = p_str(body, "unionid").unwrap_or_default();
-    match shared.config.users.iter().find(|u| !unionid.is_empty() && u.unionid == unionid) {
+    match shared.members().find(|u| !unionid.is_empty() && u.unionid == unionid) {
         Some(u) => oapi_ok(json!({"result": {"contact_type": 0, "userid": u.userid}})),
         None => oapi_err(60121, "找不到该用户"),
     }

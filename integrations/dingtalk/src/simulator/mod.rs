@@ -237,6 +237,17 @@ impl DingTalkSimulator {
         self.shared.state().current_user = Some(userid.to_owned());
     }
 
+    /// The member `userid` leaves the organisation: DingTalk no longer knows
+    /// them as a member (`user/get` answers 60121) until [`DingTalkSimulator::rejoin`].
+    pub fn leave(&self, userid: &str) {
+        self.shared.left.lock().unwrap_or_else(|e| e.into_inner()).insert(userid.to_owned());
+    }
+
+    /// The member `userid` is back.
+    pub fn rejoin(&self, userid: &str) {
+        self.shared.left.lock().unwrap_or_else(|e| e.into_inner()).remove(userid);
+    }
+
     /// Marks the notice `task_id` read by `userid`.
     pub fn mark_read(&self, task_id: i64, userid: &str) {
         if let Some(result) = self.shared.state().results.get_mut(&task_id)

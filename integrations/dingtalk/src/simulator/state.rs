@@ -19,6 +19,9 @@ pub(super) struct Shared {
     pub token_fetches: AtomicUsize,
     pub requests: AtomicUsize,
     pub notices_changed: tokio::sync::Notify,
+    /// Members who left the organisation (`DingTalkSimulator::leave`); a lock
+    /// of its own, so handlers holding [`Shared::state`] may look members up.
+    pub left: Mutex<HashSet<String>>,
 }
 
 /// One work notice task's outcome per recipient.
@@ -69,6 +72,7 @@ impl Shared {
             token_fetches: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             notices_changed: tokio::sync::Notify::new(),
+            left: Mutex::default(),
         }
     }
 
@@ -77,8 +81,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The organisation's members now: the configured ones who have not left.
+    pub fn members(&self) -> impl Iterator<Item = &SimUser> {
+        let left = self.left.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.config.users.iter().filter(move |u| !left.contains(&u.userid))
+    }
+
     pub fn user(&self, userid: &str) -> Option<&SimUser> {
-        self.config.users.iter().find(|u| u.userid == userid)
+        self.members().find(|u| u.userid == userid)
     }
 
     /// A DingTalk account that can log in: a member or an outsider.

@@ -46,13 +46,20 @@ pub fn error_redirect(id: &Identity, redirect_uri: &str, error: &str, descriptio
     http::redirect(StatusCode::FOUND, url.as_str())
 }
 
-/// The authorization request with `word` removed from `prompt`, so that the
-/// request re-entered after login or consent does not ask again.
+/// The authorization request with `word` removed from `prompt` (and, for
+/// `login`, without `max_age`), so that the request re-entered after login
+/// or consent does not ask again.
 pub fn without_prompt(raw: &str, word: &str) -> String {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).unwrap_or_default();
     let kept: Vec<(String, String)> = pairs
         .into_iter()
         .filter_map(|(k, v)| {
+            // The login that `prompt=login` or `max_age` asked for is the one
+            // about to happen: coming back, neither may ask for another
+            // (`max_age=0` would loop). `auth_time` is in every ID token.
+            if word == "login" && k == "max_age" {
+                return None;
+            }
             if k != "prompt" {
                 return Some((k, v));
             }
@@ -150,6 +157,7 @@ async fn handle(raw: String, id: Arc<Identity>, ctx: RequestContext) -> Response
                     amr: session.amr.clone(),
                     session_id: Some(session.id.clone()),
                     return_to: format!("/authorize?{raw}"),
+                    link: None,
                 };
                 return match id.mfa.park(&pending).await {
                     Ok(key) => http::redirect(StatusCode::FOUND, &format!("/login/mfa?{}", serde_urlencoded::to_string([("key", key)]).unwrap_or_default())),
@@ -227,5 +235,7 @@ mod tests {
         assert_eq!(without_prompt("a=1&prompt=login", "login"), "a=1");
         assert_eq!(without_prompt("prompt=login+consent&b=2", "login"), "prompt=consent&b=2");
         assert_eq!(without_prompt("x=%E4%B8%AD", "login"), "x=%E4%B8%AD");
+        assert_eq!(without_prompt("a=1&max_age=0", "login"), "a=1", "max_age=0 asks for one login, not a loop");
+        assert_eq!(without_prompt("a=1&max_age=0", "consent"), "a=1&max_age=0");
     }
 }

@@ -59,7 +59,9 @@ struct LoginForm {
 /// Only local paths may be returned to after login: never another site.
 pub(crate) fn safe_return(to: Option<&str>) -> &str {
     match to {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.contains(['\r', '\n']) => p,
+        // Browsers drop tabs and newlines from URLs, so `/\t/evil.example` would
+        // become `//evil.example`: no control character at all.
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.chars().any(char::is_control) => p,
         _ => "/",
     }
 }
@@ -188,26 +190,18 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
             Err(e) => tracing::warn!("rehashing password: {e}"),
         }
     }
-    if counted.contains(&user_key)
-        && let Err(e) = id.throttle.clear(&user_key).await
-    {
-        return http::server_error(e);
-    }
-    if let Some(key) = form.link.as_deref() {
-        match id.federation.unpark(key).await {
-            Ok(Some(p)) => {
-                if let Err(e) = id.link_account(&user.id, &p.provider, &p.subject, "password", ctx.ip.as_deref()).await {
-                    return http::server_error(e);
-                }
-            }
-            Ok(None) => tracing::info!("a login came with an expired or used account link"),
-            Err(e) => return http::server_error(e),
-        }
-    }
-    // An enrolled second factor is asked for before the session starts.
+    // An enrolled second factor is asked for before the session starts; until
+    // it is given, the account's failure count stands and no upstream
+    // account is linked.
     match id.has_second_factor(&user.id).await {
         Ok(true) => {
-            let pending = crate::Pending { user_id: user.id.clone(), amr: vec!["pwd".into()], session_id: None, return_to: return_to.clone() };
+            let pending = crate::Pending {
+                user_id: user.id.clone(),
+                amr: vec!["pwd".into()],
+                session_id: None,
+                return_to: return_to.clone(),
+                link: form.link.clone(),
+            };
             return match id.mfa.park(&pending).await {
                 Ok(key) => http::redirect(StatusCode::SEE_OTHER, &format!("/login/mfa?{}", serde_urlencoded::to_string([("key", key)]).unwrap_or_default())),
                 Err(e) => http::server_error(e),
@@ -216,7 +210,26 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         Ok(false) => {}
         Err(e) => return http::server_error(e),
     }
+    if let Err(e) = completed(&id, &user, counted.contains(&user_key), form.link.as_deref(), "password", &ctx).await {
+        return http::server_error(e);
+    }
     establish(&id, &ctx, &user, &["pwd"], ACR_SINGLE_FACTOR, None, &return_to).await
+}
+
+/// A login proved every factor it needs: the account's failure count starts
+/// again (when it was counting) and the upstream account parked under `link`
+/// (if any) is linked, `how` saying by what in the audit trail.
+pub(crate) async fn completed(id: &Identity, user: &crate::User, counting: bool, link: Option<&str>, how: &str, ctx: &RequestContext) -> crate::Result<()> {
+    if counting {
+        id.throttle.clear(&format!("user:{}", user.username)).await?;
+    }
+    if let Some(key) = link {
+        match id.federation.unpark(key).await? {
+            Some(p) => id.link_account(&user.id, &p.provider, &p.subject, how, ctx.ip.as_deref()).await?,
+            None => tracing::info!("a login came with an expired or used account link"),
+        }
+    }
+    Ok(())
 }
 
 /// Signs `user` in with `method` (an `amr` value) in this browser and sends
@@ -292,6 +305,8 @@ mod tests {
         assert_eq!(safe_return(Some("//evil.example/")), "/");
         assert_eq!(safe_return(Some("https://evil.example/")), "/");
         assert_eq!(safe_return(Some("/\\evil")), "/");
+        assert_eq!(safe_return(Some("/\t/evil.example")), "/", "a browser drops the tab");
+        assert_eq!(safe_return(Some("/\u{7f}/evil.example")), "/");
         assert_eq!(safe_return(None), "/");
     }
 }

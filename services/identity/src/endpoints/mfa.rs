@@ -13,7 +13,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::audit::Actor;
-use crate::endpoints::login::establish;
+use crate::endpoints::login::{completed, establish};
 use crate::endpoints::passkey::PasskeyForm;
 use crate::mfa::with_second_factor;
 use crate::http::{self, RequestContext, context, form_body, with_identity};
@@ -92,11 +92,11 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     let s = &id.settings;
     let user_key = format!("user:{}", user.username);
     let ip_key = format!("ip:{}", ctx.ip.as_deref().unwrap_or("unknown"));
-    match id.throttle.check(&[&user_key, &ip_key]).await {
+    let counted = match id.throttle.check(&[&user_key, &ip_key]).await {
         Ok((Some(_), _)) => return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &key, &pending, Some("失败次数过多，请稍后再试。")).await,
-        Ok(_) => {}
+        Ok((None, counted)) => counted,
         Err(e) => return http::server_error(e),
-    }
+    };
     // What proved it, for the audit trail, and its `amr` method.
     let proved: Option<(&str, &str)> = match form.answer() {
         Some((ceremony, credential)) => match id.passkeys.finish_second_factor(&user.id, &ceremony, &credential).await {
@@ -123,6 +123,9 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     };
     if !matches!(id.mfa.finish(&key).await, Ok(true)) {
         return expired();
+    }
+    if let Err(e) = completed(&id, &user, counted.contains(&user_key), pending.link.as_deref(), "password", &ctx).await {
+        return http::server_error(e);
     }
     let amr = with_second_factor(&pending.amr, method);
     let _ = id.audit.record("mfa.verified", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({ "factor": factor })).await;

@@ -82,8 +82,17 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
             finish(result)
         }
         Some("refresh_token") => {
-            match RefreshFlow::prepare(endpoint(&id, &ctx, Flow::User, Solicitor::Denied)) {
-                Ok(mut flow) => finish(flow.execute(req).await),
+            let endpoint = endpoint(&id, &ctx, Flow::User, Solicitor::Denied);
+            let rejected = endpoint.grant_rejected();
+            match RefreshFlow::prepare(endpoint) {
+                Ok(mut flow) => {
+                    let result = flow.execute(req).await;
+                    // Spent by a concurrent request: RFC 6749 §5.2's invalid_grant, not a server error.
+                    if rejected.load(std::sync::atomic::Ordering::Relaxed) {
+                        return http::oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token was already used");
+                    }
+                    finish(result)
+                }
                 Err(e) => finish(Err(e)),
             }
         }

@@ -13,6 +13,8 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::endpoints::login::{establish, safe_return};
+use crate::endpoints::passkey::{may_change_credentials, reauthenticate_url};
+use crate::federation::FLOW_SECS;
 use crate::http::{self, RequestContext, context, with_identity};
 use crate::{Contact, ExternalIdentity, Identity, Upstream, UpstreamError};
 
@@ -22,12 +24,15 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(with_identity(id.clone()))
+        .and(context())
+        .and(warp::cookie::optional::<String>(BROWSER_COOKIE))
         .then(start);
     let callback = warp::path!("login" / "upstream" / String / "callback")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(with_identity(id.clone()))
         .and(context())
+        .and(warp::cookie::optional::<String>(BROWSER_COOKIE))
         .then(callback);
     let logout = warp::path!("login" / "upstream" / String / "backchannel-logout")
         .and(warp::post())
@@ -41,18 +46,40 @@ fn redirect_uri(id: &Identity, name: &str) -> String {
     format!("{}/login/upstream/{name}/callback", id.settings.issuer_str().trim_end_matches('/'))
 }
 
-async fn start(name: String, q: HashMap<String, String>, id: Arc<Identity>) -> Response {
+/// The cookie that ties a login through an upstream to the browser that
+/// started it, so that a callback URL opened elsewhere completes nothing
+/// (RFC 6749 §10.12: no login CSRF, no linking someone else's account).
+const BROWSER_COOKIE: &str = "civichub_upstream";
+
+async fn start(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx: RequestContext, browser: Option<String>) -> Response {
     let Some(upstream) = id.upstream(&name) else {
         return http::error_page(StatusCode::NOT_FOUND, "没有这种登录方式。");
     };
     let return_to = safe_return(q.get("return_to").map(String::as_str));
     let link = q.get("intent").map(String::as_str) == Some("link");
-    let flow = match id.federation.begin(&name, return_to, link).await {
+    if link {
+        // A new way into the account: only for someone who signed in just now.
+        let session = match id.sessions.from_cookie(ctx.session_cookie.as_deref()).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return http::redirect(StatusCode::FOUND, &format!("/login?{}", serde_urlencoded::to_string([("return_to", return_to)]).unwrap_or_default())),
+            Err(e) => return http::server_error(e),
+        };
+        match may_change_credentials(&id, &session).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let username = id.users.get(&session.user_id).await.map(|u| u.username).unwrap_or_default();
+                return http::redirect(StatusCode::FOUND, &reauthenticate_url(&username, return_to));
+            }
+            Err(e) => return http::server_error(e),
+        }
+    }
+    let browser = browser.filter(|b| b.len() >= 32 && b.chars().all(|c| c.is_ascii_alphanumeric())).unwrap_or_else(|| civichub_store::random_token(32));
+    let flow = match id.federation.begin(&name, return_to, link, &browser).await {
         Ok(f) => f,
         Err(e) => return http::server_error(e),
     };
     match upstream.authorize_url(&flow, &redirect_uri(&id, &name)).await {
-        Ok(url) => http::redirect(StatusCode::FOUND, url.as_str()),
+        Ok(url) => http::with_cookie(http::redirect(StatusCode::FOUND, url.as_str()), BROWSER_COOKIE, &browser, Some(FLOW_SECS), id.settings.secure_cookies()),
         Err(e) => failed(upstream.as_ref(), &e),
     }
 }
@@ -68,16 +95,16 @@ fn failed(upstream: &dyn Upstream, e: &UpstreamError) -> Response {
     }
 }
 
-async fn callback(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx: RequestContext) -> Response {
+async fn callback(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx: RequestContext, browser: Option<String>) -> Response {
     let Some(upstream) = id.upstream(&name) else {
         return http::error_page(StatusCode::NOT_FOUND, "没有这种登录方式。");
     };
     let Some(state) = q.get("state") else {
         return http::error_page(StatusCode::BAD_REQUEST, "登录回调缺少 state 参数。");
     };
-    let (flow, return_to, link) = match id.federation.take(&name, state).await {
+    let (flow, return_to, link) = match id.federation.take(&name, state, browser.as_deref().unwrap_or_default()).await {
         Ok(Some(f)) => f,
-        Ok(None) => return http::error_page(StatusCode::BAD_REQUEST, "这次登录已完成或已过期，请返回重新登录。"),
+        Ok(None) => return http::error_page(StatusCode::BAD_REQUEST, "这次登录已完成、已过期，或不是在这个浏览器中发起的，请返回重新登录。"),
         Err(e) => return http::server_error(e),
     };
     if let Some(error) = q.get("error") {

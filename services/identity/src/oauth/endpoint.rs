@@ -64,7 +64,10 @@ impl AuthorizationExtension for HubExtension {
 impl AccessTokenExtension for HubExtension {
     async fn extend(&mut self, request: &(dyn TokenRequest + Sync), mut data: Extensions) -> Result<Extensions, ()> {
         let challenge = data.remove(&self.pkce);
-        if self.pkce.verify(challenge, request.extension("code_verifier")).is_err() {
+        let verifier = request.extension("code_verifier");
+        // A verifier for a code that had no challenge is refused too (RFC 9700
+        // §2.1.1: it would let an attacker downgrade a PKCE flow).
+        if (challenge.is_none() && verifier.is_some()) || self.pkce.verify(challenge, verifier).is_err() {
             self.rejected.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(());
         }
@@ -102,16 +105,17 @@ impl HubEndpoint {
     pub fn new(
         registrar: DbRegistrar,
         authorizer: DbAuthorizer,
-        issuer: DbIssuer,
+        mut issuer: DbIssuer,
         solicitor: Solicitor,
         scopes: Vec<Scope>,
         pkce_required: bool,
     ) -> Self {
         let rejected = authorizer.rejected.clone();
+        issuer.rejected = rejected.clone();
         HubEndpoint { registrar, authorizer, issuer, solicitor, scopes, extension: HubExtension::new(pkce_required, rejected) }
     }
 
-    /// Whether the presented code or PKCE verifier was refused.
+    /// Whether the presented code, PKCE verifier or refresh token was refused.
     pub fn grant_rejected(&self) -> GrantRejected {
         self.authorizer.rejected.clone()
     }

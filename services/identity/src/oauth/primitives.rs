@@ -160,6 +160,21 @@ impl DbAuthorizer {
                 return Ok(None);
             }
             let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
+            // A code outlives neither the login it came from nor its person:
+            // after a logout or a disable it gets nothing.
+            if let Some(login) = &stored.login {
+                let live = sqlx::query(
+                    "SELECT 1 FROM sso_sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE s.sid = $1 AND s.ended_at IS NULL AND s.expires_at > $2 AND u.disabled = 0",
+                )
+                .bind(&login.sid)
+                .bind(now)
+                .fetch_optional(self.id.db.pool())
+                .await?;
+                if live.is_none() {
+                    return Ok(None);
+                }
+            }
             return Ok(Some(stored.to_grant()?));
         }
         let Some(row) = sqlx::query("SELECT grant_json, family FROM auth_codes WHERE code_hash = $1")
@@ -236,6 +251,9 @@ pub struct DbIssuer {
     ip: Option<String>,
     /// The ID token signed beside the last issued access token.
     pub id_token: Option<String>,
+    /// Set when a refresh token turned out to be spent (another request
+    /// rotated it first), for the token endpoint's `invalid_grant`.
+    pub(crate) rejected: GrantRejected,
 }
 
 struct Minted {
@@ -247,7 +265,7 @@ struct Minted {
 impl DbIssuer {
     /// An issuer for a request from `ip`.
     pub fn new(id: Arc<Identity>, ip: Option<String>) -> Self {
-        DbIssuer { id, ip, id_token: None }
+        DbIssuer { id, ip, id_token: None, rejected: GrantRejected::default() }
     }
 
     fn refresh_expiry(&self, grant: &StoredGrant) -> i64 {
@@ -283,25 +301,30 @@ impl DbIssuer {
         Ok(Minted { access, refresh, until })
     }
 
-    /// The rows that store what [`mint`](Self::mint) made, with its audit record.
-    fn rows(&self, grant: &StoredGrant, minted: &Minted, event: &'static str) -> Result<(Vec<TokenRow>, AuditRow)> {
-        let json = serde_json::to_string(grant)?;
+    /// The rows that store what [`mint`](Self::mint) made, with its audit
+    /// record. The refresh token carries `refresh_scope` where given (a
+    /// refresh that narrowed the access token's scope keeps the refresh
+    /// token's, RFC 6749 §6), else the grant's.
+    fn rows(&self, grant: &StoredGrant, minted: &Minted, event: &'static str, refresh_scope: Option<String>) -> Result<(Vec<TokenRow>, AuditRow)> {
         let now = now();
-        let row = |kind: &'static str, token: &str, expires_at: i64| TokenRow {
-            token_hash: sha256_hex(token),
-            kind,
-            family: grant.family.clone().unwrap_or_default(),
-            client_id: grant.client_id.clone(),
-            user_id: grant.login.as_ref().map(|_| grant.owner_id.clone()),
-            sid: grant.login.as_ref().map(|l| l.sid.clone()),
-            scope: grant.scope.clone(),
-            grant_json: json.clone(),
-            issued_at: now,
-            expires_at,
+        let row = |grant: &StoredGrant, kind: &'static str, token: &str, expires_at: i64| -> Result<TokenRow> {
+            Ok(TokenRow {
+                token_hash: sha256_hex(token),
+                kind,
+                family: grant.family.clone().unwrap_or_default(),
+                client_id: grant.client_id.clone(),
+                user_id: grant.login.as_ref().map(|_| grant.owner_id.clone()),
+                sid: grant.login.as_ref().map(|l| l.sid.clone()),
+                scope: grant.scope.clone(),
+                grant_json: serde_json::to_string(grant)?,
+                issued_at: now,
+                expires_at,
+            })
         };
-        let mut tokens = vec![row("access", &minted.access, minted.until)];
+        let mut tokens = vec![row(grant, "access", &minted.access, minted.until)?];
         if let Some(refresh) = &minted.refresh {
-            tokens.push(row("refresh", refresh, self.refresh_expiry(grant)));
+            let whole = refresh_scope.map(|scope| StoredGrant { scope, ..grant.clone() });
+            tokens.push(row(whole.as_ref().unwrap_or(grant), "refresh", refresh, self.refresh_expiry(grant))?);
         }
         let audit = AuditRow {
             at: now,
@@ -317,7 +340,7 @@ impl DbIssuer {
     async fn issue_grant(&mut self, grant: Grant) -> Result<IssuedToken> {
         let mut stored = StoredGrant::from_grant(&grant)?;
         let minted = self.mint(&mut stored, true).await?;
-        let (tokens, audit) = self.rows(&stored, &minted, "token.issued")?;
+        let (tokens, audit) = self.rows(&stored, &minted, "token.issued", None)?;
         self.id.token_writer.write(Rows { tokens, audit: vec![audit], ..Rows::default() }).await?;
         Ok(IssuedToken {
             token: minted.access,
@@ -333,14 +356,13 @@ impl DbIssuer {
         let mut tx = self.id.db.begin().await?;
         let rotated = sqlx::query(
             "UPDATE tokens SET rotated_at = $1 WHERE token_hash = $2 AND kind = 'refresh' \
-             AND rotated_at IS NULL AND revoked_at IS NULL",
+             AND rotated_at IS NULL AND revoked_at IS NULL RETURNING scope",
         )
         .bind(now())
         .bind(sha256_hex(old))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if rotated != 1 {
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(rotated) = rotated else {
             // Lost a race with another use of the same refresh token: treat as reuse.
             if let Some(family) = &stored.family {
                 revoke_family(&mut tx, family).await?;
@@ -348,8 +370,8 @@ impl DbIssuer {
             tx.commit().await?;
             self.id_token = None;
             return Ok(None);
-        }
-        let (tokens, audit) = self.rows(&stored, &minted, "token.refreshed")?;
+        };
+        let (tokens, audit) = self.rows(&stored, &minted, "token.refreshed", Some(rotated.try_get("scope")?))?;
         Rows { tokens, audit: vec![audit], ..Rows::default() }.defer(&mut tx);
         tx.commit().await?;
         Ok(Some(RefreshedToken {
@@ -409,7 +431,10 @@ impl Issuer for DbIssuer {
     async fn refresh(&mut self, token: &str, grant: Grant) -> std::result::Result<RefreshedToken, ()> {
         match self.rotate(token, grant).await {
             Ok(Some(t)) => Ok(t),
-            Ok(None) => Err(()),
+            Ok(None) => {
+                self.rejected.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(())
+            }
             Err(e) => {
                 tracing::error!("refreshing token: {e}");
                 Err(())
