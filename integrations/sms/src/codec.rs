@@ -243,6 +243,9 @@ pub struct BadPdu {
     pub sequence_id: u32,
     /// Why the body could not be decoded.
     pub error: Error,
+    /// The body's first eight octets, big-endian, when it has them: the
+    /// `Msg_Id` of a DELIVER, which its DELIVER_RESP must echo.
+    pub msg_id: Option<u64>,
 }
 
 /// A streaming decoder: feed it bytes as they arrive, take complete frames out.
@@ -278,7 +281,9 @@ impl FrameDecoder {
         if self.buf.len() < len {
             return Ok(None);
         }
-        let result = Pdu::decode_body(command_id, &self.buf[HEADER_LEN..len]);
+        let body = &self.buf[HEADER_LEN..len];
+        let result = Pdu::decode_body(command_id, body);
+        let msg_id = body.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
         self.buf.drain(..len);
         Ok(Some(match result {
             Ok(pdu) => Decoded::Frame(Frame { sequence_id, pdu }),
@@ -286,6 +291,7 @@ impl FrameDecoder {
                 command_id,
                 sequence_id,
                 error,
+                msg_id,
             }),
         }))
     }

@@ -361,6 +361,13 @@ impl<'a> Session<'a> {
                 Decoded::Frame(frame) => self.on_frame(writer, frame).await?,
                 Decoded::Malformed(bad) => {
                     log_bad(&bad);
+                    if bad.command_id == command::DELIVER {
+                        // Answered all the same (Result 1, bad structure), or the
+                        // gateway would send it again and again, holding up the
+                        // replies and reports behind it.
+                        let resp = MsgResp { msg_id: bad.msg_id.unwrap_or(0), result: 1 };
+                        write_frame(writer, &Frame::new(bad.sequence_id, Pdu::DeliverResp(resp))).await?;
+                    }
                     if bad.command_id == command::SUBMIT_RESP
                         && let Some(inflight) = self.pending.remove(&bad.sequence_id)
                     {

@@ -364,6 +364,7 @@ fn malformed_bodies_are_skipped() {
         Some(Decoded::Malformed(bad)) => {
             assert_eq!(bad.command_id, command::SUBMIT_RESP);
             assert_eq!(bad.sequence_id, 7);
+            assert_eq!(bad.msg_id, None, "five octets hold no Msg_Id");
         }
         other => panic!("{other:?}"),
     }
@@ -371,6 +372,13 @@ fn malformed_bodies_are_skipped() {
         panic!()
     };
     assert_eq!(f.pdu, Pdu::ActiveTest);
+    // A DELIVER cut short after its Msg_Id: the id is kept, for the DELIVER_RESP.
+    let mut dec = FrameDecoder::new();
+    dec.extend(&hex(&["00000016", "00000005", "00000009", "0102030405060708", "1122"]));
+    match dec.next_pdu().unwrap() {
+        Some(Decoded::Malformed(bad)) => assert_eq!((bad.command_id, bad.msg_id), (command::DELIVER, Some(0x0102030405060708))),
+        other => panic!("{other:?}"),
+    }
 
     // Trailing bytes after the last field, a body on ACTIVE_TEST, a Msg_Length past the end.
     let trailing = hex(&[

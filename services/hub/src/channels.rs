@@ -97,14 +97,26 @@ fn sms(m: &MessagingArgs, bus: &Bus) -> Result<Option<Arc<dyn SmsGateway>>> {
             tokio::spawn(events.for_each_concurrent(SMS_EVENTS_IN_FLIGHT, move |event| {
                 let bus = bus.clone();
                 async move {
-                    let published = match event {
-                        SmsEvent::Report { gateway_id, stat, delivered, .. } => {
-                            publish_receipt(&bus, &Receipt { channel: "sms".into(), gateway_id, stat, delivered }).await
+                    // The gateway has its answer already and will not send this
+                    // again: keep trying until it is stored (the link waits
+                    // meanwhile once every slot is taken).
+                    let mut pause = Duration::from_millis(100);
+                    loop {
+                        let published = match &event {
+                            SmsEvent::Report { gateway_id, stat, delivered, .. } => {
+                                let receipt = Receipt { channel: "sms".into(), gateway_id: gateway_id.clone(), stat: stat.clone(), delivered: *delivered };
+                                publish_receipt(&bus, &receipt).await
+                            }
+                            SmsEvent::Incoming { from, to, text } => publish_incoming_sms(&bus, from, to, text).await,
+                        };
+                        match published {
+                            Ok(()) => break,
+                            Err(e) => {
+                                tracing::error!("storing an SMS event (trying again in {pause:?}): {e}");
+                                tokio::time::sleep(pause).await;
+                                pause = (pause * 2).min(Duration::from_secs(5));
+                            }
                         }
-                        SmsEvent::Incoming { from, to, text } => publish_incoming_sms(&bus, &from, &to, &text).await,
-                    };
-                    if let Err(e) = published {
-                        tracing::error!("storing an SMS event: {e}");
                     }
                 }
             }));

@@ -19,6 +19,15 @@ pub enum Outcome {
         /// Overrides the backoff step.
         after: Option<Duration>,
     },
+    /// Not this delivery's turn (another node is working on the same
+    /// thing): deliver again after `after`. Not a failure, so it does not
+    /// count against `max_deliver`.
+    Defer {
+        /// Why, for the log.
+        reason: String,
+        /// When to look again.
+        after: Duration,
+    },
     /// Can never succeed: dead-letter it now.
     Reject {
         /// Why.
@@ -109,6 +118,7 @@ pub(crate) fn decide(consumer: &Consumer, outcome: Outcome, delivery: u32) -> Ne
     match outcome {
         Outcome::Ack => Next::Ack,
         Outcome::Reject { reason } => Next::Dead(reason),
+        Outcome::Defer { after, .. } => Next::RetryAfter(after),
         Outcome::Retry { reason, .. } if delivery >= consumer.max_deliver => {
             Next::Dead(format!("gave up after {delivery} deliveries: {reason}"))
         }
@@ -157,5 +167,7 @@ mod tests {
         assert!(matches!(decide(&c, Outcome::retry("down"), 6), Next::Dead(r) if r.contains("6 deliveries")));
         assert_eq!(decide(&c, Outcome::reject("bad"), 1), Next::Dead("bad".into()));
         assert_eq!(decide(&c, Outcome::Ack, 9), Next::Ack);
+        let later = Duration::from_secs(7);
+        assert_eq!(decide(&c, Outcome::Defer { reason: "busy elsewhere".into(), after: later }, 60), Next::RetryAfter(later), "a deferral is no failure");
     }
 }

@@ -122,6 +122,10 @@ fn rfc3339(ms: i64) -> String {
 /// An order that has not settled after this long is taken over by another delivery.
 const STALE_SENDING_MS: i64 = 60_000;
 
+/// How long a node has to move one message on to its next channel before
+/// another may (asking a gateway whether it delivered can take a while).
+const FALLBACK_LEASE_MS: i64 = 120_000;
+
 impl Router {
     /// A router on `bus` with no channels yet.
     pub fn new(bus: Bus, settings: RouterSettings) -> Router {
@@ -367,7 +371,7 @@ impl Router {
     /// when it already settled (a redelivery), `Err(outcome)` to come back later.
     async fn claim(&self, env: &Envelope, order: &Order) -> Result<std::result::Result<bool, Outcome>> {
         let (id, order) = (env.id.clone(), order.clone());
-        let state: Option<String> = self
+        let state: Option<(String, i64)> = self
             .bus
             .writer()
             .write(move |tx| {
@@ -393,15 +397,19 @@ impl Router {
                     if taken == 1 {
                         return Ok::<_, Error>(None);
                     }
-                    let state: String =
-                        sqlx::query("SELECT state FROM message_attempts WHERE id = $1").bind(&id).fetch_one(&mut **tx).await?.try_get("state")?;
-                    Ok(Some(state))
+                    let row = sqlx::query("SELECT state, started_ms FROM message_attempts WHERE id = $1").bind(&id).fetch_one(&mut **tx).await?;
+                    Ok(Some((row.try_get::<String, _>("state")?, row.try_get::<i64, _>("started_ms")?)))
                 })
             })
             .await?;
-        Ok(match state.as_deref() {
+        Ok(match state {
             None => Ok(true),
-            Some("sending") => Err(Outcome::Retry { reason: "another node is sending it".into(), after: Some(Duration::from_secs(5)) }),
+            Some((state, started_ms)) if state == "sending" => {
+                // Look again once that send would count as stale (its node died):
+                // then this node takes it over. Never a reason to give up.
+                let stale_in = (started_ms + STALE_SENDING_MS - now_ms()).clamp(1_000, STALE_SENDING_MS);
+                Err(Outcome::Defer { reason: "another node is sending it".into(), after: Duration::from_millis(stale_in as u64) })
+            }
             Some(_) => Ok(false),
         })
     }
@@ -450,7 +458,17 @@ impl Router {
             .bind(reason)
             .execute(&mut *tx)
             .await?;
-        if !self.next_channel(&mut tx, message_id, trace).await? {
+        // Only a failure on the plan's current channel moves the plan on: the
+        // voice call that goes beside an urgent message's first channel does not.
+        let on_plan = sqlx::query(
+            "SELECT 1 FROM message_attempts a JOIN messages m ON m.id = a.message_id \
+             WHERE a.id = $1 AND a.channel = m.current_channel",
+        )
+        .bind(attempt_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if !(on_plan && self.next_channel(&mut tx, message_id, trace).await?) {
             // Another channel may still deliver (an urgent call): only settle when none is pending.
             let open: i64 = sqlx::query(
                 "SELECT COUNT(*) AS n FROM message_attempts WHERE message_id = $1 AND state IN ('sending', 'retrying', 'sent', 'delivered')",
@@ -562,11 +580,14 @@ impl Router {
         for row in due {
             let id: String = row.try_get("id")?;
             let trace: String = row.try_get("trace_id")?;
-            // Claim: only one node moves a message on.
+            // Claim: only one node moves a message on. A lease, not a clear: if
+            // this node fails half-way (an error, a crash while asking the
+            // gateway), the message comes up again when the lease ends.
             let mut tx = self.db().begin().await?;
-            let claimed = sqlx::query("UPDATE messages SET fallback_at_ms = NULL WHERE id = $1 AND fallback_at_ms <= $2")
+            let claimed = sqlx::query("UPDATE messages SET fallback_at_ms = $3 WHERE id = $1 AND fallback_at_ms <= $2")
                 .bind(&id)
                 .bind(now)
+                .bind(now + FALLBACK_LEASE_MS)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -576,9 +597,11 @@ impl Router {
                 continue;
             }
             n += 1;
+            // The plan's current channel is the one asked (not an urgent message's voice call beside it).
             let sent = sqlx::query(
-                "SELECT id, channel, address, gateway_id FROM message_attempts WHERE message_id = $1 AND state = 'sent' \
-                 ORDER BY started_ms DESC LIMIT 1",
+                "SELECT a.id, a.channel, a.address, a.gateway_id FROM message_attempts a JOIN messages m ON m.id = a.message_id \
+                 WHERE a.message_id = $1 AND a.state = 'sent' AND a.channel = m.current_channel \
+                 ORDER BY a.started_ms DESC LIMIT 1",
             )
             .bind(&id)
             .fetch_optional(self.db().pool())
@@ -605,9 +628,11 @@ impl Router {
             }
             let mut tx = self.db().begin().await?;
             if !self.next_channel(&mut tx, &id, &trace).await? {
-                // Nothing left to try: ask the channel again later, for a day.
+                // Nothing left to try: ask the channel again later, for a day
+                // (a message still queued, its channel retrying, too); then let it be.
                 sqlx::query(
-                    "UPDATE messages SET fallback_at_ms = $2 WHERE id = $1 AND status = 'sent' AND created_ms > $3",
+                    "UPDATE messages SET fallback_at_ms = CASE WHEN created_ms > $3 THEN $2 ELSE NULL END \
+                     WHERE id = $1 AND status IN ('queued', 'sent')",
                 )
                 .bind(&id)
                 .bind(now_ms() + self.settings.fallback_after.as_millis() as i64)
