@@ -259,6 +259,7 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     let before = act(&app, &li, &number, "extend", json!({"working_days": 3, "reason": "需物业配合更换灯具"})).await["due_ms"].as_i64().unwrap();
     let after = act(&app, &boss, &number, "review-extension", json!({"approve": true})).await["due_ms"].as_i64().unwrap();
     assert!(after >= before + 3 * 86_400_000, "{before} → {after}");
+    sms_to(&sms, "13800000002", "延期申请已批准").await;
 
     // Overdue (the clock moved past the deadline): the handler is pressed, the supervisors
     // are told, the ticket is listed as overdue and supervised.
@@ -269,6 +270,7 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     assert!(overdue["items"].as_array().unwrap().iter().any(|t| t["number"] == number), "{overdue}");
     let v = act(&app, &boss, &number, "supervise", json!({"level": "yellow", "note": "请加快办理"})).await;
     assert_eq!(v["supervision"], "yellow");
+    sms_to(&sms, "13800000002", "黄牌督办").await;
 
     // Replied: the citizen is told; called back unsatisfied, reopened, and the department hears again.
     act(&app, &li, &number, "reply", json!({"text": "已协调物业更换路灯。"})).await;
@@ -337,6 +339,10 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     assert_eq!(status, 403);
     let (status, _) = call(&app, &boss, "GET", "/api/hotline/stats?from=2026-13-01", None).await;
     assert_eq!(status, 400);
+    let (status, _) = call(&app, &boss, "GET", "/api/hotline/stats?to=%2B262142-12-31", None).await;
+    assert_eq!(status, 400, "a date at the end of the calendar is refused, not a crash");
+    let (status, _) = call(&app, &boss, "GET", "/api/hotline/tickets?page=9223372036854775807", None).await;
+    assert_eq!(status, 200, "a page far beyond the end is just empty");
 
     // The events are on NATS for other systems.
     let client = nats.client().await;
@@ -351,6 +357,7 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     // Co-handling: what 住建局 contributes reaches the lead department's handler.
     let shared = register(&app, &agent, json!({"channel": "phone", "content": "小区排水管破裂，路面积水", "caller_phone": "13912340001"})).await;
     act(&app, &agent, &shared, "dispatch", json!({"department": "城管局", "co_departments": ["住建局"]})).await;
+    sms_to(&sms, "13800000002", &format!("协办工单 {shared}")).await;
     act(&app, &li, &shared, "contribute", json!({"text": "管网属小区物业维护，已通知物业抢修"})).await;
     let heard = eventually(15, || async {
         dingtalk.notices().into_iter().find(|n| n.userids == ["zhangsan"] && format!("{:?}", n.msg).contains("协办意见")).map(|n| format!("{:?}", n.msg))

@@ -133,7 +133,10 @@ pub(crate) fn period(q: &StatsQuery, now: i64) -> Result<(i64, i64, String, Stri
     let today = DateTime::from_timestamp_millis(now).map(|t| t.with_timezone(&tz).date_naive()).unwrap_or_default();
     let day = |v: &Option<String>, default: NaiveDate, name: &str| match v {
         None => Ok(default),
-        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| Error::Invalid(format!("{name} must be a date, YYYY-MM-DD"))),
+        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .filter(|d| (1990..=2200).contains(&chrono::Datelike::year(d)))
+            .ok_or_else(|| Error::Invalid(format!("{name} must be a date, YYYY-MM-DD, between 1990 and 2200"))),
     };
     let to = day(&q.to, today, "to")?;
     let from = day(&q.from, to - Duration::days(29), "from")?;

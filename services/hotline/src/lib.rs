@@ -27,7 +27,7 @@ pub use secret::DataKey;
 pub use number::TicketNumber;
 pub use stats::{DepartmentStats, Stats};
 pub use sms_intake::{SMS_ACTOR, SmsIntake, survey_answer};
-pub use store::{NewTicket, TicketEvent, Tickets};
+pub use store::{ListOrder, NewTicket, TicketEvent, Tickets};
 pub use ticket::{
     ACTIONS, Action, Actor, Change, Channel, LimitRule, PendingExtension, Rating, ReturnDecision, Role, Rules, Status, Supervision, Ticket,
     TimeLimits, Urgency,

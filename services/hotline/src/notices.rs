@@ -114,6 +114,18 @@ impl Handler for Notices {
                 for user in handlers {
                     notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
                 }
+                // The co-handling departments of a new dispatch hear of it too.
+                let co: Vec<&str> = detail["co_departments"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                for co_department in co.into_iter().filter(|_| matches!(event, "dispatched" | "redispatched")) {
+                    let helpers = match self.users_with("handler", Some(co_department)).await {
+                        Ok(h) => h,
+                        Err(e) => return Outcome::retry(format!("database: {e}")),
+                    };
+                    let text = format!("【12345】协办工单 {number} 由{department}主办，请配合办理，于{due}前提出协办意见。");
+                    for user in helpers {
+                        notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
+                    }
+                }
                 if event == "overdue" {
                     // Escalation: the supervisors hear of it too.
                     let supervisors = match self.users_with("supervisor", None).await {
@@ -124,6 +136,31 @@ impl Handler for Notices {
                     for user in supervisors {
                         notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
                     }
+                }
+            }
+            "supervised" | "extension_reviewed" => {
+                // The department handling it hears of a supervision card and of its extension's fate.
+                let Some(department) = p["department"].as_str() else { return Outcome::Ack };
+                let handlers = match self.users_with("handler", Some(department)).await {
+                    Ok(h) => h,
+                    Err(e) => return Outcome::retry(format!("database: {e}")),
+                };
+                let due = beijing(detail["due_ms"].as_i64());
+                let note: String = detail["note"].as_str().map(|n| format!("（{}）", n.chars().take(60).collect::<String>())).unwrap_or_default();
+                let text = match (event, detail["level"].as_str(), detail["approved"].as_bool()) {
+                    ("supervised", level, _) => {
+                        let card = match level {
+                            Some("red") => "红牌",
+                            Some("yellow") => "黄牌",
+                            _ => "",
+                        };
+                        format!("【12345】{card}督办：工单 {number} 已被列入督办{note}，请从速办理并答复。")
+                    }
+                    (_, _, Some(true)) => format!("【12345】工单 {number} 的延期申请已批准，办理时限延至{due}。"),
+                    _ => format!("【12345】工单 {number} 的延期申请未获批准{note}，请于{due}前办结。"),
+                };
+                for user in handlers {
+                    notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
                 }
             }
             "contributed" => {

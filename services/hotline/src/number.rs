@@ -43,7 +43,8 @@ impl FromStr for TicketNumber {
         let bad = || Error::Invalid(format!("{s:?} is not a ticket number (12345-YYYYMMDD-NNNNNN)"));
         let rest = s.strip_prefix("12345-").ok_or_else(bad)?;
         let (day, seq) = rest.split_once('-').ok_or_else(bad)?;
-        if day.len() != 8 || seq.len() != 6 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits only: chrono's parser would skip a space inside the date.
+        if day.len() != 8 || seq.len() != 6 || !day.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
         let day = NaiveDate::parse_from_str(day, "%Y%m%d").map_err(|_| bad())?;
@@ -59,7 +60,7 @@ mod tests {
     fn numbers_round_trip_and_bad_ones_are_refused() {
         let n: TicketNumber = "12345-20261128-000042".parse().unwrap();
         assert_eq!(n.to_string(), "12345-20261128-000042");
-        for bad in ["12345-20261328-000001", "12345-20261128-42", "12346-20261128-000001", "12345-20261128-000000", "12345-20261128-00004x", ""] {
+        for bad in ["12345-20261328-000001", "12345-20261128-42", "12346-20261128-000001", "12345-20261128-000000", "12345-20261128-00004x", "12345-202611 8-000042", "12345- 2026118-000042", ""] {
             assert!(bad.parse::<TicketNumber>().is_err(), "{bad}");
         }
     }

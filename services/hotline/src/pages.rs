@@ -20,7 +20,7 @@ use warp::{Filter, Reply};
 
 use crate::api::{StatsQuery, period};
 use crate::ticket::{Action, Actor, Channel, Role, Status, Supervision, Ticket, Urgency};
-use crate::{Error, NewTicket, Stats, Tickets, beijing, charts, mask, mask_phone};
+use crate::{Error, ListOrder, NewTicket, Stats, Tickets, beijing, charts, mask, mask_phone};
 
 const HOTLINE_CSS: &str = include_str!("../assets/hotline.css");
 
@@ -333,9 +333,7 @@ async fn departments(id: &Identity) -> Vec<String> {
 
 /// Open tickets of one status, `department`'s (led or co-handled) or all, most urgent first.
 async fn open(tickets: &Tickets, status: &str, department: Option<&str>) -> crate::Result<Vec<Ticket>> {
-    let (mut list, _) = tickets.list(Some(status), department, false, 1, 200).await?;
-    list.sort_by_key(|t| (t.due_ms.unwrap_or(i64::MAX), t.created_ms));
-    Ok(list)
+    Ok(tickets.list_by(Some(status), department, false, ListOrder::MostUrgent, 1, 200).await?.0)
 }
 
 async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notice: Option<String>, error: Option<String>, status: StatusCode) -> Response {
@@ -351,7 +349,7 @@ async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         };
     }
     let now = Tickets::now();
-    let (waiting, recent) = match (tickets.list(Some("registered"), None, false, 1, 50).await, tickets.list(None, None, false, 1, 20).await) {
+    let (waiting, recent) = match (tickets.list_by(Some("registered"), None, false, ListOrder::Oldest, 1, 50).await, tickets.list(None, None, false, 1, 20).await) {
         (Ok((w, _)), Ok((r, _))) => (w, r),
         (Err(e), _) | (_, Err(e)) => return http::server_error(e),
     };
@@ -432,8 +430,7 @@ async fn supervise(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
     };
     let now = Tickets::now();
     let lists = async {
-        let (mut overdue, _) = tickets.list(None, None, true, 1, 200).await?;
-        overdue.sort_by_key(|t| t.due_ms);
+        let (overdue, _) = tickets.list_by(None, None, true, ListOrder::MostUrgent, 1, 200).await?;
         let returns = open(tickets, "returned", None).await?;
         let mut extensions = open(tickets, "accepted", None).await?;
         extensions.extend(open(tickets, "dispatched", None).await?);

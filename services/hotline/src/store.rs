@@ -100,6 +100,27 @@ pub struct TicketEvent {
     pub at_ms: i64,
 }
 
+/// The order of a ticket list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListOrder {
+    /// Newest first (the API's lists, the recent tickets).
+    Newest,
+    /// Longest waiting first.
+    Oldest,
+    /// Earliest completion deadline first; those without one last.
+    MostUrgent,
+}
+
+impl ListOrder {
+    fn sql(self) -> &'static str {
+        match self {
+            ListOrder::Newest => "created_ms DESC, number DESC",
+            ListOrder::Oldest => "created_ms, number",
+            ListOrder::MostUrgent => "due_ms IS NULL, due_ms, created_ms, number",
+        }
+    }
+}
+
 /// The hotline's tickets.
 #[derive(Clone, Debug)]
 pub struct Tickets {
@@ -295,11 +316,17 @@ impl Tickets {
         }
         ticket.authorize(action, actor)?;
         // A contribution is the co-handling department's own: the actor's.
-        let contribution;
+        // A merge names its target as it is written canonically, so that the
+        // ticket itself is recognised whatever the spelling.
+        let rewritten;
         let action = match action {
             Action::Contribute { text, .. } => {
-                contribution = Action::Contribute { text: text.clone(), department: actor.department.clone().unwrap_or_default() };
-                &contribution
+                rewritten = Action::Contribute { text: text.clone(), department: actor.department.clone().unwrap_or_default() };
+                &rewritten
+            }
+            Action::Merge { into } => {
+                rewritten = Action::Merge { into: into.parse::<TicketNumber>()?.to_string() };
+                &rewritten
             }
             other => other,
         };
@@ -365,6 +392,20 @@ impl Tickets {
     /// Tickets, newest first, with the number of all that match:
     /// `overdue` keeps those past their reply deadline and not yet replied.
     pub async fn list(&self, status: Option<&str>, department: Option<&str>, overdue: bool, page: i64, page_size: i64) -> Result<(Vec<Ticket>, i64)> {
+        self.list_by(status, department, overdue, ListOrder::Newest, page, page_size).await
+    }
+
+    /// [`Tickets::list`] in `order`: a work list takes the tickets that need
+    /// doing first, not the newest, when there are more than a page.
+    pub async fn list_by(
+        &self,
+        status: Option<&str>,
+        department: Option<&str>,
+        overdue: bool,
+        order: ListOrder,
+        page: i64,
+        page_size: i64,
+    ) -> Result<(Vec<Ticket>, i64)> {
         if let Some(s) = status
             && Status::parse(s).is_none()
         {
@@ -397,7 +438,12 @@ impl Tickets {
         };
         let total: i64 = bind_all(format!("SELECT COUNT(*) AS n FROM hotline_tickets WHERE {filter}"), &binds).fetch_one(self.db.pool()).await?.try_get("n")?;
         let rows = bind_all(
-            format!("SELECT doc FROM hotline_tickets WHERE {filter} ORDER BY created_ms DESC, number DESC LIMIT {} OFFSET {}", page_size.clamp(1, 200), (page.max(1) - 1) * page_size.clamp(1, 200)),
+            format!(
+                "SELECT doc FROM hotline_tickets WHERE {filter} ORDER BY {} LIMIT {} OFFSET {}",
+                order.sql(),
+                page_size.clamp(1, 200),
+                (page.clamp(1, 1_000_000) - 1) * page_size.clamp(1, 200)
+            ),
             &binds,
         )
         .fetch_all(self.db.pool())
@@ -456,7 +502,7 @@ impl Tickets {
         // `next_alert_ms` is when the ticket's next alert falls due, so a sweep
         // reads only tickets with something to raise, however many are late.
         let rows = sqlx::query(
-            "SELECT doc, alerts, sign_due_ms, due_ms FROM hotline_tickets WHERE next_alert_ms <= $1 ORDER BY next_alert_ms LIMIT 500",
+            "SELECT doc, alerts, sign_due_ms, due_ms, updated_ms FROM hotline_tickets WHERE next_alert_ms <= $1 ORDER BY next_alert_ms LIMIT 500",
         )
         .bind(now)
         .fetch_all(self.db.pool())
@@ -468,11 +514,14 @@ impl Tickets {
             ticket.sign_due_ms = row.try_get("sign_due_ms")?;
             ticket.due_ms = row.try_get("due_ms")?;
             let old: String = row.try_get("alerts")?;
+            let updated_ms: i64 = row.try_get("updated_ms")?;
             let mut due: Vec<(&'static str, i64)> = Vec::new();
             if let Some(sign) = ticket.sign_due_ms.filter(|d| ticket.status == Status::Dispatched && *d < now) {
                 due.push(("sign_overdue", sign));
             }
-            if let Some(d) = ticket.due_ms {
+            // Only work still to be done is overdue: not a ticket answered, closed or merged.
+            let open = matches!(ticket.status, Status::Dispatched | Status::Accepted | Status::Returned);
+            if let Some(d) = ticket.due_ms.filter(|_| open) {
                 if d < now {
                     due.push(("overdue", d));
                 } else if d < now + DUE_SOON_MS && ticket.status != Status::Returned {
@@ -484,17 +533,23 @@ impl Tickets {
             alerts.extend(fresh.iter().map(|(k, d)| format!("{k}:{d}")));
             let alerts = alerts.join(" ");
             let mut tx = self.db.begin().await?;
-            let claimed = sqlx::query("UPDATE hotline_tickets SET alerts = $2, next_alert_ms = $4 WHERE number = $1 AND alerts = $3")
+            // Compare-and-set on the alerts and on the ticket as read: an action
+            // since (an extension, a redispatch) changed the deadlines, and the
+            // next sweep judges them afresh.
+            let claimed = sqlx::query(
+                "UPDATE hotline_tickets SET alerts = $2, next_alert_ms = $4 WHERE number = $1 AND alerts = $3 AND updated_ms = $5",
+            )
                 .bind(&ticket.number)
                 .bind(&alerts)
                 .bind(&old)
                 .bind(next_alert(&ticket, &alerts))
+                .bind(updated_ms)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
                 == 1;
             if !claimed {
-                continue; // another node raised them
+                continue; // another node raised them, or the ticket changed meanwhile
             }
             for (kind, deadline) in fresh {
                 let change = Change { event: kind, from: ticket.status, to: ticket.status, detail: json!({ "deadline_ms": deadline, "sign_due_ms": ticket.sign_due_ms, "due_ms": ticket.due_ms }) };

@@ -685,13 +685,15 @@ impl Ticket {
                 ("returned", json!({ "department": self.department, "reason": reason }))
             }
             (Action::ReviewReturn { decision }, Status::Returned) => {
-                next.status = Status::Dispatched;
+                // Back to where it was returned from: a department that had signed for it still has.
+                next.status = if self.accepted_ms.is_some() { Status::Accepted } else { Status::Dispatched };
                 next.return_reason = None;
                 match decision {
                     ReturnDecision::Redispatch { department, co_departments } => {
                         if Some(department) == self.department.as_ref() {
                             return Err(Error::Invalid("review-return: redispatch to another department, or uphold".into()));
                         }
+                        next.status = Status::Dispatched;
                         next.department = Some(department.clone());
                         next.co_departments = co_departments.clone();
                         next.set_deadlines(now, rules);
@@ -699,7 +701,7 @@ impl Ticket {
                     }
                     ReturnDecision::Uphold { reason } => {
                         // The department keeps it and the clock runs on from the first dispatch.
-                        ("return_refused", json!({ "department": self.department, "reason": reason, "return_reason": self.return_reason }))
+                        ("return_refused", json!({ "department": self.department, "reason": reason, "return_reason": self.return_reason, "sign_due_ms": self.sign_due_ms, "due_ms": self.due_ms, "signed": self.accepted_ms.is_some() }))
                     }
                 }
             }
@@ -876,6 +878,13 @@ mod tests {
         act(&mut t, "return", r#"{"reason":"职能交叉"}"#, FRI + 3 * DAY).unwrap();
         let c = act(&mut t, "review-return", r#"{"decision":"uphold","reason":"属你局职责"}"#, FRI + 3 * DAY).unwrap();
         assert_eq!((c.event, t.status, t.department.as_deref()), ("return_refused", Status::Dispatched, Some("住建局")));
+        // Signed for, then returned: upheld, it is back with the department as signed, on time.
+        act(&mut t, "accept", "", FRI + 3 * DAY).unwrap();
+        let signed = t.accepted_ms;
+        act(&mut t, "return", r#"{"reason":"职能交叉"}"#, FRI + 4 * DAY).unwrap();
+        let c = act(&mut t, "review-return", r#"{"decision":"uphold","reason":"属你局职责"}"#, FRI + 5 * DAY).unwrap();
+        assert_eq!((t.status, t.accepted_ms), (Status::Accepted, signed));
+        assert_eq!(c.detail["due_ms"], json!(t.due_ms), "the notice can say until when");
     }
 
     #[test]
