@@ -299,6 +299,10 @@ pub fn submit_result(resp: &MsgResp) -> Result<u64> {
     })
 }
 
+/// Waits before submitting again a segment the gateway refused with flow
+/// control (Result 8), within one send.
+const FLOW_CONTROL_PAUSES: [Duration; 3] = [Duration::from_millis(200), Duration::from_millis(500), Duration::from_millis(1000)];
+
 #[async_trait]
 impl SmsGateway for CmppClient {
     /// Splits the text into segments, submits them (pipelined within the window) and returns one
@@ -318,12 +322,23 @@ impl SmsGateway for CmppClient {
             submit.tp_udhi = seg.tp_udhi;
             submit.msg_fmt = seg.msg_fmt;
             submit.msg_content = seg.content;
-            waiting.push(self.enqueue(submit).await?);
+            waiting.push((submit.clone(), self.enqueue(submit).await?));
         }
         let mut gateway_ids = Vec::with_capacity(waiting.len());
-        for rx in waiting {
-            let resp = self.await_response(rx).await?;
-            gateway_ids.push(format_msg_id(submit_result(&resp)?));
+        for (submit, rx) in waiting {
+            let mut result = submit_result(&self.await_response(rx).await?);
+            // Flow control refuses this segment only: it is submitted again
+            // here, after a pause, rather than failing the whole message,
+            // whose earlier segments a retry of the send would deliver twice.
+            for pause in FLOW_CONTROL_PAUSES {
+                if !matches!(result, Err(Error::FlowControl(_))) {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                let rx = self.enqueue(submit.clone()).await?;
+                result = submit_result(&self.await_response(rx).await?);
+            }
+            gateway_ids.push(format_msg_id(result?));
         }
         tracing::debug!(reference = %sms.reference, ids = ?gateway_ids, "CMPP submit accepted");
         Ok(Submitted { gateway_ids })

@@ -367,14 +367,19 @@ async fn client_started_before_the_gateway_comes_up() {
 async fn flow_control_is_retryable_and_rejections_are_not() {
     let sim = simulator(|_| {}).await;
     let (client, _events) = CmppClient::connect(config(&sim)).await.unwrap();
+    // A segment refused with flow control is submitted again within the send…
     sim.set_submit_result(8, 1);
+    client.send(&sms("13800138000", "x", false)).await.unwrap();
+    assert_eq!(sim.submits_received(), 2);
+    // …three times at most; then the send fails, and may be tried again later.
+    sim.set_submit_result(8, 4);
     let err = client
         .send(&sms("13800138000", "x", false))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::FlowControl(_)), "{err}");
     assert!(err.is_retryable());
-    client.send(&sms("13800138000", "x", false)).await.unwrap();
+    assert_eq!(sim.submits_received(), 6);
 
     sim.set_submit_result(7, 1);
     let err = client
@@ -390,7 +395,7 @@ async fn flow_control_is_retryable_and_rejections_are_not() {
     let err = client.send(&sms("12345", "x", false)).await.unwrap_err();
     assert!(matches!(err, Error::InvalidNumber(_)));
     assert!(!err.is_retryable());
-    assert_eq!(sim.submits_received(), 3);
+    assert_eq!(sim.submits_received(), 7);
 }
 
 #[tokio::test]
