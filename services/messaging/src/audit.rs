@@ -13,33 +13,53 @@ use serde_json::{Value, json};
 use crate::{Bus, Envelope, Result, outbox, subjects};
 
 const CURSOR: &str = "audit_events";
+/// On PostgreSQL, the transaction of the last record forwarded.
+const TX_CURSOR: &str = "audit_events_tx";
+
+async fn cursor(bus: &Bus, name: &str) -> Result<i64> {
+    Ok(sqlx::query("SELECT position FROM bus_cursors WHERE name = $1")
+        .bind(name)
+        .fetch_optional(bus.db().pool())
+        .await?
+        .map(|r| r.try_get("position"))
+        .transpose()?
+        .unwrap_or(0))
+}
 
 /// Moves up to `limit` new audit records into the bus outbox (those the bus
 /// carries: on the embedded bus, only what a consumer takes); returns how
 /// many records it read.
 pub async fn forward_audit(bus: &Bus, limit: i64) -> Result<usize> {
     let db = bus.db();
-    let position: i64 = sqlx::query("SELECT position FROM bus_cursors WHERE name = $1")
-        .bind(CURSOR)
-        .fetch_optional(db.pool())
-        .await?
-        .map(|r| r.try_get("position"))
-        .transpose()?
-        .unwrap_or(0);
-    // On PostgreSQL a lower id can commit after a higher one; records a few
-    // seconds old have all committed. SQLite has one writer, so no such gap.
-    let settled = match db.backend() {
-        Backend::Postgres => civichub_store::now() - 2,
-        Backend::Sqlite => i64::MAX,
+    let position = cursor(bus, CURSOR).await?;
+    // On PostgreSQL a lower id can commit after a higher one: records are read
+    // in the order of the transactions that wrote them, and only those of
+    // transactions older than every one still running (all committed or gone),
+    // so a late commit is read late, not skipped. SQLite has one writer.
+    let (rows, tx_position) = match db.backend() {
+        Backend::Postgres => {
+            let tx_position = cursor(bus, TX_CURSOR).await?;
+            let rows = sqlx::query(
+                "SELECT id, tx, at, event, user_id, client_id, ip, detail FROM audit_events \
+                 WHERE (tx, id) > ($1, $2) AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 ORDER BY tx, id LIMIT $3",
+            )
+            .bind(tx_position)
+            .bind(position)
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await?;
+            (rows, Some(tx_position))
+        }
+        Backend::Sqlite => {
+            let rows = sqlx::query("SELECT id, at, event, user_id, client_id, ip, detail FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(position)
+                .bind(limit)
+                .fetch_all(db.pool())
+                .await?;
+            (rows, None)
+        }
     };
-    let rows = sqlx::query(
-        "SELECT id, at, event, user_id, client_id, ip, detail FROM audit_events WHERE id > $1 AND at <= $2 ORDER BY id LIMIT $3",
-    )
-    .bind(position)
-    .bind(settled)
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?;
     let Some(last) = rows.last().map(|r| r.try_get::<i64, _>("id")).transpose()? else { return Ok(0) };
     let mut tx = db.begin().await?;
     for row in &rows {
@@ -71,6 +91,15 @@ pub async fn forward_audit(bus: &Bus, limit: i64) -> Result<usize> {
         }
         outbox::enqueue(&mut tx, &subject, &env)?;
     }
+    if tx_position.is_some() {
+        let last_tx: i64 = rows.last().map(|r| r.try_get("tx")).transpose()?.unwrap_or_default();
+        sqlx::query("INSERT INTO bus_cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position")
+            .bind(TX_CURSOR)
+            .bind(last_tx)
+            .execute(&mut *tx)
+            .await?;
+    }
+    // The id cursor is the compare-and-set that keeps two nodes from both forwarding.
     let moved = sqlx::query("UPDATE bus_cursors SET position = $2 WHERE name = $1 AND position = $3")
         .bind(CURSOR)
         .bind(last)

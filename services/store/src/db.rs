@@ -314,6 +314,12 @@ impl Db {
                 include_str!("../migrations/common/0015_login_bindings.sql"),
                 include_str!("../migrations/common/0015_login_bindings.sql"),
             ),
+            (
+                16,
+                "audit_tx",
+                include_str!("../migrations/sqlite/0016_audit_tx.sql"),
+                include_str!("../migrations/postgres/0016_audit_tx.sql"),
+            ),
         ];
         let migrations = sources
             .iter()
