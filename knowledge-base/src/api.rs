@@ -53,6 +53,9 @@ struct SearchParams {
     size: Option<String>,
 }
 
+/// The longest text completed by `suggest`.
+const MAX_SUGGEST_CHARS: usize = 50;
+
 fn parse_search(p: SearchParams) -> Result<SearchRequest, Response> {
     let bad = |m: &str| error(StatusCode::BAD_REQUEST, "invalid_request", m);
     let q = p.q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty()).ok_or_else(|| bad("q is required: give the words to search for"))?;
@@ -126,6 +129,9 @@ pub fn routes(kb: Arc<KnowledgeBase>, id: Arc<Identity>, settings: ApiSettings) 
             let q = params.q.unwrap_or_default();
             if q.trim().is_empty() {
                 return error(StatusCode::BAD_REQUEST, "invalid_request", "q is required");
+            }
+            if q.chars().count() > MAX_SUGGEST_CHARS {
+                return error(StatusCode::BAD_REQUEST, "invalid_request", "q is longer than 50 characters: suggestions complete what is being typed");
             }
             match crate::blocking(|| kb.index.suggest(&q, Visibility::Public, 8, civichub_store::now())) {
                 Ok(titles) => json_reply(StatusCode::OK, &json!({ "suggestions": titles })),

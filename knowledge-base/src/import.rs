@@ -84,6 +84,18 @@ pub fn read(input: impl std::io::Read, format: Format) -> Result<Vec<std::result
                     Ok(false) => break,
                     Ok(true) => {
                         let line = record.position().map(|p| p.line() as usize).unwrap_or(line_no);
+                        if record.len() > headers.len() {
+                            // The fields would pair with the wrong columns.
+                            out.push(Err(LineError {
+                                line,
+                                message: format!(
+                                    "{} fields, but the header has {}: put a field that contains a comma in double quotes",
+                                    record.len(),
+                                    headers.len()
+                                ),
+                            }));
+                            continue;
+                        }
                         out.push(
                             record
                                 .deserialize::<CsvRow>(Some(&headers))
@@ -153,6 +165,17 @@ impl From<CsvRow> for EntryInput {
     }
 }
 
+/// The status of a record that gives none: a new entry is published, an
+/// entry that exists keeps its own (re-importing a file must not bring back
+/// what an editor withdrew).
+async fn default_status(entries: &EntryStore, input: &EntryInput) -> Result<Status> {
+    let given = input.status.as_deref().is_some_and(|s| !s.trim().is_empty());
+    match input.id.as_deref().map(str::trim).filter(|id| !given && !id.is_empty()) {
+        Some(id) => Ok(entries.get(id).await?.map_or(Status::Published, |e| e.status)),
+        None => Ok(Status::Published),
+    }
+}
+
 /// Loads the records into the knowledge base (create or replace by id);
 /// `progress` is called after each record.
 pub async fn load(
@@ -166,14 +189,17 @@ pub async fn load(
         summary.read += 1;
         let outcome = match record {
             Err(e) => Err(e),
-            Ok((line, input)) => match input.validate(Status::Published) {
-                Err(e) => Err(LineError { line, message: e.to_string() }),
-                Ok(valid) => match entries.upsert(valid, actor).await {
-                    Ok(_) => Ok(()),
-                    Err(e @ (Error::Invalid(_) | Error::Conflict(_))) => Err(LineError { line, message: e.to_string() }),
-                    Err(e) => return Err(e),
-                },
-            },
+            Ok((line, input)) => {
+                let default = default_status(entries, &input).await?;
+                match input.validate(default) {
+                    Err(e) => Err(LineError { line, message: e.to_string() }),
+                    Ok(valid) => match entries.upsert(valid, actor).await {
+                        Ok(_) => Ok(()),
+                        Err(e @ (Error::Invalid(_) | Error::Conflict(_))) => Err(LineError { line, message: e.to_string() }),
+                        Err(e) => return Err(e),
+                    },
+                }
+            }
         };
         match outcome {
             Ok(()) => summary.loaded += 1,
@@ -205,6 +231,12 @@ mod tests {
         assert!(short.clone().validate(Status::Published).is_err());
         let (line, _) = rows[2].as_ref().unwrap();
         assert_eq!(*line, 5);
+        // More fields than the header: an unquoted comma would shift every column after it.
+        let shifted = "id,title,body,department\nkb-9,医保报销,携带发票,身份证等材料,卫健委\n";
+        let rows = read(shifted.as_bytes(), Format::Csv).unwrap();
+        let err = rows[0].as_ref().unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("5 fields, but the header has 4"), "{}", err.message);
     }
 
     #[test]

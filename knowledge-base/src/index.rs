@@ -150,6 +150,9 @@ fn facet(name: &str) -> Facet {
     Facet::from_path([name])
 }
 
+/// How far into the results a search may page (offset + page size).
+pub const MAX_RESULT_WINDOW: usize = 1000;
+
 /// The index and its single writer.
 pub struct KbIndex {
     index: Index,
@@ -497,10 +500,18 @@ impl KbIndex {
             let empty = SearchResponse { total: 0, took_ms: started.elapsed().as_millis() as u64, hits: Vec::new(), facets: Facets::default() };
             return Ok((empty, false));
         };
+        // Tantivy reserves room for offset + size hits in every segment before
+        // searching: pages deep into the results are refused first (as
+        // Elasticsearch's max_result_window does), never allocated.
+        let offset = req.page.saturating_sub(1).saturating_mul(req.size);
+        if offset.saturating_add(req.size) > MAX_RESULT_WINDOW {
+            return Err(Error::Invalid(format!(
+                "only the first {MAX_RESULT_WINDOW} results can be paged through; narrow the search with more words, a category or a department"
+            )));
+        }
         let mut clauses = self.filters(visibility, req.category.as_deref(), req.department.as_deref(), now);
         clauses.push((Occur::Must, relevance));
         let query = BooleanQuery::new(clauses);
-        let offset = (req.page - 1) * req.size;
         let top = TopDocs::with_limit(req.size).and_offset(offset).tweak_score(move |segment: &SegmentReader| {
             let updated = segment.fast_fields().i64("updated_at").ok().map(|c| c.first_or_default_col(0));
             move |doc, score: Score| {

@@ -116,7 +116,9 @@ async fn search_page(query: PageQuery, raw: String, cookie: Option<String>, kb: 
         prev_href: None,
         next_href: None,
     };
-    if !q.is_empty() {
+    if q.chars().count() > 200 {
+        view.error = Some("搜索词过长（最多 200 字），请精简后再搜。".into());
+    } else if !q.is_empty() {
         let request = SearchRequest {
             q: q.clone(),
             category: category.map(str::to_owned),
@@ -135,7 +137,7 @@ async fn search_page(query: PageQuery, raw: String, cookie: Option<String>, kb: 
                 if page > 1 {
                     view.prev_href = Some(href(&q, category, department, Some(page - 1)));
                 }
-                if page * 10 < results.total {
+                if page * 10 < results.total && (page + 1) * 10 <= crate::MAX_RESULT_WINDOW {
                     view.next_href = Some(href(&q, category, department, Some(page + 1)));
                 }
                 view.results = Some(results);

@@ -101,11 +101,14 @@ async fn public_search_contract(app: &TestApp) {
         ("/api/public/kb/search?q=a&size=101", "size"),
         ("/api/public/kb/search?q=a&page=0", "page"),
         ("/api/public/kb/search?q=%E5%85%AC%E7%A7%AF%E9%87%91&page=99", "past the last page"),
+        ("/api/public/kb/search?q=%E5%85%AC%E7%A7%AF%E9%87%91&page=10000&size=100", "first 1000 results"),
     ] {
         let (status, body) = search(app, path, None).await;
         assert_eq!(status, 400, "{path}: {body}");
         assert!(body["message"].as_str().unwrap_or_default().contains(needle), "{path}: {body}");
     }
+    let (status, _) = search(app, &format!("/api/public/kb/suggest?q={}", "%E4%BD%8F".repeat(51)), None).await;
+    assert_eq!(status, 400, "suggestions complete what is typed, not pages of text");
     // Suggestions complete titles.
     let (status, body) = search(app, "/api/public/kb/suggest?q=%E4%BD%8F%E6%88%BF", None).await; // 住房
     assert_eq!(status, 200);
@@ -176,6 +179,16 @@ async fn agents_and_editors_need_scopes(app: &TestApp) {
     assert_eq!(status, 404);
     let r = http().post(app.url("/api/kb/entries")).bearer_auth(&writer).json(&json!({ "id": "kb-t-1", "title": "t", "body": "b" })).send().await.unwrap();
     assert_eq!(r.status(), 409);
+
+    // Importing the same file again does not bring back what an editor withdrew
+    // (its line gives no status); what it gives is taken.
+    let r = http().post(app.url("/api/kb/entries/kb-t-7/expire")).bearer_auth(&writer).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    import_fixture(app);
+    let (_, body) = search(app, "/api/kb/entries/kb-t-7", Some(&reader)).await;
+    assert_eq!(body["status"], "expired", "{body}");
+    let (_, body) = search(app, "/api/kb/entries/kb-t-4", Some(&reader)).await;
+    assert_eq!(body["status"], "expired", "{body}");
 }
 
 async fn reindex_rebuilds_every_node(app: &TestApp) {

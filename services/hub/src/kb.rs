@@ -49,8 +49,11 @@ pub async fn run(config: &Config, cmd: KbCommand) -> Result<()> {
             // Rebuild here too when no hub on this data directory holds the index.
             match KbIndex::open(Some(&config.data_dir.join("kb-index")), civichub_kb::analysis::Synonyms::builtin()) {
                 Ok(index) => {
+                    // The change number first: a change after it is applied again
+                    // by the follower, never recorded as applied while missing.
+                    let last_change = entries.last_change().await?;
                     let published = entries.published().await?;
-                    index.rebuild(&published, entries.last_change().await?)?;
+                    index.rebuild(&published, last_change)?;
                     println!("index rebuilt: {} published entries", published.len());
                 }
                 Err(_) => println!("a running hub holds this node's index; it rebuilds it now"),
