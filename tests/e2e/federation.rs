@@ -186,6 +186,9 @@ async fn staff_sign_in_with_dingtalk(backend: Backend) {
         Landing::Page { url, body, .. } if body.contains("name=\"link\"") => (url, body),
         other => panic!("not asked to link: {:?}", other.page()),
     };
+    // The page that offers the link, handed to someone else, offers them nothing.
+    let (_, elsewhere) = Browser::new().visit(url.as_str()).await.page();
+    assert!(!elsewhere.contains("name=\"link\""), "another browser is offered the link: {elsewhere}");
     let (status, mfa_page) = browser.submit(&url, &body, &[("username", "sun"), ("password", PASSWORD)]).await.page();
     assert!(status == 200 && mfa_page.contains("name=\"code\""), "asked for the code: {mfa_page}");
     assert_eq!(links().await, 0, "a password alone linked the DingTalk account");

@@ -240,11 +240,11 @@ impl Federation {
 
     /// Keeps an upstream account that matched nobody for a password login to
     /// link; returns the key the login page carries.
-    pub async fn park(&self, provider: &str, who: &ExternalIdentity, return_to: &str) -> Result<String> {
+    pub async fn park(&self, provider: &str, who: &ExternalIdentity, return_to: &str, browser: &str) -> Result<String> {
         let key = random_token(24);
         sqlx::query(
-            "INSERT INTO federation_flows (state, provider, nonce, pkce_verifier, return_to, subject, subject_name, expires_at) \
-             VALUES ($1, $2, '', '', $3, $4, $5, $6)",
+            "INSERT INTO federation_flows (state, provider, nonce, pkce_verifier, return_to, subject, subject_name, expires_at, browser) \
+             VALUES ($1, $2, '', '', $3, $4, $5, $6, $7)",
         )
         .bind(&key)
         .bind(provider)
@@ -252,24 +252,28 @@ impl Federation {
         .bind(&who.subject)
         .bind(&who.name)
         .bind(now() + FLOW_SECS)
+        .bind(sha256_hex(browser))
         .execute(self.db.pool())
         .await?;
         Ok(key)
     }
 
-    /// The parked account under `key`, still there.
-    pub async fn parked(&self, key: &str) -> Result<Option<PendingLink>> {
-        let row = sqlx::query("SELECT provider, subject, subject_name FROM federation_flows WHERE state = $1 AND subject IS NOT NULL AND expires_at >= $2")
+    /// The parked account under `key`, still there, for the browser it was parked in.
+    pub async fn parked(&self, key: &str, browser: &str) -> Result<Option<PendingLink>> {
+        let row = sqlx::query(
+            "SELECT provider, subject, subject_name FROM federation_flows WHERE state = $1 AND subject IS NOT NULL AND expires_at >= $2 AND browser = $3",
+        )
             .bind(key)
             .bind(now())
+            .bind(sha256_hex(browser))
             .fetch_optional(self.db.pool())
             .await?;
         row.map(|r| Ok(PendingLink { provider: r.try_get("provider")?, subject: r.try_get("subject")?, name: r.try_get("subject_name")? })).transpose()
     }
 
-    /// Takes the parked account under `key` (once).
-    pub async fn unpark(&self, key: &str) -> Result<Option<PendingLink>> {
-        let Some(pending) = self.parked(key).await? else { return Ok(None) };
+    /// Takes the parked account under `key` (once), in the browser it was parked in.
+    pub async fn unpark(&self, key: &str, browser: &str) -> Result<Option<PendingLink>> {
+        let Some(pending) = self.parked(key, browser).await? else { return Ok(None) };
         let deleted = sqlx::query("DELETE FROM federation_flows WHERE state = $1").bind(key).execute(self.db.pool()).await?.rows_affected();
         Ok((deleted == 1).then_some(pending))
     }

@@ -16,6 +16,11 @@ use crate::sessions::SESSION_COOKIE;
 /// The CSRF double-submit cookie.
 pub const CSRF_COOKIE: &str = "civichub_csrf";
 
+/// The cookie that ties a login through an upstream (and an upstream
+/// account waiting to be linked) to the browser that started it, so that a
+/// URL opened elsewhere completes nothing (RFC 6749 §10.12).
+pub const UPSTREAM_COOKIE: &str = "civichub_upstream";
+
 /// The largest request body any identity endpoint accepts.
 pub const MAX_FORM_BYTES: u64 = 64 * 1024;
 
@@ -26,6 +31,8 @@ pub struct RequestContext {
     pub session_cookie: Option<String>,
     /// The CSRF cookie, if sent.
     pub csrf_cookie: Option<String>,
+    /// The [`UPSTREAM_COOKIE`], if sent.
+    pub upstream_cookie: Option<String>,
     /// The source address.
     pub ip: Option<String>,
 }
@@ -39,10 +46,12 @@ pub fn with_identity(id: Arc<Identity>) -> impl Filter<Extract = (Arc<Identity>,
 pub fn context() -> impl Filter<Extract = (RequestContext,), Error = Infallible> + Clone {
     warp::cookie::optional::<String>(SESSION_COOKIE)
         .and(warp::cookie::optional::<String>(CSRF_COOKIE))
+        .and(warp::cookie::optional::<String>(UPSTREAM_COOKIE))
         .and(warp::addr::remote())
-        .map(|session_cookie, csrf_cookie, addr: Option<SocketAddr>| RequestContext {
+        .map(|session_cookie, csrf_cookie, upstream_cookie, addr: Option<SocketAddr>| RequestContext {
             session_cookie,
             csrf_cookie,
+            upstream_cookie,
             ip: addr.map(|a| a.ip().to_string()),
         })
 }

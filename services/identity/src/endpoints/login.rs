@@ -96,7 +96,7 @@ pub(crate) struct View<'a> {
 pub(crate) async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, view: &View<'_>, username: &str, error: Option<&str>) -> Response {
     let (csrf, fresh) = http::csrf_token(ctx);
     let link = match view.link {
-        Some(key) => match id.federation.parked(key).await {
+        Some(key) => match id.federation.parked(key, ctx.upstream_cookie.as_deref().unwrap_or_default()).await {
             Ok(Some(p)) => {
                 let label = id.upstream(&p.provider).map(|u| u.label().trim_end_matches("登录").to_owned()).unwrap_or(p.provider);
                 Some((key, format!("{label}账号{}", p.name.map(|n| format!("「{n}」")).unwrap_or_default())))
@@ -224,7 +224,7 @@ pub(crate) async fn completed(id: &Identity, user: &crate::User, counting: bool,
         id.throttle.clear(&format!("user:{}", user.username)).await?;
     }
     if let Some(key) = link {
-        match id.federation.unpark(key).await? {
+        match id.federation.unpark(key, ctx.upstream_cookie.as_deref().unwrap_or_default()).await? {
             Some(p) => id.link_account(&user.id, &p.provider, &p.subject, how, ctx.ip.as_deref()).await?,
             None => tracing::info!("a login came with an expired or used account link"),
         }

@@ -25,14 +25,12 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
         .and(warp::query::<HashMap<String, String>>())
         .and(with_identity(id.clone()))
         .and(context())
-        .and(warp::cookie::optional::<String>(BROWSER_COOKIE))
         .then(start);
     let callback = warp::path!("login" / "upstream" / String / "callback")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(with_identity(id.clone()))
         .and(context())
-        .and(warp::cookie::optional::<String>(BROWSER_COOKIE))
         .then(callback);
     let logout = warp::path!("login" / "upstream" / String / "backchannel-logout")
         .and(warp::post())
@@ -46,12 +44,7 @@ fn redirect_uri(id: &Identity, name: &str) -> String {
     format!("{}/login/upstream/{name}/callback", id.settings.issuer_str().trim_end_matches('/'))
 }
 
-/// The cookie that ties a login through an upstream to the browser that
-/// started it, so that a callback URL opened elsewhere completes nothing
-/// (RFC 6749 §10.12: no login CSRF, no linking someone else's account).
-const BROWSER_COOKIE: &str = "civichub_upstream";
-
-async fn start(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx: RequestContext, browser: Option<String>) -> Response {
+async fn start(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx: RequestContext) -> Response {
     let Some(upstream) = id.upstream(&name) else {
         return http::error_page(StatusCode::NOT_FOUND, "没有这种登录方式。");
     };
@@ -73,13 +66,13 @@ async fn start(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx:
             Err(e) => return http::server_error(e),
         }
     }
-    let browser = browser.filter(|b| b.len() >= 32 && b.chars().all(|c| c.is_ascii_alphanumeric())).unwrap_or_else(|| civichub_store::random_token(32));
+    let browser = ctx.upstream_cookie.clone().filter(|b| b.len() >= 32 && b.chars().all(|c| c.is_ascii_alphanumeric())).unwrap_or_else(|| civichub_store::random_token(32));
     let flow = match id.federation.begin(&name, return_to, link, &browser).await {
         Ok(f) => f,
         Err(e) => return http::server_error(e),
     };
     match upstream.authorize_url(&flow, &redirect_uri(&id, &name)).await {
-        Ok(url) => http::with_cookie(http::redirect(StatusCode::FOUND, url.as_str()), BROWSER_COOKIE, &browser, Some(FLOW_SECS), id.settings.secure_cookies()),
+        Ok(url) => http::with_cookie(http::redirect(StatusCode::FOUND, url.as_str()), http::UPSTREAM_COOKIE, &browser, Some(2 * FLOW_SECS), id.settings.secure_cookies()),
         Err(e) => failed(upstream.as_ref(), &e),
     }
 }
@@ -95,14 +88,15 @@ fn failed(upstream: &dyn Upstream, e: &UpstreamError) -> Response {
     }
 }
 
-async fn callback(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx: RequestContext, browser: Option<String>) -> Response {
+async fn callback(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx: RequestContext) -> Response {
     let Some(upstream) = id.upstream(&name) else {
         return http::error_page(StatusCode::NOT_FOUND, "没有这种登录方式。");
     };
     let Some(state) = q.get("state") else {
         return http::error_page(StatusCode::BAD_REQUEST, "登录回调缺少 state 参数。");
     };
-    let (flow, return_to, link) = match id.federation.take(&name, state, browser.as_deref().unwrap_or_default()).await {
+    let browser = ctx.upstream_cookie.clone().unwrap_or_default();
+    let (flow, return_to, link) = match id.federation.take(&name, state, &browser).await {
         Ok(Some(f)) => f,
         Ok(None) => return http::error_page(StatusCode::BAD_REQUEST, "这次登录已完成、已过期，或不是在这个浏览器中发起的，请返回重新登录。"),
         Err(e) => return http::server_error(e),
@@ -121,7 +115,8 @@ async fn callback(name: String, q: HashMap<String, String>, id: Arc<Identity>, c
     let user_id = match account(&id, upstream.as_ref(), &who, &ctx).await {
         Ok(Some(u)) => u,
         Ok(None) => {
-            return match id.federation.park(&name, &who, &return_to).await {
+            // Parked for this browser only: the link it offers cannot be handed to someone else.
+            return match id.federation.park(&name, &who, &return_to, &browser).await {
                 Ok(key) => {
                     let query = serde_urlencoded::to_string([("return_to", return_to.as_str()), ("link", key.as_str())]).unwrap_or_default();
                     http::redirect(StatusCode::SEE_OTHER, &format!("/login?{query}"))
