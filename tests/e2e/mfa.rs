@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::helpers::{Browser, CALLBACK, Landing, PASSWORD, TestApp, http, query_param, service_token};
 
-crate::both!(logins_with_a_second_factor, the_admin_api_sets_a_clients_mfa_policy, a_second_factor_is_set_up_on_the_way_in);
+crate::both!(logins_with_a_second_factor, the_admin_api_sets_a_clients_mfa_policy, a_second_factor_is_set_up_on_the_way_in, removing_the_app_takes_both_factors_and_few_guesses);
 
 fn totp(secret: &str) -> TOTP {
     TOTP::new(Algorithm::SHA1, 6, 1, 30, Secret::Encoded(secret.to_owned()).to_bytes().unwrap()).unwrap()
@@ -253,4 +253,35 @@ async fn a_second_factor_is_set_up_on_the_way_in(app: &TestApp) {
     let callback = second_factor(&browser, &Url::parse(&app.url("/login/mfa")).unwrap(), &second, &recovery).await.callback();
     let (acr, amr) = acr_amr(app, &secure, "secure", req, &callback).await;
     assert_eq!((acr.as_str(), amr), ("2", vec!["pwd".to_owned(), "otp".to_owned(), "mfa".to_owned()]));
+}
+
+async fn removing_the_app_takes_both_factors_and_few_guesses(app: &TestApp) {
+    app.add_user("zhao", &[]);
+    let (browser, app_totp) = enrol_totp(app, "zhao").await;
+    let remove = |code: String| {
+        let browser = &browser;
+        async move {
+            let (_, page) = browser.visit(&app.url("/account")).await.page();
+            let token = crate::helpers::csrf(&page);
+            browser.client.post(app.url("/account/totp/remove")).form(&[("csrf", token.as_str()), ("code", code.as_str())]).send().await.unwrap()
+        }
+    };
+    // The session that enrolled it has the password only: removing the app asks for both factors first.
+    let resp = remove(app_totp.generate(unix_now() + 30)).await;
+    assert_eq!(resp.status(), 303);
+    let login = app.url(resp.headers()["location"].to_str().unwrap());
+    assert!(login.contains("/login?"), "{login}");
+    let (_, body) = browser.visit(&login).await.page();
+    let (_, mfa_page) = browser.submit(&Url::parse(&login).unwrap(), &body, &[("username", "zhao"), ("password", PASSWORD)]).await.page();
+    let (status, _) = second_factor(&browser, &Url::parse(&app.url("/login/mfa")).unwrap(), &mfa_page, &app_totp.generate(unix_now() + 30)).await.page();
+    assert_eq!(status, 200);
+
+    // Wrong codes count like wrong codes at login: after five, even the right one waits.
+    for _ in 0..5 {
+        assert_eq!(remove("000000".into()).await.status(), 401);
+    }
+    assert_eq!(remove(app_totp.generate(unix_now() + 60)).await.status(), 429);
+    let mut db = app.db().await;
+    let kept: i64 = sqlx::Row::get(&sqlx::query("SELECT COUNT(*) AS n FROM mfa_totp t JOIN users u ON u.id = t.user_id WHERE u.username = 'zhao'").fetch_one(&mut db).await.unwrap(), "n");
+    assert_eq!(kept, 1, "the app is still there");
 }

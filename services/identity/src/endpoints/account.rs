@@ -373,10 +373,9 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
     let actor = Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() };
     let code = form.code.unwrap_or_default();
     let back = mfa_section(next.as_deref());
-    // Enrolling an app is adding a way to sign in: only with a recent sign-in.
-    if (step == "begin" || step == "confirm")
-        && let Err(r) = recent_sign_in(&id, &session, &user.username, &back).await
-    {
+    // Enrolling an app is adding a way to sign in, removing it taking one away:
+    // only with a recent sign-in (with both factors, for someone who has two).
+    if let Err(r) = recent_sign_in(&id, &session, &user.username, &back).await {
         return r;
     }
     match step.as_str() {
@@ -396,8 +395,9 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
             Ok(None) => page_with(&id, &ctx, StatusCode::BAD_REQUEST, None, Some("验证码不正确，请核对手机时间后重试。".into()), None, next).await,
             Err(e) => http::server_error(e),
         },
-        "remove" => match id.mfa.verify(&user.id, &code, civichub_store::now()).await {
-            Ok(Some(_)) => {
+        "remove" => match throttled_verify(&id, &user, &code, &ctx).await {
+            Err(too_many) => too_many,
+            Ok(Ok(Some(_))) => {
                 let removed = async {
                     id.mfa.remove_totp(&user.id).await?;
                     id.audit.record("mfa.removed", actor, json!({ "factor": "totp", "by": "user" })).await
@@ -407,11 +407,37 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
                     Err(e) => http::server_error(e),
                 }
             }
-            Ok(None) => page(&id, &ctx, StatusCode::UNAUTHORIZED, None, Some("验证码不正确或已使用过。".into()), None).await,
-            Err(e) => http::server_error(e),
+            Ok(Ok(None)) => page(&id, &ctx, StatusCode::UNAUTHORIZED, None, Some("验证码不正确或已使用过。".into()), None).await,
+            Ok(Err(e)) => http::server_error(e),
         },
         _ => http::error_page(StatusCode::NOT_FOUND, "没有这个操作。"),
     }
+}
+
+/// Checks a code from the authenticator app (or a recovery code) as the
+/// second-factor page does: wrong ones count against the account and the
+/// address, and too many lock both for a while (`Err`: the page saying so).
+async fn throttled_verify(id: &Identity, user: &crate::User, code: &str, ctx: &RequestContext) -> Result<crate::Result<Option<crate::Proof>>, Response> {
+    let s = &id.settings;
+    let user_key = format!("user:{}", user.username);
+    let ip_key = format!("ip:{}", ctx.ip.as_deref().unwrap_or("unknown"));
+    match id.throttle.check(&[&user_key, &ip_key]).await {
+        Ok((Some(_), _)) => return Err(page(id, ctx, StatusCode::TOO_MANY_REQUESTS, None, Some("失败次数过多，请稍后再试。".into()), None).await),
+        Ok(_) => {}
+        Err(e) => return Ok(Err(e)),
+    }
+    let verified = id.mfa.verify(&user.id, code, civichub_store::now()).await;
+    if let Ok(None) = verified {
+        let failed = async {
+            id.throttle.fail(&user_key, s.max_failures_per_account, s).await?;
+            id.throttle.fail(&ip_key, s.max_failures_per_address, s).await?;
+            id.audit.record("mfa.failed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await
+        };
+        if let Err(e) = failed.await {
+            return Ok(Err(e));
+        }
+    }
+    Ok(verified)
 }
 
 /// Who posted a passkey form on the account page, and the form, if its CSRF token is good.
