@@ -197,6 +197,18 @@ async fn the_admin_api_sets_a_clients_mfa_policy(app: &TestApp) {
     let missing = http().put(app.url("/api/admin/clients/nobody/mfa")).bearer_auth(&admin).body(r#"{"mfa":"required"}"#).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 
+    // A console people sign in to may hold the scope; only administrators use it there.
+    app.add_user("boss", &["--role", "admin"]);
+    let console = app.add_client("console", &["--first-party", "--scope", "admin:clients"]).expect("secret");
+    let rp = app.rp("console", Some(console)).await;
+    for (who, expected) in [("han", 403), ("boss", 200)] {
+        let req = rp.authorize(&["admin:clients"]);
+        let landed = Browser::new().sign_in(req.url.as_str(), who, PASSWORD).await;
+        let token = rp.exchange(&query_param(&landed, "code").expect("a code"), req.verifier).await;
+        let r = http().get(app.url("/api/admin/clients")).bearer_auth(token.access_token().secret()).send().await.unwrap();
+        assert_eq!(r.status(), expected, "{who}");
+    }
+
     // Before: a password is enough. After: the client gets no code for one.
     let rp = app.rp("portal", Some(portal.clone())).await;
     let req = rp.authorize(&[]);

@@ -46,6 +46,22 @@ struct MfaPolicy {
     mfa: String,
 }
 
+/// The caller, if its token has the admin scope and it is a system (client
+/// credentials) or a person with the `admin` role: a console that people sign
+/// in to gets the scope for everyone who signs in, so the scope alone is not
+/// enough for a person.
+async fn administrator(id: &Identity, auth: Option<String>) -> Result<crate::bearer::Principal, Response> {
+    let caller = reply::authorize(id, auth, ADMIN_CLIENTS_SCOPE).await?;
+    if let Some(user_id) = &caller.user_id {
+        match id.users.get(user_id).await {
+            Ok(user) if user.roles.iter().any(|r| r == "admin") => {}
+            Ok(_) => return Err(reply::error(StatusCode::FORBIDDEN, "insufficient_role", "the admin API is for administrators (role admin) and systems")),
+            Err(e) => return Err(reply::internal("reading the caller", e)),
+        }
+    }
+    Ok(caller)
+}
+
 /// Every admin-API route.
 pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let list = warp::path!("api" / "admin" / "clients")
@@ -53,7 +69,7 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
         .and(authorization())
         .and(with_identity(id.clone()))
         .then(|auth: Option<String>, id: Arc<Identity>| async move {
-            if let Err(r) = reply::authorize(&id, auth, ADMIN_CLIENTS_SCOPE).await {
+            if let Err(r) = administrator(&id, auth).await {
                 return r;
             }
             match id.clients.list().await {
@@ -66,7 +82,7 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
         .and(authorization())
         .and(with_identity(id.clone()))
         .then(|client_id: String, auth: Option<String>, id: Arc<Identity>| async move {
-            if let Err(r) = reply::authorize(&id, auth, ADMIN_CLIENTS_SCOPE).await {
+            if let Err(r) = administrator(&id, auth).await {
                 return r;
             }
             match id.clients.get(&client_id).await {
@@ -85,7 +101,7 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
 }
 
 async fn set_mfa(client_id: String, auth: Option<String>, body: bytes::Bytes, id: Arc<Identity>) -> Response {
-    let caller = match reply::authorize(&id, auth, ADMIN_CLIENTS_SCOPE).await {
+    let caller = match administrator(&id, auth).await {
         Ok(p) => p,
         Err(r) => return r,
     };
