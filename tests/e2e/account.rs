@@ -25,6 +25,12 @@ async fn signed_in_browser(app: &TestApp, username: &str, password: &str) -> Bro
 async fn the_account_page_changes_the_password_and_lists_sign_ins(app: &TestApp) {
     app.add_user("mei", &["--name", "韩梅梅", "--department", "市大数据局", "--email", "mei@city.gov.cn"]);
     let other_device = signed_in_browser(app, "mei", PASSWORD).await;
+    // An app on the other device holds an offline refresh token.
+    let notes = app.add_client("notes", &["--first-party"]).expect("secret");
+    let rp = app.rp("notes", Some(notes)).await;
+    let req = rp.authorize(&["offline_access"]);
+    let cb = other_device.visit(req.url.as_str()).await.callback();
+    let offline = rp.exchange(&crate::helpers::query_param(&cb, "code").unwrap(), req.verifier).await;
     let browser = signed_in_browser(app, "mei", PASSWORD).await;
     let (_, body) = browser.visit(&app.url("/account")).await.page();
     assert!(body.contains("韩梅梅") && body.contains("市大数据局"), "{body}");
@@ -51,6 +57,9 @@ async fn the_account_page_changes_the_password_and_lists_sign_ins(app: &TestApp)
         Landing::Page { body, .. } => assert!(body.contains("name=\"password\""), "the other device signs in again: {body}"),
         Landing::Callback(u) => panic!("{u}"),
     }
+    use openidconnect::OAuth2TokenResponse;
+    let refreshed = rp.client.exchange_refresh_token(offline.refresh_token().unwrap()).unwrap().request_async(&crate::helpers::http()).await;
+    assert!(refreshed.is_err(), "what the old password granted, offline tokens included, stops working");
     // The old password no longer works; the new one does.
     let fresh = Browser::new();
     let (_, login) = fresh.visit(&app.url("/account")).await.page();

@@ -208,6 +208,22 @@ async fn end_in(tx: &mut Tx, session: &Session, ip: Option<&str>) -> Result<usiz
 }
 
 impl Sessions {
+    /// Revokes every token of `user_id` not bound to the session `keep_sid`,
+    /// the long-lived `offline_access` ones included (after a password change,
+    /// what was granted with the old password goes); how many.
+    pub async fn revoke_tokens_elsewhere(&self, user_id: &str, keep_sid: &str) -> Result<u64> {
+        let mut tx = self.db.begin().await?;
+        let n = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND (sid IS NULL OR sid <> $3)")
+            .bind(now())
+            .bind(user_id)
+            .bind(keep_sid)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Records a fresh authentication in an existing session (prompt=login,
     /// max_age): same `sid`, new `auth_time`.
     pub async fn reauthenticate(&self, session: &Session, amr: &[&str], acr: &str) -> Result<()> {

@@ -318,12 +318,14 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
     let saved = async {
         let hash = password::hash(new).await?;
         id.users.set_password_hash(&user.id, &hash).await?;
-        // Other devices sign in again with the new password.
+        // Other devices sign in again with the new password, and what they
+        // were granted (offline tokens included) stops working.
         for other in id.sessions.of_user(&user.id).await? {
             if other.id != session.id {
                 id.sessions.end(&other, ctx.ip.as_deref()).await?;
             }
         }
+        id.sessions.revoke_tokens_elsewhere(&user.id, &session.sid).await?;
         id.audit.record("password.changed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await
     };
     match saved.await {
