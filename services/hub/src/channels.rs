@@ -27,15 +27,22 @@ pub async fn router(config: &Config, bus: Bus) -> Result<Router> {
             .map(|s| s.trim().parse().ok().and_then(seconds).with_context(|| format!("--message-retry-backoff: {s:?} is not a number of seconds")))
             .collect::<Result<Vec<_>>>()?,
     };
+    // Bounded, so that the clock arithmetic on them cannot overflow.
+    let fallback = |v: Option<u64>, flag: &str, default: Duration| match v {
+        None => Ok(default),
+        Some(s) if s <= 7 * 86_400 => Ok(Duration::from_secs(s)),
+        Some(_) => anyhow::bail!("{flag} is at most 604800 seconds (a week)"),
+    };
     let settings = RouterSettings {
-        fallback_after: m.message_fallback_after.map(Duration::from_secs).unwrap_or(defaults.fallback_after),
-        urgent_fallback_after: m.urgent_fallback_after.map(Duration::from_secs).unwrap_or(defaults.urgent_fallback_after),
+        fallback_after: fallback(m.message_fallback_after, "--message-fallback-after", defaults.fallback_after)?,
+        urgent_fallback_after: fallback(m.urgent_fallback_after, "--urgent-fallback-after", defaults.urgent_fallback_after)?,
         retry_backoff,
         max_deliver: m.message_max_deliver.unwrap_or(defaults.max_deliver).max(1),
         retention: match m.message_retention_days {
             None => defaults.retention,
             Some(0) => None,
-            Some(days) => Some(Duration::from_secs(days.saturating_mul(86_400))),
+            Some(days) if days <= MAX_RETENTION_DAYS => Some(Duration::from_secs(days * 86_400)),
+            Some(_) => anyhow::bail!("--message-retention-days is at most {MAX_RETENTION_DAYS} (a hundred years); 0 keeps messages for ever"),
         },
     };
     let mut router = Router::new(bus.clone(), settings);
@@ -56,6 +63,9 @@ pub async fn router(config: &Config, bus: Bus) -> Result<Router> {
     }
     Ok(router)
 }
+
+/// The longest `--message-retention-days`.
+const MAX_RETENTION_DAYS: u64 = 36_500;
 
 fn seconds(v: f64) -> Option<Duration> {
     (v.is_finite() && (0.0..=86_400.0).contains(&v)).then(|| Duration::from_secs_f64(v))

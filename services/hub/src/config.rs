@@ -285,6 +285,11 @@ impl Config {
                 if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || url.fragment().is_some() {
                     bail!("issuer {s:?} must be an http(s) URL without query or fragment");
                 }
+                // The pages and their redirects live at the root (/login, /account, …):
+                // a hub behind a path prefix would send browsers where the proxy does not go.
+                if !url.path().trim_end_matches('/').is_empty() {
+                    bail!("issuer {s:?} must have no path: serve the hub at the root of its host name, e.g. https://sso.example.gov.cn");
+                }
                 Some(url)
             }
         };
@@ -376,6 +381,14 @@ mod tests {
         assert_eq!(config.issuer.unwrap().as_str(), "https://sso.example.gov.cn/");
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert!(config.database.expose().starts_with("sqlite://data/civichub.db"));
+    }
+
+    #[test]
+    fn an_issuer_with_a_path_is_refused() {
+        for (issuer, ok) in [("https://sso.example.gov.cn", true), ("https://sso.example.gov.cn/", true), ("https://example.gov.cn/sso", false), ("https://x.cn/?a=1", false)] {
+            let args = GlobalArgs { issuer: Some(issuer.into()), ..Default::default() };
+            assert_eq!(Config::load(&args).is_ok(), ok, "{issuer}");
+        }
     }
 
     #[test]

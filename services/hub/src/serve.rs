@@ -16,8 +16,10 @@ use warp::{Filter, Rejection, Reply};
 use crate::config::Config;
 
 pub async fn run(config: Config) -> Result<()> {
+    let filter = EnvFilter::try_new(&config.log)
+        .with_context(|| format!("--log {:?} is not a log filter (e.g. info, or warn,civichub=debug)", config.log))?;
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let db = Db::connect(&config.database).await.with_context(|| format!("cannot open database {}", config.database))?;
