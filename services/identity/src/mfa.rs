@@ -141,7 +141,16 @@ impl Mfa {
         let Some(secret) = self.pending_secret(user_id).await?.and_then(|s| unbase32(&s)) else { return Ok(None) };
         let Some(step) = matching_step(&secret, code, at) else { return Ok(None) };
         let mut tx = self.db.begin().await?;
-        sqlx::query("UPDATE mfa_totp SET confirmed = 1, last_step = $2 WHERE user_id = $1 AND confirmed = 0").bind(user_id).bind(step).execute(&mut *tx).await?;
+        let confirmed = sqlx::query("UPDATE mfa_totp SET confirmed = 1, last_step = $2 WHERE user_id = $1 AND confirmed = 0")
+            .bind(user_id)
+            .bind(step)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if confirmed != 1 {
+            // Confirmed meanwhile (the form sent twice): its recovery codes stand.
+            return Ok(None);
+        }
         let codes = Self::new_recovery_codes(&mut tx, user_id).await?;
         tx.commit().await?;
         Ok(Some(codes))
