@@ -394,7 +394,7 @@ type Tx = civichub_store::Tx;
 const ALIAS_SUFFIX: &str = "-union";
 
 /// The provider name under which `source`'s second ids are linked.
-fn alias_provider(source: &str) -> String {
+pub(crate) fn alias_provider(source: &str) -> String {
     format!("{source}{ALIAS_SUFFIX}")
 }
 

@@ -207,6 +207,21 @@ impl Federation {
         if !has_password && logins_left == 0 && links.iter().any(|(p, _)| p == provider) {
             return Err(crate::Error::Conflict("this is the only way this person signs in: set a password first".into()));
         }
+        // A member the provider's directory keeps is known to it by this link:
+        // without it, the directory would no longer disable them when they leave.
+        let alias = crate::directory::alias_provider(provider);
+        let kept = links.iter().any(|(p, _)| *p == alias)
+            || sqlx::query(
+                "SELECT 1 FROM user_departments ud JOIN departments d ON d.id = ud.department_id WHERE ud.user_id = $1 AND d.source = $2 AND d.removed = 0",
+            )
+            .bind(user_id)
+            .bind(provider)
+            .fetch_optional(self.db.pool())
+            .await?
+            .is_some();
+        if kept {
+            return Err(crate::Error::Invalid(format!("this account is kept by the {provider} directory, which knows it by this link")));
+        }
         let n = sqlx::query("DELETE FROM user_links WHERE user_id = $1 AND provider = $2").bind(user_id).bind(provider).execute(self.db.pool()).await?.rows_affected();
         Ok(n > 0)
     }
@@ -317,8 +332,16 @@ mod tests {
         let federation = Federation::new(db.clone());
         assert!(matches!(federation.unlink(&user.id, "dingtalk").await, Err(Error::Conflict(_))), "DingTalk is the only way in");
         users.link_id(&user.id, "zjzw", "sub-1").await.unwrap();
-        assert!(federation.unlink(&user.id, "dingtalk").await.unwrap(), "another upstream remains");
-        assert!(matches!(federation.unlink(&user.id, "zjzw").await, Err(Error::Conflict(_))));
+        assert!(
+            matches!(federation.unlink(&user.id, "dingtalk").await, Err(Error::Invalid(_))),
+            "the DingTalk directory keeps this account by its link: it stays while another way in remains"
+        );
+        assert!(federation.unlink(&user.id, "zjzw").await.unwrap(), "DingTalk remains");
         assert!(!federation.unlink(&user.id, "nowhere").await.unwrap(), "nothing to remove");
+
+        // Someone who linked DingTalk themselves (no directory keeps them) may unlink it.
+        let own = users.add(&"own".parse().unwrap(), Password::new("password-123".into()).unwrap(), NewUser::default()).await.unwrap();
+        users.link_id(&own.id, "dingtalk", "lisi").await.unwrap();
+        assert!(federation.unlink(&own.id, "dingtalk").await.unwrap());
     }
 }

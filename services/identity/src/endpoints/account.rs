@@ -355,6 +355,10 @@ async fn unlink(provider: String, body: bytes::Bytes, id: Arc<Identity>, ctx: Re
         Err(crate::Error::Conflict(_)) => {
             page(&id, &ctx, StatusCode::CONFLICT, None, Some("这是您唯一的登录方式：请先在下方设置密码，再解除关联。".into()), None).await
         }
+        Err(crate::Error::Invalid(_)) => {
+            let message = "您的账号由通讯录同步管理（人员变动、离职时据此更新或停用），不能解除这项关联。";
+            page(&id, &ctx, StatusCode::CONFLICT, None, Some(message.into()), None).await
+        }
         Err(e) => http::server_error(e),
     }
 }
