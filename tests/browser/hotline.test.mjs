@@ -70,7 +70,7 @@ test('an agent registers a ticket and dispatches it from the workbench', async (
 
   // Dispatch: the ticket leaves the queue and shows as waiting for the department to sign.
   await item.locator('input[name=department]').fill('城管局');
-  await item.locator('button[type=submit]').click();
+  await item.locator('form.dispatch button').click();
   await page.waitForURL(/done=dispatch/);
   dispatched = number;
   assert.match(await page.locator('.notice').textContent(), /已派至城管局/);
@@ -81,9 +81,16 @@ test('an agent registers a ticket and dispatches it from the workbench', async (
 
   // An empty form is refused with a message, and nothing is registered.
   await page.locator('form#register textarea[name=content]').evaluate((el) => { el.removeAttribute('required'); });
+  await page.locator('form#register input[name=caller_name]').fill('李大姐');
+  await page.locator('form#register input[name=location]').fill('东门菜场');
+  await page.locator('form#register select[name=urgency]').selectOption('urgent');
   await page.locator('form#register button[type=submit]').click();
   await page.locator('.error').waitFor();
   assert.match(await page.locator('.error').textContent(), /content must not be empty|未能登记/);
+  // What the agent typed is still there, to complete and send again.
+  assert.equal(await page.locator('form#register input[name=caller_name]').inputValue(), '李大姐');
+  assert.equal(await page.locator('form#register input[name=location]').inputValue(), '东门菜场');
+  assert.equal(await page.locator('form#register select[name=urgency]').inputValue(), 'urgent');
 });
 
 test('the workbench is for agents only', async () => {
@@ -150,7 +157,7 @@ test('the department signs for the ticket, asks for more time and replies; a sup
   const second = new URL(agent.url()).searchParams.get('registered');
   const queued = agent.locator(`.ticket[data-number="${second}"]`);
   await queued.locator('input[name=department]').fill('城管局');
-  await queued.locator('button[type=submit]').click();
+  await queued.locator('form.dispatch button').click();
   await agent.waitForURL(/done=dispatch/);
 
   await handler.goto(`${hub.url}/hotline/department`);
@@ -185,6 +192,9 @@ test('the leaders\' dashboard shows the KPIs and their charts', async () => {
   assert.match(await page.locator('svg.chart rect.col').last().locator('title').textContent(), /：2$/);
   assert.ok((await page.locator('svg.chart circle.dot').count()) >= 1);
   assert.match(await page.locator('#by-department').textContent(), /城管局/);
+  // The bars are SVG rectangles sized by attribute (inline styles are refused by the CSP).
+  const widths = await page.locator('#by-channel svg.hbar rect').evaluateAll((rects) => rects.map((r) => r.getBoundingClientRect().width));
+  assert.ok(widths.length >= 1 && Math.max(...widths) > 0, `bars drawn: ${widths}`);
   assert.match(await page.locator('#by-channel').textContent(), /电话/);
   await page.screenshot({ path: shot('hotline-dashboard'), fullPage: true });
 
@@ -203,4 +213,42 @@ test('the leaders\' dashboard shows the KPIs and their charts', async () => {
   await signIn(agent, 'agent02', 'agent-password-2', '/hotline/dashboard');
   await agent.waitForURL(/\/hotline\/dashboard$/);
   assert.match(await agent.locator('body').textContent(), /领导驾驶舱供领导和督办人员使用/);
+});
+
+test('the agent calls the citizen back and closes the ticket, and answers another at once', async () => {
+  assert.ok(dispatched, 'the workbench test dispatched a ticket');
+  const page = await (await browser.newContext()).newPage();
+  await signIn(page, 'agent02', 'agent-password-2');
+  await page.waitForURL(/\/hotline$/);
+
+  // The department's answer waits for the callback (回访).
+  const replied = page.locator(`.callbacks .ticket[data-number="${dispatched}"]`);
+  assert.match(await replied.locator('.reply').textContent(), /已更换路灯灯具/);
+  await replied.locator('select[name=rating]').selectOption('unsatisfied');
+  await replied.locator('input[name=note]').fill('仍有一盏不亮');
+  await replied.locator('form.callback button').click();
+  await page.waitForURL(/done=callback/);
+  assert.match(await page.locator('.notice').textContent(), /回访/);
+
+  // Called back, not satisfied: it may be handed back (重办) or closed (办结).
+  const visited = page.locator(`.closing .ticket[data-number="${dispatched}"]`);
+  assert.match(await visited.textContent(), /不满意/);
+  assert.equal(await visited.locator('form.reopen').count(), 1);
+  await visited.locator('form.close button').click();
+  await page.waitForURL(/done=close/);
+  assert.equal(await page.locator(`.closing .ticket[data-number="${dispatched}"]`).count(), 0);
+  assert.equal(await page.locator(`.recent tr[data-number="${dispatched}"] .status`).textContent(), '已办结');
+
+  // A question the knowledge base answers is answered on the spot (即办) and closed.
+  await page.locator('form#register textarea[name=content]').fill('公积金提取需要哪些材料？');
+  await page.locator('form#register button[type=submit]').click();
+  await page.waitForURL(/registered=/);
+  const asked = new URL(page.url()).searchParams.get('registered');
+  const waiting = page.locator(`.ticket[data-number="${asked}"]`);
+  await waiting.locator('details.more summary', { hasText: '即办' }).click();
+  await waiting.locator('textarea[name=answer]').fill('携带身份证和购房合同到公积金中心办理。');
+  await waiting.locator('form.answer button').click();
+  await page.waitForURL(/done=answer-directly/);
+  assert.equal(await page.locator(`.recent tr[data-number="${asked}"] .status`).textContent(), '已办结');
+  await page.screenshot({ path: shot('hotline-callbacks'), fullPage: true });
 });

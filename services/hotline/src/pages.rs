@@ -19,7 +19,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::api::{StatsQuery, period};
-use crate::ticket::{Action, Actor, Channel, Role, Status, Supervision, Ticket, Urgency};
+use crate::ticket::{Action, Actor, Channel, Rating, Role, Status, Supervision, Ticket, Urgency};
 use crate::{Error, ListOrder, NewTicket, Stats, Tickets, beijing, charts, mask, mask_phone};
 
 const HOTLINE_CSS: &str = include_str!("../assets/hotline.css");
@@ -122,6 +122,21 @@ struct Row {
     extension: Option<String>,
     return_reason: Option<String>,
     contributions: Vec<String>,
+    /// The department's answer, once replied.
+    reply: String,
+    /// The citizen's rating at the callback.
+    rating: &'static str,
+    /// Rated unsatisfied: it may be handled again.
+    unsatisfied: bool,
+}
+
+fn rating_label(r: Rating) -> &'static str {
+    match r {
+        Rating::Satisfied => "满意",
+        Rating::BasicallySatisfied => "基本满意",
+        Rating::Unsatisfied => "不满意",
+        Rating::Unreachable => "未能联系",
+    }
 }
 
 fn channel_label(c: Channel) -> &'static str {
@@ -194,6 +209,9 @@ fn row(t: &Ticket, viewer: &Actor, now: i64, suggested: String) -> Row {
         extension: t.extension.as_ref().map(|x| format!("{} 个工作日，{}", x.working_days, x.reason)),
         return_reason: t.return_reason.clone(),
         contributions: t.contributions.iter().map(|c| format!("{}，{}：{}", c.department, when(Some(c.at_ms)), c.text)).collect(),
+        reply: t.reply.clone().unwrap_or_default(),
+        rating: t.rating.map(rating_label).unwrap_or_default(),
+        unsatisfied: t.rating == Some(Rating::Unsatisfied) && !t.direct_answer,
     }
 }
 
@@ -246,7 +264,13 @@ struct Workbench {
     csrf: String,
     notice: Option<String>,
     error: Option<String>,
+    /// The registration form as typed (after a refusal).
+    typed: Typed,
     waiting: Vec<Row>,
+    /// Answered by the department: the citizen is to be called back.
+    to_call_back: Vec<Row>,
+    /// Called back: to close, or to hand back when the citizen was not satisfied.
+    to_close: Vec<Row>,
     recent: Vec<Row>,
     /// The directory's departments, offered when dispatching.
     departments: Vec<String>,
@@ -336,7 +360,46 @@ async fn open(tickets: &Tickets, status: &str, department: Option<&str>) -> crat
     Ok(tickets.list_by(Some(status), department, false, ListOrder::MostUrgent, 1, 200).await?.0)
 }
 
+/// What the agent typed into the registration form, to show again when it was refused.
+#[derive(Default)]
+struct Typed {
+    channel: String,
+    caller_name: String,
+    caller_phone: String,
+    content: String,
+    location: String,
+    category: String,
+    urgency: String,
+}
+
+impl Typed {
+    fn from_form(form: &[(String, String)]) -> Typed {
+        let f = |name| form_field(form, name).unwrap_or_default();
+        Typed {
+            channel: f("channel"),
+            caller_name: f("caller_name"),
+            caller_phone: f("caller_phone"),
+            content: f("content"),
+            location: f("location"),
+            category: f("category"),
+            urgency: f("urgency"),
+        }
+    }
+}
+
 async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notice: Option<String>, error: Option<String>, status: StatusCode) -> Response {
+    workbench_with(tickets, id, ctx, notice, error, status, Typed::default()).await
+}
+
+async fn workbench_with(
+    tickets: &Tickets,
+    id: &Identity,
+    ctx: &RequestContext,
+    notice: Option<String>,
+    error: Option<String>,
+    status: StatusCode,
+    typed: Typed,
+) -> Response {
     let (actor, user) = match signed_in(id, ctx, Page::Workbench.path()).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -349,9 +412,17 @@ async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         };
     }
     let now = Tickets::now();
-    let (waiting, recent) = match (tickets.list_by(Some("registered"), None, false, ListOrder::Oldest, 1, 50).await, tickets.list(None, None, false, 1, 20).await) {
-        (Ok((w, _)), Ok((r, _))) => (w, r),
-        (Err(e), _) | (_, Err(e)) => return http::server_error(e),
+    let lists = async {
+        Ok::<_, Error>((
+            tickets.list_by(Some("registered"), None, false, ListOrder::Oldest, 1, 50).await?.0,
+            tickets.list_by(Some("replied"), None, false, ListOrder::Oldest, 1, 50).await?.0,
+            tickets.list_by(Some("visited"), None, false, ListOrder::Oldest, 1, 50).await?.0,
+            tickets.list(None, None, false, 1, 20).await?.0,
+        ))
+    };
+    let (waiting, to_call_back, to_close, recent) = match lists.await {
+        Ok(l) => l,
+        Err(e) => return http::server_error(e),
     };
     let mut rows = Vec::with_capacity(waiting.len());
     for t in &waiting {
@@ -375,7 +446,10 @@ async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         csrf: f.csrf.clone(),
         notice: f.notice,
         error: f.error,
+        typed,
         waiting: rows,
+        to_call_back: to_call_back.iter().map(|t| row(t, &actor, now, String::new())).collect(),
+        to_close: to_close.iter().map(|t| row(t, &actor, now, String::new())).collect(),
         recent: recent.iter().map(|t| row(t, &actor, now, String::new())).collect(),
         departments,
     };
@@ -471,7 +545,7 @@ fn breakdown(id: &'static str, title: &'static str, rows: Vec<(String, usize, St
         title,
         rows: rows
             .into_iter()
-            .map(|(label, value, extra)| BarRow { label, value, width: u32::try_from(value * 100 / max).unwrap_or(100), extra })
+            .map(|(label, value, extra)| BarRow { label, value, width: u32::try_from((value * 100 / max).max(usize::from(value > 0))).unwrap_or(100), extra })
             .collect(),
     }
 }
@@ -617,7 +691,9 @@ async fn register(tickets: &Tickets, id: &Identity, ctx: &RequestContext, body: 
     };
     match result {
         Ok(t) => http::redirect(StatusCode::SEE_OTHER, &format!("/hotline?{}", serde_urlencoded::to_string([("registered", &t.number)]).unwrap_or_default())),
-        Err(Error::Invalid(m)) => workbench(tickets, id, ctx, None, Some(format!("未能登记：{m}")), StatusCode::BAD_REQUEST).await,
+        Err(Error::Invalid(m)) => {
+            workbench_with(tickets, id, ctx, None, Some(format!("未能登记：{m}")), StatusCode::BAD_REQUEST, Typed::from_form(&form)).await
+        }
         Err(e) => http::server_error(e),
     }
 }
@@ -657,6 +733,11 @@ fn done_notice(action: &str, number: &str, to: Option<&str>) -> String {
         "supervise" => format!("已督办工单 {number}"),
         "review-return" => format!("已审核工单 {number} 的退单"),
         "review-extension" => format!("已审批工单 {number} 的延期申请"),
+        "answer-directly" => format!("工单 {number} 已即办答复并办结"),
+        "callback" => format!("已记录工单 {number} 的回访"),
+        "close" => format!("工单 {number} 已办结"),
+        "reopen" => format!("工单 {number} 已重办，重新派至原承办单位"),
+        "merge" => format!("工单 {number} 已并入 {}", to.unwrap_or_default()),
         _ => format!("工单 {number} 已处理"),
     }
 }
@@ -681,6 +762,9 @@ async fn act(tickets: &Tickets, id: &Identity, ctx: &RequestContext, number: &st
             let mut query = vec![("done", name.to_owned()), ("n", ticket.number.clone())];
             if let ("dispatch", Some(d)) = (name, &ticket.department) {
                 query.push(("to", d.clone()));
+            }
+            if let ("merge", Some(into)) = (name, &ticket.merged_into) {
+                query.push(("to", into.clone()));
             }
             http::redirect(StatusCode::SEE_OTHER, &format!("{}?{}", back.path(), serde_urlencoded::to_string(&query).unwrap_or_default()))
         }
