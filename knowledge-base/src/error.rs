@@ -34,6 +34,13 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether another process (a running hub) holds the index's writer lock.
+    pub fn is_index_locked(&self) -> bool {
+        matches!(self, Error::Index(tantivy::TantivyError::LockFailure(..)))
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Corrupt(e.to_string())

@@ -42,7 +42,16 @@ impl Handler for Calls {
             Ok(e) => e,
             Err(e) => return Outcome::reject(format!("not a call event: {e}")),
         };
-        let Some(agent) = event.agent.clone().filter(|a| !a.is_empty()) else { return Outcome::Ack };
+        let Some(agent) = event.agent.clone().filter(|a| !a.is_empty()) else {
+            // A hangup may not say whose call it was: the call ends all the same.
+            if event.event == CallEventKind::Hangup {
+                return match self.tickets.end_call(&event.call_id).await {
+                    Ok(()) => Outcome::Ack,
+                    Err(e) => Outcome::retry(e.to_string()),
+                };
+            }
+            return Outcome::Ack;
+        };
         let state = match event.event {
             CallEventKind::NewCall => return Outcome::Ack,
             CallEventKind::Answer => "answered",
@@ -73,6 +82,18 @@ impl Tickets {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends call `call_id`, whoever took it.
+    pub async fn end_call(&self, call_id: &str) -> crate::Result<()> {
+        let mut tx = self.db().begin().await?;
+        sqlx::query("UPDATE hotline_calls SET state = 'ended', at_ms = $2 WHERE call_id = $1 AND state <> 'ended'")
+            .bind(call_id)
+            .bind(civichub_messaging::now_ms())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

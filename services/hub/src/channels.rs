@@ -54,9 +54,11 @@ pub async fn router(config: &Config, bus: Bus) -> Result<Router> {
     }
     if let Some(url) = &m.voice_gateway_url {
         let base = Url::parse(url).with_context(|| format!("invalid voice gateway URL {url:?}"))?;
+        let key = m.voice_api_key.as_ref().map(|k| k.expose().to_owned()).filter(|k| !k.is_empty());
+        let key = key.context("--voice-api-key is required with --voice-gateway-url (every call would be refused without it)")?;
         let config = civichub_fusion::VoiceConfig::new(
             base,
-            m.voice_api_key.as_ref().map(|k| k.expose().to_owned()).unwrap_or_default(),
+            key,
             m.voice_caller.clone().unwrap_or_else(|| "12345".into()),
         );
         router.add_channel(Arc::new(VoiceChannel { gateway: civichub_fusion::VoiceGateway::new(config)? }));

@@ -56,7 +56,8 @@ pub async fn run(config: &Config, cmd: KbCommand) -> Result<()> {
                     index.rebuild(&published, last_change)?;
                     println!("index rebuilt: {} published entries", published.len());
                 }
-                Err(_) => println!("a running hub holds this node's index; it rebuilds it now"),
+                Err(e) if e.is_index_locked() => println!("a running hub holds this node's index; it rebuilds it now"),
+                Err(e) => return Err(e).context("cannot open this node's search index"),
             }
             println!("every hub node rebuilds its index from the database");
         }

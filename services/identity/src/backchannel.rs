@@ -1,6 +1,6 @@
 //! Back-Channel Logout 1.0 delivery: the relay that drains the outbox and
 //! posts signed logout tokens to clients, retrying with backoff until each
-//! is delivered.
+//! is delivered, or given up (its client removed, or a day of failures).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,10 @@ use civichub_store::{Outbox, OutboxMessage, backoff_secs};
 
 use crate::sessions::{BACKCHANNEL_TOPIC, BackchannelLogout};
 use crate::{Error, Identity, Result, oidc};
+
+/// Attempts before a notice is given up: with the backoff capped at ten
+/// minutes, about a day of trying.
+const MAX_ATTEMPTS: i64 = 150;
 
 /// Runs until the process ends: delivers due notices, then sleeps until
 /// woken (a logout on this node) or for a second (work from other nodes,
@@ -43,6 +47,15 @@ async fn deliver(id: &Identity, outbox: &Outbox, message: OutboxMessage) {
     .await;
     let recorded = match outcome {
         Ok(()) => outbox.delivered(&message.id).await,
+        // The client was removed, or the notice cannot be read: no retry helps.
+        Err(e @ (Error::NotFound(_) | Error::Corrupt(_))) => {
+            tracing::warn!("back-channel logout {} given up: {e}", message.id);
+            outbox.dead(&message.id, &e.to_string()).await
+        }
+        Err(e) if message.attempts >= MAX_ATTEMPTS => {
+            tracing::warn!("back-channel logout {} given up after {} attempts: {e}", message.id, message.attempts);
+            outbox.dead(&message.id, &e.to_string()).await
+        }
         Err(e) => {
             tracing::info!("back-channel logout {} not delivered (attempt {}): {e}", message.id, message.attempts);
             outbox.retry_later(&message.id, &e.to_string(), backoff_secs(message.attempts)).await

@@ -13,7 +13,7 @@ use crate::{Identity, Result};
 /// How long expired rows are kept (for investigation) before they go.
 pub const GRACE_SECS: i64 = 24 * 3600;
 
-/// How long delivered outbox messages are kept.
+/// How long delivered (and given-up) outbox messages are kept.
 pub const OUTBOX_KEEP_SECS: i64 = 7 * 24 * 3600;
 
 /// What one sweep removed.
@@ -25,7 +25,7 @@ pub struct Swept {
     pub tokens: u64,
     /// SSO sessions (with their client lists).
     pub sessions: u64,
-    /// Delivered outbox messages.
+    /// Delivered and given-up outbox messages.
     pub outbox: u64,
     /// Throttling counters.
     pub throttle: u64,
@@ -48,7 +48,8 @@ impl Identity {
         .await?;
         run("DELETE FROM upstream_sessions WHERE session_id IN (SELECT id FROM sso_sessions WHERE expires_at < $1 OR ended_at < $1)", cutoff).await?;
         let sessions = run("DELETE FROM sso_sessions WHERE expires_at < $1 OR ended_at < $1", cutoff).await?;
-        let outbox = run("DELETE FROM outbox WHERE delivered_at < $1", at - OUTBOX_KEEP_SECS).await?;
+        let outbox = run("DELETE FROM outbox WHERE delivered_at < $1", at - OUTBOX_KEEP_SECS).await?
+            + run("DELETE FROM outbox WHERE dead_at < $1", at - OUTBOX_KEEP_SECS).await?;
         let throttle = run("DELETE FROM login_throttle WHERE locked_until < $1 AND window_start < $1", cutoff).await?;
         run("DELETE FROM federation_flows WHERE expires_at < $1", at).await?;
         run("DELETE FROM mfa_pending WHERE expires_at < $1", at).await?;

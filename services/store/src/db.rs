@@ -128,11 +128,29 @@ impl FromStr for DbUrl {
     }
 }
 
+/// The URL with its credentials hidden: the user and password before `@`,
+/// and a `password=` parameter (which PostgreSQL's URLs also take).
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
-        _ => url.to_owned(),
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (head.find("://"), head.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &head[..scheme], &head[at..]),
+        _ => head.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 impl fmt::Debug for DbUrl {
@@ -367,6 +385,8 @@ mod tests {
         assert_eq!(pg.backend(), Backend::Postgres);
         assert_eq!(pg.to_string(), "postgres://***@db.example/civichub");
         assert!(!format!("{pg:?}").contains("s3cret"));
+        let query: DbUrl = "postgres://hub@db.example/civichub?sslmode=require&password=s3cret".parse().unwrap();
+        assert_eq!(query.to_string(), "postgres://***@db.example/civichub?sslmode=require&password=***");
         let lite: DbUrl = "sqlite:///tmp/x.db".parse().unwrap();
         assert_eq!(lite.expose(), "sqlite:///tmp/x.db?mode=rwc");
         assert!("mysql://x".parse::<DbUrl>().is_err());
