@@ -254,6 +254,22 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Asks the hub to stop (SIGTERM, as a service manager does) and waits
+    /// up to `wait` for it to exit; whether it did.
+    pub async fn terminate(&mut self, wait: Duration) -> bool {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -12,6 +12,8 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, NatsServer, TestApp, eventually, service_token};
+
+crate::both_backends!(a_shutdown_finishes_the_send_in_hand);
 use crate::messaging::{post_message, wait_status};
 
 pub fn cmpp_flags(sim: &CmppSimulator) -> Vec<String> {
@@ -295,4 +297,37 @@ async fn two_nodes_on_one_nats_never_double_send() {
     let counts = received_counts(&sim);
     assert_eq!(counts.len(), 300);
     assert!(counts.values().all(|n| *n == 1), "a message was sent twice");
+}
+
+/// A hub told to stop while a send is in hand finishes it, records it and
+/// acknowledges it before it exits: after the restart it is not sent again.
+async fn a_shutdown_finishes_the_send_in_hand(backend: Backend) {
+    // On the embedded bus with SQLite, on NATS JetStream with PostgreSQL.
+    let nats = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(NatsServer::start().await),
+    };
+    let sim = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
+    sim.set_response_delay(Duration::from_millis(1500));
+    let mut flags = cmpp_flags(&sim);
+    if let Some(n) = &nats {
+        flags.extend(["--nats-url".into(), n.url()]);
+    }
+    let mut app = spawn(backend, &flags).await;
+    let token = service_token(&app, &["messages:send"]).await;
+    let (status, accepted) = post_message(&app, &token, &json!({"to": {"phone": "13812345678"}, "text": "【12345】停机前的最后一条"})).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert!(sim.wait_for_submits(1, Duration::from_secs(15)).await, "the SUBMIT went out\n{}", app.log());
+    // The gateway has not answered yet: the hub is asked to stop now.
+    assert!(app.terminate(Duration::from_secs(20)).await, "the hub stopped\n{}", app.log());
+    let mut db = app.db().await;
+    use sqlx::Row;
+    let state: String = sqlx::query("SELECT state FROM message_attempts WHERE message_id = $1")
+        .bind(accepted["id"].as_str().unwrap())
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get("state");
+    assert_eq!(state, "sent", "the send in hand was finished and recorded before the exit\n{}", app.log());
+    assert_eq!(sim.submits_received(), 1);
 }

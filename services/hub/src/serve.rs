@@ -54,7 +54,7 @@ pub async fn run(config: Config) -> Result<()> {
     civichub_hotline::SmsIntake::register(&bus, tickets.clone());
     civichub_hotline::Calls::register(&bus, tickets.clone());
     background.push(tickets.spawn_deadline_watch(config.hotline_deadline_sweep));
-    background.extend(bus.start());
+    let bus_tasks = bus.start();
     // After every consumer is registered: on the embedded bus it forwards only what they take.
     background.push(civichub_messaging::spawn_audit_forwarder(bus.clone()));
 
@@ -90,15 +90,28 @@ pub async fn run(config: Config) -> Result<()> {
         .recover(handle_rejection)
         .with(warp::log("civichub::http"));
     warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;
-    tracing::info!("stopped");
-    // Stop the workers before the pool closes under them (anything they had
-    // not finished stays in the outbox or on the bus for the next start).
+    tracing::info!("stopping");
+    // The bus first, cooperatively: its consumers finish the deliveries in
+    // hand (a send half done would be sent again after the restart) and take
+    // no new one; a handler stuck past the grace period is cut off.
+    bus.stop();
+    let bus_aborts: Vec<_> = bus_tasks.iter().map(|t| t.abort_handle()).collect();
+    if tokio::time::timeout(SHUTDOWN_GRACE, futures_util::future::join_all(bus_tasks)).await.is_err() {
+        tracing::warn!("the bus did not finish within {SHUTDOWN_GRACE:?}; what it held is delivered again after the restart");
+        bus_aborts.iter().for_each(|t| t.abort());
+    }
+    // Then the other workers, before the pool closes under them (anything they
+    // had not finished stays in the outbox or on the bus for the next start).
     for task in background {
         task.abort();
     }
+    tracing::info!("stopped");
     db.close().await;
     Ok(())
 }
+
+/// How long a shutdown waits for the bus's consumers to finish what they hold.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn global_flags(config: &Config) -> String {
     let mut flags = String::new();

@@ -31,6 +31,13 @@ pub struct Bus {
     consumers: Arc<Mutex<Vec<Consumer>>>,
     relay_wake: Arc<Notify>,
     local_wake: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// Set by [`Bus::stop`]: the relay and the consumers take nothing new.
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Resolves once `stop` is set (or its sender is gone).
+pub(crate) async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 impl std::fmt::Debug for Bus {
@@ -66,7 +73,20 @@ impl Bus {
             consumers: Default::default(),
             relay_wake: Arc::new(Notify::new()),
             local_wake: Default::default(),
+            stop: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Stops the relay and the consumers: nothing new is taken, and what each
+    /// consumer is handling is finished (its delivery recorded and
+    /// acknowledged), so a shutdown never cuts a send in half. The tasks of
+    /// [`Bus::start`] end once that is done.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
     }
 
     /// Whether this bus runs on NATS.
@@ -134,7 +154,7 @@ impl Bus {
         for consumer in self.consumers() {
             let bus = self.clone();
             tasks.push(match &self.transport {
-                Transport::Nats(n) => tokio::spawn(n.clone().run_consumer(consumer)),
+                Transport::Nats(n) => tokio::spawn(n.clone().run_consumer(consumer, self.stop.subscribe())),
                 Transport::Local => tokio::spawn(bus.run_local(consumer)),
             });
         }
@@ -143,7 +163,7 @@ impl Bus {
 
     async fn relay(self) {
         let mut busy = false;
-        loop {
+        while !self.stopping() {
             match self.relay_batch(256, !busy).await {
                 Ok(n) => busy = n > 0,
                 Err(e) => {
@@ -155,6 +175,7 @@ impl Bus {
                 tokio::select! {
                     _ = self.relay_wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stopped(self.stop.subscribe()) => {}
                 }
             }
         }
@@ -243,7 +264,7 @@ impl Bus {
     async fn run_local(self, consumer: Consumer) {
         let wake = self.local_notify(&consumer.name);
         let mut busy = false;
-        loop {
+        while !self.stopping() {
             busy = match self.local_batch(&consumer, !busy).await {
                 Ok(n) => n > 0,
                 Err(e) => {
@@ -255,6 +276,7 @@ impl Bus {
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stopped(self.stop.subscribe()) => {}
                 }
             }
         }

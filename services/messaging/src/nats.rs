@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::AckPolicy, consumer::pull, stream};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::consumer::{Consumer, Next, process};
 use crate::outbox::Pending;
@@ -90,23 +90,27 @@ impl Nats {
         STREAMS.iter().find(|s| s.subjects.iter().any(|f| subjects::matches(f, filter) || f == &filter))
     }
 
-    /// Runs a durable pull consumer until the process ends, recreating the
-    /// subscription after connection loss.
-    pub(crate) async fn run_consumer(self, consumer: Consumer) {
+    /// Runs a durable pull consumer until `stop` is set, recreating the
+    /// subscription after connection loss; on stop it takes no new message
+    /// and finishes those in hand.
+    pub(crate) async fn run_consumer(self, consumer: Consumer, stop: tokio::sync::watch::Receiver<bool>) {
         let mut pause = Duration::from_millis(200);
-        loop {
-            match self.consume(&consumer).await {
+        while !*stop.borrow() {
+            match self.consume(&consumer, stop.clone()).await {
                 Ok(()) => pause = Duration::from_millis(200),
                 Err(e) => {
                     tracing::warn!("consumer {}: {e}", consumer.name);
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = crate::bus::stopped(stop.clone()) => {}
+            }
         }
     }
 
-    async fn consume(&self, c: &Consumer) -> Result<()> {
+    async fn consume(&self, c: &Consumer, stop: tokio::sync::watch::Receiver<bool>) -> Result<()> {
         let spec = Self::stream_for(&c.filter).ok_or_else(|| Error::Invalid(format!("no stream holds {}", c.filter)))?;
         let stream = match self.js.get_stream(spec.name).await {
             Ok(s) => s,
@@ -138,6 +142,7 @@ impl Nats {
             .await
             .map_err(Error::nats)?;
         messages
+            .take_until(crate::bus::stopped(stop))
             .map_err(Error::nats)
             .try_for_each_concurrent(c.concurrency.max(1), |message| async move {
                 self.deliver(c, message).await;
