@@ -8,7 +8,7 @@ use civichub_dingtalk::simulator::DingTalkSimulator;
 use crate::helpers::{Backend, Browser, Landing, PASSWORD, TestApp, csrf};
 use crate::messaging::{dingtalk_config, dingtalk_flags};
 
-crate::both!(the_account_page_changes_the_password_and_lists_sign_ins, new_ways_to_sign_in_need_a_recent_sign_in);
+crate::both!(the_account_page_changes_the_password_and_lists_sign_ins, new_ways_to_sign_in_need_a_recent_sign_in, the_home_page_leads_to_what_each_person_uses);
 crate::both_backends!(people_hear_of_changes_to_their_sign_in);
 
 async fn signed_in_browser(app: &TestApp, username: &str, password: &str) -> Browser {
@@ -161,4 +161,16 @@ async fn new_ways_to_sign_in_need_a_recent_sign_in(app: &TestApp) {
     let resp = browser.client.post(app.url("/account/password")).form(&first).send().await.unwrap();
     assert_eq!(resp.headers()["location"].to_str().unwrap(), "/account?done=password");
     signed_in_browser(app, "lei", "first-secret-1").await;
+}
+
+async fn the_home_page_leads_to_what_each_person_uses(app: &TestApp) {
+    app.add_user("agent", &["--name", "话务员甲", "--role", "agent"]);
+    app.add_user("chief", &["--role", "leader"]);
+    let (_, home) = signed_in_browser(app, "agent", PASSWORD).await.visit(&app.url("/")).await.page();
+    assert!(home.contains("话务员甲") && home.contains("href=\"/hotline\"") && home.contains("href=\"/account\""), "{home}");
+    assert!(!home.contains("href=\"/hotline/dashboard\""), "an agent is not offered the dashboard: {home}");
+    let (_, home) = signed_in_browser(app, "chief", PASSWORD).await.visit(&app.url("/")).await.page();
+    assert!(home.contains("href=\"/hotline/dashboard\"") && !home.contains("href=\"/hotline\""), "{home}");
+    let (_, anonymous) = Browser::new().visit(&app.url("/")).await.page();
+    assert!(anonymous.contains("href=\"/login\"") && !anonymous.contains("/hotline"), "{anonymous}");
 }

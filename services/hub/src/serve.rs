@@ -34,6 +34,16 @@ pub async fn run(config: Config) -> Result<()> {
     let identity = Identity::open(db.clone(), Settings::new(issuer)).await?;
     crate::federation::register(&config, &identity)?;
     identity.spawn_workers();
+    // What the home page offers someone signed in, by their roles.
+    for (label, href, roles) in [
+        ("工单工作台（话务员）", "/hotline", &["agent"][..]),
+        ("部门办理", "/hotline/department", &["handler"][..]),
+        ("督办", "/hotline/supervise", &["supervisor"][..]),
+        ("领导驾驶舱", "/hotline/dashboard", &["leader", "supervisor"][..]),
+        ("12345 知识库", "/kb", &[][..]),
+    ] {
+        identity.add_home_link(civichub_identity::HomeLink { label: label.into(), href: href.into(), roles: roles.iter().map(|r| (*r).to_owned()).collect() });
+    }
     let kb = KnowledgeBase::open(db.clone(), Some(&config.data_dir.join("kb-index")))
         .await
         .context("cannot open the knowledge base index")?;

@@ -67,6 +67,17 @@ pub const ACR_SINGLE_FACTOR: &str = "1";
 /// `acr` of a login with a second factor.
 pub const ACR_MULTI_FACTOR: &str = "2";
 
+/// A page of the platform offered on the home page after login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HomeLink {
+    /// What the link says.
+    pub label: String,
+    /// Where it goes (a path on this host).
+    pub href: String,
+    /// Shown to someone with one of these roles; to everyone when empty.
+    pub roles: Vec<String>,
+}
+
 /// The identity service: everything the endpoints share.
 pub struct Identity {
     /// The hub's database.
@@ -92,6 +103,7 @@ pub struct Identity {
     /// Passkeys (WebAuthn).
     pub passkeys: Passkeys,
     upstreams: std::sync::RwLock<Vec<Arc<dyn Upstream>>>,
+    home_links: std::sync::RwLock<Vec<HomeLink>>,
     http: reqwest::Client,
     backchannel_wakeup: tokio::sync::Notify,
     token_writer: oauth::TokenWriter,
@@ -123,6 +135,7 @@ impl Identity {
             mfa: Mfa::new(db.clone()),
             passkeys: Passkeys::new(db.clone(), &settings.issuer),
             upstreams: std::sync::RwLock::new(Vec::new()),
+            home_links: std::sync::RwLock::new(Vec::new()),
             keys,
             token_writer: oauth::TokenWriter::start(db.clone()),
             db,
@@ -159,6 +172,18 @@ impl Identity {
         }
         all.push(upstream);
         Ok(())
+    }
+
+    /// Offers `link` on the home page (`/`) to the signed-in people it is for:
+    /// the binary names the pages it serves, the identity crate knows none.
+    pub fn add_home_link(&self, link: HomeLink) {
+        self.home_links.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(link);
+    }
+
+    /// The home-page links for someone with `roles`, in the order added.
+    pub fn home_links_for(&self, roles: &[String]) -> Vec<HomeLink> {
+        let all = self.home_links.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.iter().filter(|l| l.roles.is_empty() || l.roles.iter().any(|r| roles.iter().any(|mine| mine == r))).cloned().collect()
     }
 
     /// The upstream identity providers offered, in the order added.

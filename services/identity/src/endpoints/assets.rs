@@ -25,6 +25,14 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     warp::reply::with_header(warp::reply::with_header(body, "content-type", content_type), "cache-control", "public, max-age=3600").into_response()
 }
 
+/// `/` for someone signed in: where they can go from here.
+#[derive(askama::Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    name: String,
+    links: Vec<crate::HomeLink>,
+}
+
 async fn home(id: Arc<Identity>, ctx: RequestContext) -> Response {
     let session = match id.sessions.from_cookie(ctx.session_cookie.as_deref()).await {
         Ok(s) => s,
@@ -32,15 +40,12 @@ async fn home(id: Arc<Identity>, ctx: RequestContext) -> Response {
     };
     match session {
         Some(session) => {
-            let name = match id.users.get(&session.user_id).await {
-                Ok(u) => u.name.unwrap_or(u.username),
+            let user = match id.users.get(&session.user_id).await {
+                Ok(u) => u,
                 Err(e) => return http::server_error(e),
             };
-            let message = format!("您已登录为 {name}。");
-            http::render(
-                StatusCode::OK,
-                &MessagePage { title: "统一身份认证", message: &message, is_error: false, link: Some(("/end-session", "退出登录")) },
-            )
+            let links = id.home_links_for(&user.roles);
+            http::render(StatusCode::OK, &HomePage { name: user.name.unwrap_or(user.username), links })
         }
         None => http::render(
             StatusCode::OK,
