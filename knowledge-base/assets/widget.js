@@ -58,6 +58,7 @@
     input.placeholder = '搜索办事指南，如：公积金提取、社保断缴';
     input.setAttribute('aria-label', '搜索办事指南');
     input.setAttribute('list', listId);
+    input.maxLength = 200;
     var suggestions = el('datalist');
     suggestions.id = listId;
     var button = el('button', null, '搜索');
@@ -72,13 +73,20 @@
     container.appendChild(status);
     container.appendChild(list);
 
+    // The API explains itself in English, for developers; citizens read these.
+    function failure(code) {
+      if (code === 429) return '搜索的人较多，请稍候片刻再试';
+      if (code === 400) return '请换用更简短的关键词再试';
+      return '搜索失败，请稍后再试或拨打 12345';
+    }
+
     function search(q) {
       status.textContent = '正在搜索…';
       fetch(endpoint + '/api/public/kb/search?q=' + encodeURIComponent(q) + '&size=' + size)
-        .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
+        .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, status: r.status, body: body }; }); })
         .then(function (res) {
           list.textContent = '';
-          if (!res.ok) { status.textContent = res.body.message || '搜索失败，请稍后再试'; return; }
+          if (!res.ok) { status.textContent = failure(res.status); return; }
           status.textContent = res.body.total ? '共找到 ' + res.body.total + ' 条' : '没有找到相关内容，可拨打 12345 咨询';
           res.body.hits.forEach(function (hit) {
             var item = el('li', 'kb-hit');

@@ -64,5 +64,11 @@ test('a citizen searches from the city website and sees highlighted answers', as
   await input.press('Enter');
   await page.locator('#kb .kb-hit').first().waitFor();
   assert.match(await page.locator('#kb .kb-snippet').first().textContent(), /<script>|灵活就业/);
+
+  // A refusal is explained to the citizen in Chinese, not in the API's English.
+  await input.fill('！？');
+  await input.press('Enter');
+  await page.waitForFunction(() => /关键词|失败/.test(document.querySelector('#kb .kb-status').textContent));
+  assert.equal(await page.locator('#kb .kb-status').textContent(), '请换用更简短的关键词再试');
   assert.deepEqual(errors, []);
 });
