@@ -39,6 +39,8 @@ struct SearchPage<'a> {
     clear_href: String,
     prev_href: Option<String>,
     next_href: Option<String>,
+    /// Carried to each entry, for its way back to these results.
+    entry_query: String,
 }
 
 #[derive(Template)]
@@ -53,6 +55,14 @@ struct EntryPage<'a> {
     updated: String,
     from: Option<String>,
     until: Option<String>,
+    /// Back to the search the entry was opened from (or to an empty one).
+    back: String,
+}
+
+/// `q` of an entry page: the search it was opened from.
+#[derive(Debug, Default, Deserialize)]
+struct EntryQuery {
+    q: Option<String>,
 }
 
 fn html(status: StatusCode, body: String) -> Response {
@@ -115,6 +125,7 @@ async fn search_page(query: PageQuery, raw: String, cookie: Option<String>, kb: 
         clear_href: href(&q, None, None, None),
         prev_href: None,
         next_href: None,
+        entry_query: serde_urlencoded::to_string([("q", q.as_str())]).unwrap_or_default(),
     };
     if q.chars().count() > 200 {
         view.error = Some("搜索词过长（最多 200 字），请精简后再搜。".into());
@@ -148,7 +159,8 @@ async fn search_page(query: PageQuery, raw: String, cookie: Option<String>, kb: 
     render(&view)
 }
 
-async fn entry_page(entry_id: String, cookie: Option<String>, kb: Arc<KnowledgeBase>, id: Arc<Identity>) -> Response {
+async fn entry_page(entry_id: String, query: EntryQuery, cookie: Option<String>, kb: Arc<KnowledgeBase>, id: Arc<Identity>) -> Response {
+    let back = href(query.q.as_deref().unwrap_or_default().trim(), None, None, None);
     let user = match signed_in(&id, cookie, &format!("/kb/entries/{entry_id}")).await {
         Ok(u) => u,
         Err(r) => return r,
@@ -168,8 +180,12 @@ async fn entry_page(entry_id: String, cookie: Option<String>, kb: Arc<KnowledgeB
             from: entry.effective_from.map(format_date),
             until: entry.effective_until.map(format_date),
             entry: &entry,
+            back,
         }),
-        Ok(None) => html(StatusCode::NOT_FOUND, "<p>没有这条知识。</p>".into()),
+        Ok(None) => civichub_identity::http::render(
+            StatusCode::NOT_FOUND,
+            &civichub_identity::http::MessagePage { title: "没有这条知识", message: "这条知识不存在或已删除。", is_error: true, link: Some(("/kb", "返回知识库检索")) },
+        ),
         Err(e) => {
             tracing::error!("reading entry: {e}");
             html(StatusCode::INTERNAL_SERVER_ERROR, "服务器内部错误".into())
@@ -190,9 +206,10 @@ pub fn routes(kb: Arc<KnowledgeBase>, id: Arc<Identity>) -> warp::filters::Boxed
         .then(|q, raw, cookie, (kb, id)| search_page(q, raw, cookie, kb, id));
     let entry = warp::path!("kb" / "entries" / String)
         .and(warp::get())
+        .and(warp::query::<EntryQuery>().or(warp::any().map(EntryQuery::default)).unify())
         .and(cookie)
         .and(state)
-        .then(|entry_id, cookie, (kb, id)| entry_page(entry_id, cookie, kb, id));
+        .then(|entry_id, query, cookie, (kb, id)| entry_page(entry_id, query, cookie, kb, id));
     let asset = |path: &'static str, body: &'static str, content_type: &'static str| {
         warp::path("kb").and(warp::path("assets").or(warp::any()).unify()).and(warp::path(path)).and(warp::path::end()).and(warp::get()).map(move || {
             let r = warp::reply::with_header(body, "content-type", content_type);

@@ -48,7 +48,11 @@ test('an agent signs in once, searches with facets and opens an entry', async ()
   await page.locator('.search button').click();
   await page.waitForURL(/q=%E6%AC%A0%E8%96%AA/);
   await page.locator('.hit .title', { hasText: '欠薪类诉求派单口径' }).click();
-  await page.waitForURL(/\/kb\/entries\/kb-b-3$/);
+  await page.waitForURL(/\/kb\/entries\/kb-b-3\?q=/);
   assert.equal(await page.locator('article h1').textContent(), '欠薪类诉求派单口径');
   assert.match(await page.locator('article .meta').first().textContent(), /内部/);
+  // Back to the same results, without script.
+  await page.locator('a', { hasText: '返回检索结果' }).click();
+  await page.waitForURL(/\/kb\?q=%E6%AC%A0%E8%96%AA$/);
+  assert.ok((await page.locator('.hit').count()) >= 1);
 });

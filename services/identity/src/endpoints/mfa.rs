@@ -56,7 +56,8 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
 }
 
 fn expired() -> Response {
-    http::error_page(StatusCode::BAD_REQUEST, "这次登录已过期或已完成，请重新登录。")
+    let page = http::MessagePage { title: "无法完成请求", message: "这次登录已过期或已完成，请重新登录。", is_error: true, link: Some(("/login", "重新登录")) };
+    http::render(StatusCode::BAD_REQUEST, &page)
 }
 
 async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode, key: &str, pending: &Pending, error: Option<&str>) -> Response {
