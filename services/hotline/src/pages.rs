@@ -601,9 +601,21 @@ async fn dashboard(tickets: &Tickets, id: &Identity, ctx: &RequestContext, q: St
         Err(r) => return r,
     };
     let now = Tickets::now();
+    // An emptied date box means "not given".
+    let blank = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let q = StatsQuery { from: blank(q.from), to: blank(q.to) };
     let (q, error) = match period(&q, now) {
         Ok(_) => (q, None),
-        Err(Error::Invalid(m)) => (StatsQuery { from: None, to: None }, Some(format!("时间段无效（{m}），已显示最近 30 天。"))),
+        Err(Error::Invalid(m)) => {
+            let why = if m.contains("after") {
+                "开始日期晚于结束日期"
+            } else if m.contains("year") {
+                "时间段最长一年"
+            } else {
+                "日期格式应为 YYYY-MM-DD（1990–2200 年）"
+            };
+            (StatsQuery { from: None, to: None }, Some(format!("时间段无效：{why}，已显示最近 30 天。")))
+        }
         Err(e) => return http::server_error(e),
     };
     let Ok((from_ms, to_ms, from, to)) = period(&q, now) else { return http::server_error("the default period") };
