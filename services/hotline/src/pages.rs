@@ -704,7 +704,7 @@ async fn register(tickets: &Tickets, id: &Identity, ctx: &RequestContext, body: 
     match result {
         Ok(t) => http::redirect(StatusCode::SEE_OTHER, &format!("/hotline?{}", serde_urlencoded::to_string([("registered", &t.number)]).unwrap_or_default())),
         Err(Error::Invalid(m)) => {
-            workbench_with(tickets, id, ctx, None, Some(format!("未能登记：{m}")), StatusCode::BAD_REQUEST, Typed::from_form(&form)).await
+            workbench_with(tickets, id, ctx, None, Some(format!("未能登记：{}", zh(&m))), StatusCode::BAD_REQUEST, Typed::from_form(&form)).await
         }
         Err(e) => http::server_error(e),
     }
@@ -787,11 +787,38 @@ async fn act(tickets: &Tickets, id: &Identity, ctx: &RequestContext, number: &st
     }
 }
 
+/// The Chinese a page shows for a message of the ticket rules, which speak
+/// the API's English: a catalogue keyed on the English text (as gettext keys
+/// on it), matched by the phrase that identifies each message; the message
+/// itself where none matches.
+fn zh(message: &str) -> String {
+    const CATALOGUE: &[(&str, &str)] = &[
+        ("an extension is already waiting for a decision", "已有一项延期申请待审批"),
+        ("an extension must be asked for before the deadline", "延期须在办理时限到期前申请"),
+        ("no extension is waiting", "没有待审批的延期申请"),
+        ("only a ticket rated unsatisfied is reopened", "只有回访不满意的工单才能重办"),
+        ("a ticket is not merged into itself", "工单不能并入自身"),
+        ("redispatch to another department, or uphold", "改派须选择另一个承办单位，否则请维持原派"),
+        ("the lead department is not also a co-handler", "主办单位不能同时作为协办单位"),
+        ("working_days must be 1–30", "延期工作日须为 1–30"),
+        ("is no longer open", "要并入的工单已办结或已并单"),
+        ("merge: no ticket", "没有要并入的工单"),
+        ("is not a ticket number", "工单号格式应为 12345-YYYYMMDD-NNNNNN"),
+        ("content must not be empty", "诉求内容不能为空"),
+        ("content is", "诉求内容过长"),
+        ("is not a phone number", "联系电话格式不正确"),
+        ("is not a six-digit GB/T 39666 code", "分类代码应为 6 位数字（GB/T 39666）"),
+        ("must not be empty", "必填内容不能为空"),
+        ("is longer than", "填写的内容过长"),
+    ];
+    CATALOGUE.iter().find(|(en, _)| message.contains(en)).map_or_else(|| message.to_owned(), |(_, zh)| (*zh).to_owned())
+}
+
 /// What a page says when an action is refused (none for a server error).
 fn refusal(e: &Error) -> Option<(StatusCode, String)> {
     Some(match e {
-        Error::Invalid(m) => (StatusCode::BAD_REQUEST, format!("未能办理：{m}")),
-        Error::Conflict(m) => (StatusCode::CONFLICT, format!("未能办理：{m}")),
+        Error::Invalid(m) => (StatusCode::BAD_REQUEST, format!("未能办理：{}", zh(m))),
+        Error::Conflict(m) => (StatusCode::CONFLICT, format!("未能办理：{}", zh(m))),
         Error::Forbidden(m) => (StatusCode::FORBIDDEN, format!("无权办理：{m}")),
         Error::Refused { label, status, .. } => (StatusCode::CONFLICT, format!("未能办理：工单{}，不能{label}。", status_label(*status))),
         Error::NotPermitted { label, needs, .. } => (StatusCode::FORBIDDEN, format!("无权办理：{label}须由{}办理。", needs.zh())),
@@ -891,5 +918,13 @@ mod tests {
         let not_permitted = Error::NotPermitted { action: "accept", label: "签收", needs: Needs::LeadHandler };
         assert_eq!(refusal(&not_permitted), Some((StatusCode::FORBIDDEN, "无权办理：签收须由主办单位的承办人办理。".into())));
         assert!(refusal(&Error::Calendar("x".into())).is_none(), "a server error is not a refusal");
+    }
+
+    #[test]
+    fn the_rules_messages_read_in_chinese_on_the_pages() {
+        assert_eq!(zh("extend: an extension must be asked for before the deadline"), "延期须在办理时限到期前申请");
+        assert_eq!(zh("caller_phone \"12\" is not a phone number"), "联系电话格式不正确");
+        assert_eq!(zh("merge: ticket 12345-20261129-000001 is no longer open"), "要并入的工单已办结或已并单");
+        assert_eq!(zh("something new"), "something new", "unknown messages are shown as they are");
     }
 }
