@@ -257,6 +257,22 @@ async fn a_verifier_for_a_code_without_a_challenge_is_refused(app: &TestApp) {
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_grant");
 }
 
+async fn the_login_page_names_the_client_it_continues_to(app: &TestApp) {
+    app.add_user("lisi", &[]);
+    let secret = app.add_client("portal", &["--first-party"]).expect("secret");
+    let rp = app.rp("portal", Some(secret)).await;
+    let browser = Browser::new();
+    let (_, login) = browser.visit(rp.authorize(&[]).url.as_str()).await.page();
+    assert!(login.contains("登录后将继续访问 <strong>portal</strong>"), "{login}");
+    // Still named after a wrong password.
+    let (status, again) = browser.submit(&url::Url::parse(&app.url("/login")).unwrap(), &login, &[("username", "lisi"), ("password", "wrong-password")]).await.page();
+    assert_eq!(status, 401);
+    assert!(again.contains("登录后将继续访问 <strong>portal</strong>"), "{again}");
+    // A name no client has is not shown, whatever a link says.
+    let (_, crafted) = Browser::new().visit(&app.url("/login?client=%E5%81%87%E5%86%92%E7%B3%BB%E7%BB%9F")).await.page();
+    assert!(!crafted.contains("登录后将继续访问"), "{crafted}");
+}
+
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -269,4 +285,5 @@ crate::both!(
     replayed_code_is_refused_and_revokes_its_tokens,
     codes_expire_within_a_minute,
     a_verifier_for_a_code_without_a_challenge_is_refused,
+    the_login_page_names_the_client_it_continues_to,
 );

@@ -54,6 +54,8 @@ struct LoginForm {
     password: Option<String>,
     return_to: Option<String>,
     link: Option<String>,
+    /// The client the login is for, kept for the page shown again after a refusal.
+    client: Option<String>,
 }
 
 /// Only local paths may be returned to after login: never another site.
@@ -114,7 +116,15 @@ pub(crate) async fn page(id: &Identity, ctx: &RequestContext, status: StatusCode
             label: u.label().to_owned(),
         })
         .collect();
-    let page = LoginPage { csrf: &csrf, return_to: view.return_to, username, client: view.client, error, link, upstreams, passkeys: id.passkeys.available() };
+    // Only a registered client is named: the hint must not say what a crafted link wants it to.
+    let client = match view.client {
+        Some(c) => match id.clients.get(c).await {
+            Ok(found) => found.is_some().then_some(c),
+            Err(e) => return http::server_error(e),
+        },
+        None => None,
+    };
+    let page = LoginPage { csrf: &csrf, return_to: view.return_to, username, client, error, link, upstreams, passkeys: id.passkeys.available() };
     http::with_csrf(http::render(status, &page), &csrf, fresh, id.settings.secure_cookies())
 }
 
@@ -127,7 +137,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         return http::error_page(StatusCode::BAD_REQUEST, "登录表单格式错误。");
     };
     let return_to = safe_return(form.return_to.as_deref()).to_owned();
-    let view = View { return_to: &return_to, client: None, link: form.link.as_deref() };
+    let view = View { return_to: &return_to, client: form.client.as_deref(), link: form.link.as_deref() };
     let typed = form.username.clone().unwrap_or_default();
     if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
         return page(&id, &ctx, StatusCode::FORBIDDEN, &view, &typed, Some("页面已过期，请重新登录。")).await;
