@@ -64,6 +64,10 @@ where
     }
 }
 
+/// The longest a batch may take before it is abandoned (rolled back, its
+/// callers told it failed).
+const BATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Commits the writes of concurrent callers together.
 #[derive(Clone)]
 pub struct GroupWriter {
@@ -155,25 +159,38 @@ impl GroupWriter {
                         Err(_) => break,
                     }
                 }
-                if batch.len() == 1 {
-                    let started = std::time::Instant::now();
-                    alone(&db, batch.pop().expect("one job")).await;
-                    stats.record(name, 1, started.elapsed());
-                    continue;
-                }
                 let started = std::time::Instant::now();
                 let n = batch.len();
-                let outcome = together(&db, &mut batch).await;
-                stats.record(name, n, started.elapsed());
-                match outcome {
-                    Ok(()) => batch.into_iter().for_each(|job| job.finish(None)),
-                    Err(reason) => {
-                        tracing::debug!("group commit of {} writes failed ({reason}); writing one by one", batch.len());
-                        for job in batch {
-                            alone(&db, job).await;
+                // Each batch in a task of its own, within a time limit: a write
+                // that panics or hangs (a lock never granted) fails its batch's
+                // callers (their answer channels close: `WriterStopped`), and the
+                // writer goes on with the next batch.
+                let db = db.clone();
+                let run = tokio::spawn(async move {
+                    if batch.len() == 1 {
+                        alone(&db, batch.pop().expect("one job")).await;
+                        return;
+                    }
+                    match together(&db, &mut batch).await {
+                        Ok(()) => batch.into_iter().for_each(|job| job.finish(None)),
+                        Err(reason) => {
+                            tracing::debug!("group commit of {} writes failed ({reason}); writing one by one", batch.len());
+                            for job in batch {
+                                alone(&db, job).await;
+                            }
                         }
                     }
+                });
+                let abort = run.abort_handle();
+                match tokio::time::timeout(BATCH_LIMIT, run).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!("{name}: a batch of {n} writes failed: {e}"),
+                    Err(_) => {
+                        abort.abort();
+                        tracing::error!("{name}: a batch of {n} writes took longer than {BATCH_LIMIT:?} and was abandoned");
+                    }
                 }
+                stats.record(name, n, started.elapsed());
             }
         });
         GroupWriter { jobs }
@@ -246,5 +263,31 @@ mod tests {
         assert_eq!(failed, 24, "i % 10 == 0 fail in their work, i % 25 == 0 at commit");
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM bus_cursors").fetch_one(db.pool()).await.expect("count").try_get("n").expect("n");
         assert_eq!(n, 177, "every good write is there (and the seed), nothing of a failed one");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_panics_fails_its_caller_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let writer = GroupWriter::start(db.clone(), 64, "test writer");
+        let insert = |name: &'static str, panics: bool| {
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write(move |tx| {
+                        Box::pin(async move {
+                            sqlx::query("INSERT INTO bus_cursors (name, position) VALUES ($1, 0)").bind(name).execute(&mut **tx).await?;
+                            assert!(!panics, "a bug in a write");
+                            Ok::<_, Error>(())
+                        })
+                    })
+                    .await
+            }
+        };
+        assert!(insert("lost", true).await.is_err(), "the caller hears its write failed");
+        insert("kept", false).await.expect("the writer still writes");
+        let names: Vec<String> =
+            sqlx::query("SELECT name FROM bus_cursors").fetch_all(db.pool()).await.expect("rows").iter().map(|r| r.try_get("name").expect("name")).collect();
+        assert_eq!(names, ["kept"], "nothing of the write that panicked");
     }
 }
