@@ -30,12 +30,28 @@ impl RateLimiter {
         if windows.len() > 100_000 {
             windows.retain(|_, (m, _)| *m == minute);
         }
-        let slot = windows.entry(ip).or_insert((minute, 0));
+        let slot = windows.entry(client_of(ip)).or_insert((minute, 0));
         if slot.0 != minute {
             *slot = (minute, 0);
         }
         slot.1 += 1;
         if slot.1 > self.per_minute { Err(60 - now % 60) } else { Ok(()) }
+    }
+}
+
+/// Whom a request is counted against: an IPv4 address, or the /64 network of
+/// an IPv6 one (a single subscriber is handed a whole /64 and may use any
+/// address in it; counting each would be no limit at all).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -72,5 +88,18 @@ mod tests {
         assert!(limiter.allow(Some(a)).is_ok());
         assert!(limiter.allow(Some(a)).is_err());
         assert!(limiter.allow(Some(b)).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_counted_by_its_64() {
+        let limiter = RateLimiter::new(2);
+        for host in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+            assert!(limiter.allow(Some(host.parse().unwrap())).is_ok());
+        }
+        assert!(limiter.allow(Some("2001:db8:1:2:ffff::9".parse().unwrap())).is_err(), "another address of the same /64");
+        assert!(limiter.allow(Some("2001:db8:1:3::1".parse().unwrap())).is_ok(), "another /64");
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        assert!(limiter.allow(Some(mapped)).is_ok() && limiter.allow(Some("10.0.0.9".parse().unwrap())).is_ok());
+        assert!(limiter.allow(Some(mapped)).is_err(), "a mapped IPv4 address is that IPv4 address");
     }
 }
