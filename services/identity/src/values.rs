@@ -16,11 +16,14 @@ impl FromStr for Username {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
-        let ok = !s.is_empty()
-            && s.chars().count() <= 64
-            && s.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        // Checked as stored (lower case): a name whose lower case gains a
+        // mark (İ becomes i and a combining dot) would not parse back.
+        let lower = s.to_lowercase();
+        let ok = !lower.is_empty()
+            && lower.chars().count() <= 64
+            && lower.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
         if ok {
-            Ok(Username(s.to_lowercase()))
+            Ok(Username(lower))
         } else {
             Err(Error::Invalid(format!(
                 "invalid username {s:?}: use 1-64 letters, digits or . _ - @"
@@ -175,6 +178,12 @@ mod tests {
         assert_eq!("Alice".parse::<Username>().unwrap().as_str(), "alice");
         assert_eq!("张三".parse::<Username>().unwrap().as_str(), "张三");
         assert!("a b".parse::<Username>().is_err());
+        // Every accepted name parses back as stored.
+        for name in ["Alice", "张三", "Ärzte", "İvan"] {
+            if let Ok(u) = name.parse::<Username>() {
+                assert_eq!(u.as_str().parse::<Username>().ok().as_ref(), Some(&u), "{name}");
+            }
+        }
         assert!("".parse::<Username>().is_err());
     }
 
