@@ -11,7 +11,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::content::split_message;
 use crate::error::{Error, Result};
-use crate::gateway::{OutgoingSms, SmsEvent, SmsGateway, Submitted, normalize_mobile};
+use crate::gateway::{OutgoingSms, Received, SmsGateway, Submitted, normalize_mobile};
 use crate::link::{self, Command, PendingSubmit, Seq};
 use crate::pdu::{MsgResp, RESULT_FLOW_CONTROL, Submit, format_msg_id};
 use crate::secret::Secret;
@@ -49,7 +49,7 @@ pub struct CmppConfig {
     pub fee_type: String,
     /// `FeeCode` for SUBMITs (default `"000000"`).
     pub fee_code: String,
-    /// Capacity of the [`SmsEvent`] channel (default 1024). When it is full the client stops
+    /// Capacity of the [`Received`] event channel (default 1024). When it is full the client stops
     /// reading from the gateway until the consumer catches up.
     pub event_buffer: usize,
 }
@@ -111,7 +111,7 @@ impl CmppConfig {
 /// A CMPP 2.0 client. Cheap to clone; all clones share one connection task.
 ///
 /// The task keeps the link up (ACTIVE_TEST when idle, reconnect with backoff), answers the
-/// gateway's ACTIVE_TEST and DELIVER, and forwards reports and MO messages as [`SmsEvent`]s.
+/// gateway's ACTIVE_TEST and DELIVER, and forwards reports and MO messages as [`Received`] events, answering each DELIVER once its event is stored.
 /// When the last clone is dropped, or on [`CmppClient::shutdown`], it sends TERMINATE and ends.
 #[derive(Clone)]
 pub struct CmppClient {
@@ -139,7 +139,7 @@ impl fmt::Debug for CmppClient {
 impl CmppClient {
     /// Connects and logs in, failing if this first login fails (e.g. [`Error::AuthFailed`]);
     /// afterwards the link is kept up in the background.
-    pub async fn connect(config: CmppConfig) -> Result<(Self, mpsc::Receiver<SmsEvent>)> {
+    pub async fn connect(config: CmppConfig) -> Result<(Self, mpsc::Receiver<Received>)> {
         config.validate()?;
         let config = Arc::new(config);
         let mut seq = Seq::default();
@@ -149,7 +149,7 @@ impl CmppClient {
 
     /// Starts the connection task without waiting for the first login; sends wait for the link
     /// (up to the submit timeout) until it is up. Must be called inside a Tokio runtime.
-    pub fn spawn(config: CmppConfig) -> Result<(Self, mpsc::Receiver<SmsEvent>)> {
+    pub fn spawn(config: CmppConfig) -> Result<(Self, mpsc::Receiver<Received>)> {
         config.validate()?;
         Ok(Self::start(Arc::new(config), None, Seq::default()))
     }
@@ -158,7 +158,7 @@ impl CmppClient {
         config: Arc<CmppConfig>,
         first: Option<link::Connection>,
         seq: Seq,
-    ) -> (Self, mpsc::Receiver<SmsEvent>) {
+    ) -> (Self, mpsc::Receiver<Received>) {
         let (cmd_tx, cmd_rx) = mpsc::channel(config.window + 16);
         let (link_tx, link_rx) = watch::channel(false);
         let (ev_tx, ev_rx) = mpsc::channel(config.event_buffer);

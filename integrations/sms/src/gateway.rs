@@ -68,7 +68,34 @@ pub enum SmsEvent {
         to: String,
         /// The decoded text.
         text: String,
+        /// The gateway's id of the message (of its last segment): the same
+        /// when the gateway sends it again, so it is stored once.
+        msg_id: String,
     },
+}
+
+/// An [`SmsEvent`] as the CMPP link hands it over. The gateway gets its
+/// answer (DELIVER_RESP) only once [`Received::stored`] says the event is
+/// safe: one lost before that (a crash, a failed write) is sent again by the
+/// gateway rather than lost.
+#[derive(Debug)]
+pub struct Received {
+    /// What arrived.
+    pub event: SmsEvent,
+    stored: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Received {
+    pub(crate) fn new(event: SmsEvent, stored: tokio::sync::oneshot::Sender<()>) -> Received {
+        Received { event, stored: Some(stored) }
+    }
+
+    /// The event is stored: the gateway is answered.
+    pub fn stored(mut self) {
+        if let Some(tx) = self.stored.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// Checks and normalises a mainland mobile number to its 11 digits (`1` followed by 10 digits).

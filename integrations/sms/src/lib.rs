@@ -35,7 +35,7 @@ pub use content::{
     split_udh,
 };
 pub use error::{Error, Result};
-pub use gateway::{OutgoingSms, SmsEvent, SmsGateway, Submitted, Template, normalize_mobile};
+pub use gateway::{OutgoingSms, Received, SmsEvent, SmsGateway, Submitted, Template, normalize_mobile};
 pub use pdu::{
     CMPP_VERSION_2_0, Connect, ConnectResp, Deliver, DeliverResp, MAX_DEST_USR, MsgResp,
     RESULT_FLOW_CONTROL, STATUS_REPORT_LEN, StatusReport, Submit, SubmitResp, compose_msg_id,

@@ -16,7 +16,7 @@ use crate::auth::cmpp_timestamp_now;
 use crate::client::CmppConfig;
 use crate::codec::{BadPdu, Decoded, Frame, FrameDecoder, Pdu, command};
 use crate::error::{Error, Result};
-use crate::gateway::SmsEvent;
+use crate::gateway::{Received, SmsEvent};
 use crate::pdu::{Connect, Deliver, MsgResp, format_msg_id};
 use crate::reassembly::Reassembler;
 
@@ -157,7 +157,7 @@ pub(crate) async fn run(
     mut seq: Seq,
     mut commands: mpsc::Receiver<Command>,
     link: watch::Sender<bool>,
-    events: mpsc::Sender<SmsEvent>,
+    events: mpsc::Sender<Received>,
     window: Arc<Semaphore>,
 ) {
     let mut reassembler = Reassembler::default();
@@ -185,8 +185,11 @@ pub(crate) async fn run(
         info!(addr = %cfg.addr, sp_id = %cfg.sp_id, "CMPP link up");
         backoff = min;
         link.send_replace(true);
-        let outcome = Session::new(&cfg, &mut seq, &events, &mut reassembler)
-            .run(conn, &mut commands)
+        // Answers for this connection only: a DELIVER stored after it was
+        // lost is answered by the gateway sending it again on the next one.
+        let (answers, mut stored) = mpsc::unbounded_channel();
+        let outcome = Session::new(&cfg, &mut seq, &events, &mut reassembler, answers)
+            .run(conn, &mut commands, &mut stored)
             .await;
         link.send_replace(false);
         match outcome {
@@ -251,8 +254,10 @@ struct InFlight {
 struct Session<'a> {
     cfg: &'a CmppConfig,
     seq: &'a mut Seq,
-    events: &'a mpsc::Sender<SmsEvent>,
+    events: &'a mpsc::Sender<Received>,
     reassembler: &'a mut Reassembler,
+    /// DELIVERs whose events were stored, to answer: (sequence id, Msg_Id).
+    answers: mpsc::UnboundedSender<(u32, u64)>,
     pending: HashMap<u32, InFlight>,
     last_rx: Instant,
     last_active_test: Option<Instant>,
@@ -263,14 +268,16 @@ impl<'a> Session<'a> {
     fn new(
         cfg: &'a CmppConfig,
         seq: &'a mut Seq,
-        events: &'a mpsc::Sender<SmsEvent>,
+        events: &'a mpsc::Sender<Received>,
         reassembler: &'a mut Reassembler,
+        answers: mpsc::UnboundedSender<(u32, u64)>,
     ) -> Self {
         Session {
             cfg,
             seq,
             events,
             reassembler,
+            answers,
             pending: HashMap::new(),
             last_rx: Instant::now(),
             last_active_test: None,
@@ -278,14 +285,19 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn run(mut self, conn: Connection, commands: &mut mpsc::Receiver<Command>) -> Outcome {
+    async fn run(
+        mut self,
+        conn: Connection,
+        commands: &mut mpsc::Receiver<Command>,
+        stored: &mut mpsc::UnboundedReceiver<(u32, u64)>,
+    ) -> Outcome {
         let Connection {
             stream,
             mut decoder,
         } = conn;
         let (mut reader, mut writer) = stream.into_split();
         let outcome = self
-            .serve(&mut reader, &mut writer, &mut decoder, commands)
+            .serve(&mut reader, &mut writer, &mut decoder, commands, stored)
             .await;
         if let Outcome::Shutdown(_) = outcome {
             self.terminate(&mut reader, &mut writer, &mut decoder).await;
@@ -309,6 +321,7 @@ impl<'a> Session<'a> {
         writer: &mut OwnedWriteHalf,
         decoder: &mut FrameDecoder,
         commands: &mut mpsc::Receiver<Command>,
+        stored: &mut mpsc::UnboundedReceiver<(u32, u64)>,
     ) -> Outcome {
         let period = (self.cfg.active_test_interval.min(self.cfg.submit_timeout) / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -342,6 +355,12 @@ impl<'a> Session<'a> {
                 },
                 _ = tick.tick() => {
                     if let Err(e) = self.on_tick(writer).await {
+                        return Outcome::Lost(e);
+                    }
+                }
+                Some((seq, msg_id)) = stored.recv() => {
+                    let resp = MsgResp { msg_id, result: 0 };
+                    if let Err(e) = write_frame(writer, &Frame::new(seq, Pdu::DeliverResp(resp))).await {
                         return Outcome::Lost(e);
                     }
                 }
@@ -396,11 +415,23 @@ impl<'a> Session<'a> {
                     msg_id: deliver.msg_id,
                     result: 0,
                 };
-                write_frame(writer, &Frame::new(seq, Pdu::DeliverResp(resp))).await?;
-                if let Some(event) = self.deliver_event(&deliver) {
-                    // A dropped receiver only means nobody listens for events.
-                    let _ = self.events.send(event).await;
+                let Some(event) = self.deliver_event(&deliver) else {
+                    // A segment of a longer message (held until the rest comes)
+                    // or a report that does not parse: answered at once.
+                    return write_frame(writer, &Frame::new(seq, Pdu::DeliverResp(resp))).await;
+                };
+                let (stored, answered) = oneshot::channel();
+                if self.events.send(Received::new(event, stored)).await.is_err() {
+                    // Nobody listens for events: nothing will store it.
+                    return write_frame(writer, &Frame::new(seq, Pdu::DeliverResp(resp))).await;
                 }
+                // Answered once stored; never, if it was not (the gateway sends it again).
+                let answers = self.answers.clone();
+                tokio::spawn(async move {
+                    if answered.await.is_ok() {
+                        let _ = answers.send((seq, resp.msg_id));
+                    }
+                });
             }
             Pdu::ActiveTest => {
                 write_frame(writer, &Frame::new(seq, Pdu::ActiveTestResp)).await?;
@@ -439,6 +470,7 @@ impl<'a> Session<'a> {
                     from: d.src_terminal_id.clone(),
                     to: d.dest_id.clone(),
                     text,
+                    msg_id: format_msg_id(d.msg_id),
                 }),
                 Ok(None) => None,
                 Err(e) => {

@@ -47,11 +47,20 @@ fn sms(to: &str, text: &str, want_report: bool) -> OutgoingSms {
     }
 }
 
-async fn next_event(rx: &mut mpsc::Receiver<SmsEvent>) -> SmsEvent {
+/// The next event, not yet said to be stored (the gateway has no answer yet).
+async fn next_received(rx: &mut mpsc::Receiver<Received>) -> Received {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("an event within 5 s")
         .expect("event channel open")
+}
+
+/// The next event, said to be stored at once.
+async fn next_event(rx: &mut mpsc::Receiver<Received>) -> SmsEvent {
+    let received = next_received(rx).await;
+    let event = received.event.clone();
+    received.stored();
+    event
 }
 
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
@@ -259,14 +268,19 @@ async fn mobile_originated_message_arrives_as_incoming() {
     let (_client, mut events) = CmppClient::connect(config(&sim)).await.unwrap();
     eventually("login", || sim.connections() == 1).await;
     sim.inject_mo("13900139000", "查询工单进度").unwrap();
-    assert_eq!(
-        next_event(&mut events).await,
-        SmsEvent::Incoming {
-            from: "13900139000".into(),
-            to: "10690012345".into(),
-            text: "查询工单进度".into(),
+    // The gateway is answered only once the event is stored.
+    let received = next_received(&mut events).await;
+    match &received.event {
+        SmsEvent::Incoming { from, to, text, msg_id } => {
+            assert_eq!((from.as_str(), to.as_str(), text.as_str()), ("13900139000", "10690012345", "查询工单进度"));
+            assert!(!msg_id.is_empty(), "the gateway's id, to store it once");
         }
-    );
+        other => panic!("{other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sim.deliver_resps_received(), 0, "no DELIVER_RESP before the event is stored");
+    received.stored();
+    eventually("DELIVER_RESP once stored", || sim.deliver_resps_received() == 1).await;
     // A long MO message is reassembled before it is reported.
     let long = "我家楼下的路灯已经坏了两个星期，晚上出行很不方便，请尽快安排维修。".repeat(3);
     sim.inject_mo("13900139000", &long).unwrap();

@@ -106,20 +106,19 @@ fn sms(m: &MessagingArgs, bus: &Bus) -> Result<Option<Arc<dyn SmsGateway>>> {
             // Events are stored concurrently, so that a burst of status reports
             // shares group commits; the link waits while this channel is full.
             let events = futures_util::stream::unfold(events, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
-            tokio::spawn(events.for_each_concurrent(SMS_EVENTS_IN_FLIGHT, move |event| {
+            tokio::spawn(events.for_each_concurrent(SMS_EVENTS_IN_FLIGHT, move |received: civichub_sms::Received| {
                 let bus = bus.clone();
                 async move {
-                    // The gateway has its answer already and will not send this
-                    // again: keep trying until it is stored (the link waits
-                    // meanwhile once every slot is taken).
+                    // Kept trying until stored; only then is the gateway answered
+                    // (until then it would send the DELIVER again, not lose it).
                     let mut pause = Duration::from_millis(100);
                     loop {
-                        let published = match &event {
+                        let published = match &received.event {
                             SmsEvent::Report { gateway_id, stat, delivered, .. } => {
                                 let receipt = Receipt { channel: "sms".into(), gateway_id: gateway_id.clone(), stat: stat.clone(), delivered: *delivered };
                                 publish_receipt(&bus, &receipt).await
                             }
-                            SmsEvent::Incoming { from, to, text } => publish_incoming_sms(&bus, from, to, text).await,
+                            SmsEvent::Incoming { from, to, text, msg_id } => publish_incoming_sms(&bus, from, to, text, Some(msg_id)).await,
                         };
                         match published {
                             Ok(()) => break,
@@ -130,6 +129,7 @@ fn sms(m: &MessagingArgs, bus: &Bus) -> Result<Option<Arc<dyn SmsGateway>>> {
                             }
                         }
                     }
+                    received.stored();
                 }
             }));
             Ok(Some(Arc::new(client)))

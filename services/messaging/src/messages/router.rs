@@ -846,9 +846,16 @@ pub async fn publish_receipt(bus: &Bus, receipt: &Receipt) -> Result<()> {
     bus.publish(subjects::SMS_RECEIPT, env).await
 }
 
-/// Publishes a citizen's SMS on `civichub.msg.sms.in`.
-pub async fn publish_incoming_sms(bus: &Bus, from: &str, to: &str, text: &str) -> Result<()> {
-    let env = Envelope::new("msg.sms.in", "civichub/sms", None, json!({ "from": from, "to": to, "text": text }));
+/// Publishes a citizen's SMS on `civichub.msg.sms.in`; `gateway_id`, when
+/// the gateway gives one, makes a message it sends again the same envelope.
+pub async fn publish_incoming_sms(bus: &Bus, from: &str, to: &str, text: &str, gateway_id: Option<&str>) -> Result<()> {
+    let mut env = Envelope::new("msg.sms.in", "civichub/sms", None, json!({ "from": from, "to": to, "text": text }));
+    if let Some(id) = gateway_id.filter(|id| !id.is_empty()) {
+        // The gateway's id: a message it sends again is the same envelope,
+        // which the outbox, JetStream and the consumers already take once.
+        env.id = format!("sms-in-{id}");
+        env.trace_id = env.id.clone();
+    }
     bus.publish(subjects::SMS_IN, env).await
 }
 
