@@ -59,8 +59,8 @@ const MAX_SUGGEST_CHARS: usize = 50;
 fn parse_search(p: SearchParams) -> Result<SearchRequest, Response> {
     let bad = |m: &str| error(StatusCode::BAD_REQUEST, "invalid_request", m);
     let q = p.q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty()).ok_or_else(|| bad("q is required: give the words to search for"))?;
-    if q.chars().count() > 200 {
-        return Err(bad("q is longer than 200 characters"));
+    if q.chars().count() > crate::MAX_QUERY_CHARS {
+        return Err(bad(&format!("q is longer than {} characters", crate::MAX_QUERY_CHARS)));
     }
     let page = match p.page.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => 1,

@@ -153,6 +153,9 @@ fn facet(name: &str) -> Facet {
 /// How far into the results a search may page (offset + page size).
 pub const MAX_RESULT_WINDOW: usize = 1000;
 
+/// The longest query a search takes, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
+
 /// The index and its single writer.
 pub struct KbIndex {
     index: Index,

@@ -25,7 +25,7 @@ use civichub_store::Db;
 
 pub use entry::{Audience, Entry, EntryInput, Status, TagsInput, ValidEntry, format_date, parse_date};
 pub use error::{Error, Result};
-pub use index::{Facets, Hit, KbIndex, MAX_RESULT_WINDOW, SearchRequest, SearchResponse, Visibility, html_escape};
+pub use index::{Facets, Hit, KbIndex, MAX_QUERY_CHARS, MAX_RESULT_WINDOW, SearchRequest, SearchResponse, Visibility, html_escape};
 pub use store::{EntryStore, REBUILD, Version};
 
 /// How far back the follower re-reads the change stream: on PostgreSQL a

@@ -65,6 +65,9 @@ struct EntryQuery {
     q: Option<String>,
 }
 
+/// Results per page on the agents' search page.
+const PAGE_SIZE: usize = 10;
+
 fn html(status: StatusCode, body: String) -> Response {
     let mut r = warp::reply::with_status(warp::reply::html(body), status).into_response();
     r.headers_mut().insert("cache-control", warp::http::HeaderValue::from_static("no-store"));
@@ -127,15 +130,15 @@ async fn search_page(query: PageQuery, raw: String, cookie: Option<String>, kb: 
         next_href: None,
         entry_query: serde_urlencoded::to_string([("q", q.as_str())]).unwrap_or_default(),
     };
-    if q.chars().count() > 200 {
-        view.error = Some("搜索词过长（最多 200 字），请精简后再搜。".into());
+    if q.chars().count() > crate::MAX_QUERY_CHARS {
+        view.error = Some(format!("搜索词过长（最多 {} 字），请精简后再搜。", crate::MAX_QUERY_CHARS));
     } else if !q.is_empty() {
         let request = SearchRequest {
             q: q.clone(),
             category: category.map(str::to_owned),
             department: department.map(str::to_owned),
             page,
-            size: 10,
+            size: PAGE_SIZE,
         };
         match crate::blocking(|| kb.index.search(&request, Visibility::Internal, civichub_store::now())) {
             Ok(results) => {
@@ -148,7 +151,7 @@ async fn search_page(query: PageQuery, raw: String, cookie: Option<String>, kb: 
                 if page > 1 {
                     view.prev_href = Some(href(&q, category, department, Some(page - 1)));
                 }
-                if page * 10 < results.total && (page + 1) * 10 <= crate::MAX_RESULT_WINDOW {
+                if page * PAGE_SIZE < results.total && (page + 1) * PAGE_SIZE <= crate::MAX_RESULT_WINDOW {
                     view.next_href = Some(href(&q, category, department, Some(page + 1)));
                 }
                 view.results = Some(results);

@@ -12,8 +12,8 @@ use crate::transport::{ApiRequest, Gateway};
 /// The root department's id.
 pub const ROOT_DEPT_ID: i64 = 1;
 
-/// The `errcode` of `topapi/v2/user/get` for a userid DingTalk does not know
-/// (找不到该用户): never a member, or one who left.
+/// The `errcode` of `topapi/v2/user/get` and `user/getbyunionid` for someone
+/// DingTalk does not know as a member (找不到该用户): never one, or one who left.
 pub const UNKNOWN_USER: &str = "60121";
 /// Most users one page of [`DingTalk::list_users`] may hold.
 pub const MAX_PAGE_SIZE: u32 = 100;

@@ -282,17 +282,16 @@ impl FrameDecoder {
             return Ok(None);
         }
         let body = &self.buf[HEADER_LEN..len];
-        let result = Pdu::decode_body(command_id, body);
-        let msg_id = body.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-        self.buf.drain(..len);
-        Ok(Some(match result {
+        let decoded = match Pdu::decode_body(command_id, body) {
             Ok(pdu) => Decoded::Frame(Frame { sequence_id, pdu }),
             Err(error) => Decoded::Malformed(BadPdu {
                 command_id,
                 sequence_id,
                 error,
-                msg_id,
+                msg_id: body.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes),
             }),
-        }))
+        };
+        self.buf.drain(..len);
+        Ok(Some(decoded))
     }
 }

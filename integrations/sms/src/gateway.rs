@@ -82,19 +82,21 @@ pub enum SmsEvent {
 pub struct Received {
     /// What arrived.
     pub event: SmsEvent,
-    stored: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Where the link takes the answers of its connection: the DELIVER's
+    /// sequence id and `Msg_Id`.
+    answers: tokio::sync::mpsc::UnboundedSender<(u32, u64)>,
+    deliver: (u32, u64),
 }
 
 impl Received {
-    pub(crate) fn new(event: SmsEvent, stored: tokio::sync::oneshot::Sender<()>) -> Received {
-        Received { event, stored: Some(stored) }
+    pub(crate) fn new(event: SmsEvent, answers: tokio::sync::mpsc::UnboundedSender<(u32, u64)>, deliver: (u32, u64)) -> Received {
+        Received { event, answers, deliver }
     }
 
-    /// The event is stored: the gateway is answered.
-    pub fn stored(mut self) {
-        if let Some(tx) = self.stored.take() {
-            let _ = tx.send(());
-        }
+    /// The event is stored: the gateway is answered (unless the connection it
+    /// came on is gone; then the gateway sends it again on the next).
+    pub fn stored(self) {
+        let _ = self.answers.send(self.deliver);
     }
 }
 

@@ -420,18 +420,12 @@ impl<'a> Session<'a> {
                     // or a report that does not parse: answered at once.
                     return write_frame(writer, &Frame::new(seq, Pdu::DeliverResp(resp))).await;
                 };
-                let (stored, answered) = oneshot::channel();
-                if self.events.send(Received::new(event, stored)).await.is_err() {
+                // Answered once stored (`Received::stored`); never, if it was not:
+                // the gateway sends it again.
+                if self.events.send(Received::new(event, self.answers.clone(), (seq, resp.msg_id))).await.is_err() {
                     // Nobody listens for events: nothing will store it.
                     return write_frame(writer, &Frame::new(seq, Pdu::DeliverResp(resp))).await;
                 }
-                // Answered once stored; never, if it was not (the gateway sends it again).
-                let answers = self.answers.clone();
-                tokio::spawn(async move {
-                    if answered.await.is_ok() {
-                        let _ = answers.send((seq, resp.msg_id));
-                    }
-                });
             }
             Pdu::ActiveTest => {
                 write_frame(writer, &Frame::new(seq, Pdu::ActiveTestResp)).await?;

@@ -38,11 +38,9 @@ impl Notices {
     /// Active users with `role`, of `department` when one is given.
     async fn users_with(&self, role: &str, department: Option<&str>) -> civichub_messaging::Result<Vec<String>> {
         // Roles are a space-separated list; the department, when given, narrows by its index.
-        let sql = match department {
-            Some(_) => "SELECT username, roles FROM users WHERE disabled = 0 AND roles LIKE $1 AND department = $2 ORDER BY username",
-            None => "SELECT username, roles FROM users WHERE disabled = 0 AND roles LIKE $1 ORDER BY username",
-        };
-        let mut query = sqlx::query(sql).bind(format!("%{role}%"));
+        let narrow = if department.is_some() { " AND department = $2" } else { "" };
+        let sql = format!("SELECT username, roles FROM users WHERE disabled = 0 AND roles LIKE $1{narrow} ORDER BY username");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(format!("%{role}%"));
         if let Some(d) = department {
             query = query.bind(d);
         }
@@ -83,24 +81,42 @@ fn beijing(ms: Option<i64>) -> String {
 #[async_trait]
 impl Handler for Notices {
     async fn handle(&self, env: &Envelope, _delivery: u32) -> Outcome {
-        let p: Value = match env.payload() {
-            Ok(p) => p,
-            Err(e) => return Outcome::reject(format!("not a ticket event: {e}")),
+        let notices = match self.notices_for(env).await {
+            Ok(n) => n,
+            Err(outcome) => return outcome,
         };
+        for (id, to, text) in notices {
+            if let Err(e) = self.send(id, to, text, &env.trace_id).await {
+                return Outcome::retry(e);
+            }
+        }
+        Outcome::Ack
+    }
+}
+
+/// A notice to send: message id, recipient, text.
+type Notice = (String, Recipient, String);
+
+impl Notices {
+    /// Adds a notice of `text` for everyone with `role` (of `department`),
+    /// its message id derived from the event's; how many it reaches.
+    async fn notify(&self, notices: &mut Vec<Notice>, env: &Envelope, role: &str, department: Option<&str>, text: &str) -> Result<usize, Outcome> {
+        let users = self.users_with(role, department).await.map_err(|e| Outcome::retry(format!("database: {e}")))?;
+        let reached = users.len();
+        notices.extend(users.into_iter().map(|user| (format!("notice-{}-{user}", env.id), Recipient::User(user), text.to_owned())));
+        Ok(reached)
+    }
+
+    /// The notices a ticket event calls for (`Err`: what to do with the event instead).
+    async fn notices_for(&self, env: &Envelope) -> Result<Vec<Notice>, Outcome> {
+        let p: Value = env.payload().map_err(|e| Outcome::reject(format!("not a ticket event: {e}")))?;
         let number = p["number"].as_str().unwrap_or_default().to_owned();
         let event = p["event"].as_str().unwrap_or_default();
         let detail = &p["detail"];
-        let mut notices: Vec<(String, Recipient, String)> = Vec::new();
+        let mut notices: Vec<Notice> = Vec::new();
         match event {
             "dispatched" | "redispatched" | "reopened" | "return_refused" | "sign_overdue" | "due_soon" | "overdue" => {
-                let Some(department) = p["department"].as_str() else { return Outcome::Ack };
-                let handlers = match self.users_with("handler", Some(department)).await {
-                    Ok(h) => h,
-                    Err(e) => return Outcome::retry(format!("database: {e}")),
-                };
-                if handlers.is_empty() {
-                    tracing::warn!("ticket {number} is with {department}, which has no handler to notify");
-                }
+                let Some(department) = p["department"].as_str() else { return Ok(notices) };
                 let sign_due = beijing(detail["sign_due_ms"].as_i64());
                 let due = beijing(detail["due_ms"].as_i64());
                 let text = match event {
@@ -111,40 +127,25 @@ impl Handler for Notices {
                     "return_refused" => format!("【12345】工单 {number} 的退单未获同意，请继续办理，{due}前办结。"),
                     _ => format!("【12345】新工单 {number} 已派至{department}，请于{sign_due}前签收，{due}前办结。"),
                 };
-                for user in handlers {
-                    notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
+                if self.notify(&mut notices, env, "handler", Some(department), &text).await? == 0 {
+                    tracing::warn!("ticket {number} is with {department}, which has no handler to notify");
                 }
-                // The co-handling departments of a new dispatch hear of it too.
-                let co: Vec<&str> = detail["co_departments"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                for co_department in co.into_iter().filter(|_| matches!(event, "dispatched" | "redispatched")) {
-                    let helpers = match self.users_with("handler", Some(co_department)).await {
-                        Ok(h) => h,
-                        Err(e) => return Outcome::retry(format!("database: {e}")),
-                    };
+                if matches!(event, "dispatched" | "redispatched") {
+                    // The co-handling departments of a new dispatch hear of it too.
                     let text = format!("【12345】协办工单 {number} 由{department}主办，请配合办理，于{due}前提出协办意见。");
-                    for user in helpers {
-                        notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
+                    for co in detail["co_departments"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                        self.notify(&mut notices, env, "handler", Some(co), &text).await?;
                     }
                 }
                 if event == "overdue" {
                     // Escalation: the supervisors hear of it too.
-                    let supervisors = match self.users_with("supervisor", None).await {
-                        Ok(s) => s,
-                        Err(e) => return Outcome::retry(format!("database: {e}")),
-                    };
                     let text = format!("【12345】超期工单 {number}（{department}）已超过办理时限（{due}），请督办。");
-                    for user in supervisors {
-                        notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
-                    }
+                    self.notify(&mut notices, env, "supervisor", None, &text).await?;
                 }
             }
             "supervised" | "extension_reviewed" => {
                 // The department handling it hears of a supervision card and of its extension's fate.
-                let Some(department) = p["department"].as_str() else { return Outcome::Ack };
-                let handlers = match self.users_with("handler", Some(department)).await {
-                    Ok(h) => h,
-                    Err(e) => return Outcome::retry(format!("database: {e}")),
-                };
+                let Some(department) = p["department"].as_str() else { return Ok(notices) };
                 let due = beijing(detail["due_ms"].as_i64());
                 let note: String = detail["note"].as_str().map(|n| format!("（{}）", n.chars().take(60).collect::<String>())).unwrap_or_default();
                 let text = match (event, detail["level"].as_str(), detail["approved"].as_bool()) {
@@ -159,31 +160,20 @@ impl Handler for Notices {
                     (_, _, Some(true)) => format!("【12345】工单 {number} 的延期申请已批准，办理时限延至{due}。"),
                     _ => format!("【12345】工单 {number} 的延期申请未获批准{note}，请于{due}前办结。"),
                 };
-                for user in handlers {
-                    notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
-                }
+                self.notify(&mut notices, env, "handler", Some(department), &text).await?;
             }
             "contributed" => {
                 // The lead department hears what a co-handling department contributed.
-                let Some(lead) = p["department"].as_str() else { return Outcome::Ack };
-                let handlers = match self.users_with("handler", Some(lead)).await {
-                    Ok(h) => h,
-                    Err(e) => return Outcome::retry(format!("database: {e}")),
-                };
+                let Some(lead) = p["department"].as_str() else { return Ok(notices) };
                 let from = detail["department"].as_str().unwrap_or("协办单位");
                 let said: String = detail["text"].as_str().unwrap_or_default().chars().take(60).collect();
                 let text = format!("【12345】工单 {number} 收到{from}的协办意见：{said}。请汇总后答复。");
-                for user in handlers {
-                    notices.push((format!("notice-{}-{user}", env.id), Recipient::User(user), text.clone()));
-                }
+                self.notify(&mut notices, env, "handler", Some(lead), &text).await?;
             }
             "created" | "replied" => {
-                let phone = match self.caller_phone(&number).await {
-                    Ok(p) => p,
-                    Err(e) => return Outcome::retry(format!("database: {e}")),
-                };
+                let phone = self.caller_phone(&number).await.map_err(|e| Outcome::retry(format!("database: {e}")))?;
                 // Citizens get SMS on mobile numbers only.
-                let Some(phone) = phone.and_then(|p| Phone::parse(&p).ok()) else { return Outcome::Ack };
+                let Some(phone) = phone.and_then(|p| Phone::parse(&p).ok()) else { return Ok(notices) };
                 let text = if event == "created" {
                     format!("【12345】您反映的问题已受理，工单号 {number}。可凭工单号和手机号后四位查询办理进度。")
                 } else {
@@ -193,11 +183,6 @@ impl Handler for Notices {
             }
             _ => {}
         }
-        for (id, to, text) in notices {
-            if let Err(e) = self.send(id, to, text, &env.trace_id).await {
-                return Outcome::retry(e);
-            }
-        }
-        Outcome::Ack
+        Ok(notices)
     }
 }

@@ -215,6 +215,11 @@ fn row(t: &Ticket, viewer: &Actor, now: i64, suggested: String) -> Row {
     }
 }
 
+/// The rows of `list` for `viewer` (no suggested department).
+fn rows(list: &[Ticket], viewer: &Actor, now: i64) -> Vec<Row> {
+    list.iter().map(|t| row(t, viewer, now, String::new())).collect()
+}
+
 /// The signed-in person as a hotline actor with their display name, or the
 /// login page to go to first.
 async fn signed_in(id: &Identity, ctx: &RequestContext, return_to: &str) -> Result<(Actor, String), Response> {
@@ -387,11 +392,7 @@ impl Typed {
     }
 }
 
-async fn workbench(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notice: Option<String>, error: Option<String>, status: StatusCode) -> Response {
-    workbench_with(tickets, id, ctx, notice, error, status, Typed::default()).await
-}
-
-async fn workbench_with(
+async fn workbench(
     tickets: &Tickets,
     id: &Identity,
     ctx: &RequestContext,
@@ -424,10 +425,10 @@ async fn workbench_with(
         Ok(l) => l,
         Err(e) => return http::server_error(e),
     };
-    let mut rows = Vec::with_capacity(waiting.len());
+    let mut waiting_rows = Vec::with_capacity(waiting.len());
     for t in &waiting {
         let suggested = tickets.suggest_departments(t.category.as_deref(), &t.content).await.unwrap_or_default().into_iter().next().unwrap_or_default();
-        rows.push(row(t, &actor, now, suggested));
+        waiting_rows.push(row(t, &actor, now, suggested));
     }
     let caller = match tickets.current_call(&actor.name).await {
         Ok(call) => call.map(|c| c.caller),
@@ -438,7 +439,7 @@ async fn workbench_with(
     };
     let f = Frame::new(ctx, &actor, user, Page::Workbench, notice, error);
     // The directory's departments feed only the dispatch fields of waiting tickets.
-    let departments = if rows.is_empty() { Vec::new() } else { departments(id).await };
+    let departments = if waiting_rows.is_empty() { Vec::new() } else { departments(id).await };
     let page = Workbench {
         user: f.user,
         nav: f.nav,
@@ -447,10 +448,10 @@ async fn workbench_with(
         notice: f.notice,
         error: f.error,
         typed,
-        waiting: rows,
-        to_call_back: to_call_back.iter().map(|t| row(t, &actor, now, String::new())).collect(),
-        to_close: to_close.iter().map(|t| row(t, &actor, now, String::new())).collect(),
-        recent: recent.iter().map(|t| row(t, &actor, now, String::new())).collect(),
+        waiting: waiting_rows,
+        to_call_back: rows(&to_call_back, &actor, now),
+        to_close: rows(&to_close, &actor, now),
+        recent: rows(&recent, &actor, now),
         departments,
     };
     Frame::reply(&f.csrf, f.fresh, id, status, &page)
@@ -515,7 +516,6 @@ async fn supervise(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         Ok(l) => l,
         Err(e) => return http::server_error(e),
     };
-    let rows = |l: &[Ticket]| l.iter().map(|t| row(t, &actor, now, String::new())).collect::<Vec<_>>();
     let f = Frame::new(ctx, &actor, user, Page::Supervise, notice, error);
     // The directory's departments feed only the re-dispatch fields of returns.
     let departments = if returns.is_empty() { Vec::new() } else { departments(id).await };
@@ -525,9 +525,9 @@ async fn supervise(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
         csrf: f.csrf.clone(),
         notice: f.notice,
         error: f.error,
-        overdue: rows(&overdue),
-        returns: rows(&returns),
-        extensions: rows(&extensions),
+        overdue: rows(&overdue, &actor, now),
+        returns: rows(&returns, &actor, now),
+        extensions: rows(&extensions, &actor, now),
         departments,
     };
     Frame::reply(&f.csrf, f.fresh, id, status, &page)
@@ -606,16 +606,7 @@ async fn dashboard(tickets: &Tickets, id: &Identity, ctx: &RequestContext, q: St
     let q = StatsQuery { from: blank(q.from), to: blank(q.to) };
     let (q, error) = match period(&q, now) {
         Ok(_) => (q, None),
-        Err(Error::Invalid(m)) => {
-            let why = if m.contains("after") {
-                "开始日期晚于结束日期"
-            } else if m.contains("year") {
-                "时间段最长一年"
-            } else {
-                "日期格式应为 YYYY-MM-DD（1990–2200 年）"
-            };
-            (StatsQuery { from: None, to: None }, Some(format!("时间段无效：{why}，已显示最近 30 天。")))
-        }
+        Err(Error::Invalid(m)) => (StatsQuery { from: None, to: None }, Some(format!("时间段无效：{}，已显示最近 30 天。", zh(&m)))),
         Err(e) => return http::server_error(e),
     };
     let Ok((from_ms, to_ms, from, to)) = period(&q, now) else { return http::server_error("the default period") };
@@ -652,7 +643,7 @@ async fn dashboard(tickets: &Tickets, id: &Identity, ctx: &RequestContext, q: St
 /// Renders `page` for the signed-in person, with a notice or an error.
 async fn show(page: Page, tickets: &Tickets, id: &Identity, ctx: &RequestContext, notice: Option<String>, error: Option<String>, status: StatusCode) -> Response {
     match page {
-        Page::Workbench => workbench(tickets, id, ctx, notice, error, status).await,
+        Page::Workbench => workbench(tickets, id, ctx, notice, error, status, Typed::default()).await,
         Page::Department => department(tickets, id, ctx, notice, error, status).await,
         Page::Supervise => supervise(tickets, id, ctx, notice, error, status).await,
         Page::Dashboard => dashboard(tickets, id, ctx, StatsQuery { from: None, to: None }).await,
@@ -704,7 +695,7 @@ async fn register(tickets: &Tickets, id: &Identity, ctx: &RequestContext, body: 
     match result {
         Ok(t) => http::redirect(StatusCode::SEE_OTHER, &format!("/hotline?{}", serde_urlencoded::to_string([("registered", &t.number)]).unwrap_or_default())),
         Err(Error::Invalid(m)) => {
-            workbench_with(tickets, id, ctx, None, Some(format!("未能登记：{}", zh(&m))), StatusCode::BAD_REQUEST, Typed::from_form(&form)).await
+            workbench(tickets, id, ctx, None, Some(format!("未能登记：{}", zh(&m))), StatusCode::BAD_REQUEST, Typed::from_form(&form)).await
         }
         Err(e) => http::server_error(e),
     }
@@ -809,6 +800,9 @@ fn zh(message: &str) -> String {
         ("is not a phone number", "联系电话格式不正确"),
         ("is not a six-digit GB/T 39666 code", "分类代码应为 6 位数字（GB/T 39666）"),
         ("must not be empty", "必填内容不能为空"),
+        ("from is after to", "开始日期晚于结束日期"),
+        ("a period is at most a year", "时间段最长一年"),
+        ("must be a date, YYYY-MM-DD", "日期格式应为 YYYY-MM-DD（1990–2200 年）"),
         ("is longer than", "填写的内容过长"),
     ];
     CATALOGUE.iter().find(|(en, _)| message.contains(en)).map_or_else(|| message.to_owned(), |(_, zh)| (*zh).to_owned())

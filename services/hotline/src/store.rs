@@ -325,27 +325,26 @@ impl Tickets {
                 &rewritten
             }
             Action::Merge { into } => {
-                rewritten = Action::Merge { into: into.parse::<TicketNumber>()?.to_string() };
+                // The target must be a ticket still open.
+                let target = into.parse::<TicketNumber>()?.to_string();
+                let status: Option<String> = sqlx::query("SELECT status FROM hotline_tickets WHERE number = $1")
+                    .bind(&target)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get("status"))
+                    .transpose()?;
+                match status.as_deref().and_then(Status::parse) {
+                    None => return Err(Error::Invalid(format!("merge: no ticket {target}"))),
+                    Some(Status::Closed | Status::Merged) => {
+                        return Err(Error::Conflict(format!("merge: ticket {target} is no longer open")));
+                    }
+                    Some(_) => {}
+                }
+                rewritten = Action::Merge { into: target };
                 &rewritten
             }
             other => other,
         };
-        if let Action::Merge { into } = action {
-            let target: TicketNumber = into.parse()?;
-            let status: Option<String> = sqlx::query("SELECT status FROM hotline_tickets WHERE number = $1")
-                .bind(target.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get("status"))
-                .transpose()?;
-            match status.as_deref().and_then(Status::parse) {
-                None => return Err(Error::Invalid(format!("merge: no ticket {target}"))),
-                Some(Status::Closed | Status::Merged) => {
-                    return Err(Error::Conflict(format!("merge: ticket {target} is no longer open")));
-                }
-                Some(_) => {}
-            }
-        }
         let change = ticket.apply(action, now, Rules { calendar: &self.calendar, limits: &self.limits })?;
         sqlx::query(
             "UPDATE hotline_tickets SET doc = $2, status = $3, department = $4, sign_due_ms = $5, due_ms = $6, updated_ms = $7, closed_ms = $8, \

@@ -13,8 +13,6 @@ use url::Url;
 
 use crate::config::Config;
 
-/// DingTalk's errcode for a unionid the organisation does not know.
-const NOT_A_MEMBER: &str = "60121";
 
 /// Staff log in by scanning with DingTalk: the account is the organisation
 /// member its `unionId` resolves to, keyed by the member's userid (the key
@@ -67,7 +65,7 @@ impl Upstream for DingTalkLogin {
         let me = self.client.me(&token.access_token).await.map_err(failed)?;
         let userid = match self.client.user_by_unionid(&me.union_id).await {
             Ok(u) => u,
-            Err(civichub_dingtalk::Error::Api { code, .. }) if code == NOT_A_MEMBER => {
+            Err(civichub_dingtalk::Error::Api { code, .. }) if code == civichub_dingtalk::UNKNOWN_USER => {
                 return Err(UpstreamError::Refused("该钉钉账号不是本单位组织的成员".into()));
             }
             Err(e) => return Err(failed(e)),

@@ -47,12 +47,9 @@ async fn deliver(id: &Identity, outbox: &Outbox, message: OutboxMessage) {
     .await;
     let recorded = match outcome {
         Ok(()) => outbox.delivered(&message.id).await,
-        // The client was removed, or the notice cannot be read: no retry helps.
-        Err(e @ (Error::NotFound(_) | Error::Corrupt(_))) => {
-            tracing::warn!("back-channel logout {} given up: {e}", message.id);
-            outbox.dead(&message.id, &e.to_string()).await
-        }
-        Err(e) if message.attempts >= MAX_ATTEMPTS => {
+        // The client was removed or the notice cannot be read (no retry helps),
+        // or a day of retries did not.
+        Err(e) if matches!(e, Error::NotFound(_) | Error::Corrupt(_)) || message.attempts >= MAX_ATTEMPTS => {
             tracing::warn!("back-channel logout {} given up after {} attempts: {e}", message.id, message.attempts);
             outbox.dead(&message.id, &e.to_string()).await
         }

@@ -394,8 +394,25 @@ type Tx = civichub_store::Tx;
 const ALIAS_SUFFIX: &str = "-union";
 
 /// The provider name under which `source`'s second ids are linked.
-pub(crate) fn alias_provider(source: &str) -> String {
+fn alias_provider(source: &str) -> String {
     format!("{source}{ALIAS_SUFFIX}")
+}
+
+/// Whether `source`'s directory keeps the person `user_id` (whose links are
+/// `links`): it gave them a second id, or holds them in one of its departments.
+pub(crate) async fn keeps(db: &Db, source: &str, user_id: &str, links: &[(String, String)]) -> Result<bool> {
+    let alias = alias_provider(source);
+    if links.iter().any(|(p, _)| *p == alias) {
+        return Ok(true);
+    }
+    let member = sqlx::query(
+        "SELECT 1 FROM user_departments ud JOIN departments d ON d.id = ud.department_id WHERE ud.user_id = $1 AND d.source = $2 AND d.removed = 0",
+    )
+    .bind(user_id)
+    .bind(source)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(member.is_some())
 }
 
 /// Whether links at `provider` are a source's second ids rather than logins.

@@ -209,17 +209,7 @@ impl Federation {
         }
         // A member the provider's directory keeps is known to it by this link:
         // without it, the directory would no longer disable them when they leave.
-        let alias = crate::directory::alias_provider(provider);
-        let kept = links.iter().any(|(p, _)| *p == alias)
-            || sqlx::query(
-                "SELECT 1 FROM user_departments ud JOIN departments d ON d.id = ud.department_id WHERE ud.user_id = $1 AND d.source = $2 AND d.removed = 0",
-            )
-            .bind(user_id)
-            .bind(provider)
-            .fetch_optional(self.db.pool())
-            .await?
-            .is_some();
-        if kept {
+        if crate::directory::keeps(&self.db, provider, user_id, &links).await? {
             return Err(crate::Error::Invalid(format!("this account is kept by the {provider} directory, which knows it by this link")));
         }
         let n = sqlx::query("DELETE FROM user_links WHERE user_id = $1 AND provider = $2").bind(user_id).bind(provider).execute(self.db.pool()).await?.rows_affected();

@@ -48,8 +48,7 @@ impl Identity {
         .await?;
         run("DELETE FROM upstream_sessions WHERE session_id IN (SELECT id FROM sso_sessions WHERE expires_at < $1 OR ended_at < $1)", cutoff).await?;
         let sessions = run("DELETE FROM sso_sessions WHERE expires_at < $1 OR ended_at < $1", cutoff).await?;
-        let outbox = run("DELETE FROM outbox WHERE delivered_at < $1", at - OUTBOX_KEEP_SECS).await?
-            + run("DELETE FROM outbox WHERE dead_at < $1", at - OUTBOX_KEEP_SECS).await?;
+        let outbox = run("DELETE FROM outbox WHERE delivered_at < $1 OR dead_at < $1", at - OUTBOX_KEEP_SECS).await?;
         let throttle = run("DELETE FROM login_throttle WHERE locked_until < $1 AND window_start < $1", cutoff).await?;
         run("DELETE FROM federation_flows WHERE expires_at < $1", at).await?;
         run("DELETE FROM mfa_pending WHERE expires_at < $1", at).await?;

@@ -130,6 +130,11 @@ impl Sessions {
         rows.iter().map(session_from_row).collect()
     }
 
+    /// Whether the session `sid` (as ID tokens carry it) is still live.
+    pub async fn is_live(&self, sid: &str) -> Result<bool> {
+        Ok(sqlx::query(live_sessions!("AND s.sid = $1")).bind(sid).bind(now()).fetch_optional(self.db.pool()).await?.is_some())
+    }
+
     /// The live session with database key `id`.
     pub async fn by_id(&self, id: &str) -> Result<Option<Session>> {
         let row = sqlx::query(live_sessions!("AND s.id = $1")).bind(id).bind(now()).fetch_optional(self.db.pool()).await?;
@@ -147,15 +152,25 @@ impl Sessions {
     }
 }
 
-/// Ends every live session of `user_id` inside `tx`, each as [`Sessions::end`]
-/// does (tokens revoked, back-channel logouts queued); how many notices were queued.
-pub(crate) async fn end_all_in(tx: &mut Tx, user_id: &str) -> Result<usize> {
+/// Ends every live session of `user_id` but `keep` inside `tx`, each as
+/// [`Sessions::end`] does (back-channel logouts queued), and revokes every
+/// token of the person not bound to `keep`, the long-lived `offline_access`
+/// ones included: for a disabled person, or a changed password.
+pub(crate) async fn end_all_in(tx: &mut Tx, user_id: &str, keep: Option<&Session>, ip: Option<&str>) -> Result<()> {
     let rows = sqlx::query(live_sessions!("AND s.user_id = $1")).bind(user_id).bind(now()).fetch_all(&mut **tx).await?;
-    let mut queued = 0;
     for row in &rows {
-        queued += end_in(tx, &session_from_row(row)?, None).await?;
+        let session = session_from_row(row)?;
+        if keep.is_none_or(|k| k.id != session.id) {
+            end_in(tx, &session, ip).await?;
+        }
     }
-    Ok(queued)
+    sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND (sid IS NULL OR sid <> $3)")
+        .bind(now())
+        .bind(user_id)
+        .bind(keep.map_or("", |k| k.sid.as_str()))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn end_in(tx: &mut Tx, session: &Session, ip: Option<&str>) -> Result<usize> {
@@ -208,20 +223,14 @@ async fn end_in(tx: &mut Tx, session: &Session, ip: Option<&str>) -> Result<usiz
 }
 
 impl Sessions {
-    /// Revokes every token of `user_id` not bound to the session `keep_sid`,
-    /// the long-lived `offline_access` ones included (after a password change,
-    /// what was granted with the old password goes); how many.
-    pub async fn revoke_tokens_elsewhere(&self, user_id: &str, keep_sid: &str) -> Result<u64> {
+    /// Ends every other session of `keep`'s person and revokes every token
+    /// not bound to `keep` (after a password change, what was granted with
+    /// the old password goes, offline tokens included).
+    pub async fn end_others(&self, keep: &Session, ip: Option<&str>) -> Result<()> {
         let mut tx = self.db.begin().await?;
-        let n = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND (sid IS NULL OR sid <> $3)")
-            .bind(now())
-            .bind(user_id)
-            .bind(keep_sid)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        end_all_in(&mut tx, &keep.user_id, Some(keep), ip).await?;
         tx.commit().await?;
-        Ok(n)
+        Ok(())
     }
 
     /// Records a fresh authentication in an existing session (prompt=login,

@@ -6,6 +6,16 @@ use civichub_store::{Db, Row, now};
 
 use crate::{Result, Settings};
 
+/// The key counting an account's failures.
+pub(crate) fn user_key(username: &str) -> String {
+    format!("user:{username}")
+}
+
+/// The key counting a source address's failures.
+pub(crate) fn ip_key(ip: Option<&str>) -> String {
+    format!("ip:{}", ip.unwrap_or("unknown"))
+}
+
 /// Counts failures per key (`user:NAME`, `ip:ADDR`).
 #[derive(Clone, Debug)]
 pub struct Throttle {

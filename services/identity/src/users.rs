@@ -177,16 +177,11 @@ impl Users {
         let now = now();
         let mut tx = self.db.begin().await?;
         // Its sessions end as a logout ends them: the clients hear of it by their back-channel.
-        crate::sessions::end_all_in(&mut tx, &user.id).await?;
+        crate::sessions::end_all_in(&mut tx, &user.id, None, None).await?;
         sqlx::query("UPDATE users SET disabled = 1, disabled_by = $3, updated_at = $1 WHERE id = $2")
             .bind(now)
             .bind(&user.id)
             .bind(source)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(&user.id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -36,31 +36,30 @@ pub async fn forward_audit(bus: &Bus, limit: i64) -> Result<usize> {
     // in the order of the transactions that wrote them, and only those of
     // transactions older than every one still running (all committed or gone),
     // so a late commit is read late, not skipped. SQLite has one writer.
-    let (rows, tx_position) = match db.backend() {
+    let postgres = db.backend() == Backend::Postgres;
+    let rows = match db.backend() {
         Backend::Postgres => {
-            let tx_position = cursor(bus, TX_CURSOR).await?;
-            let rows = sqlx::query(
+            sqlx::query(
                 "SELECT id, tx, at, event, user_id, client_id, ip, detail FROM audit_events \
                  WHERE (tx, id) > ($1, $2) AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
                  ORDER BY tx, id LIMIT $3",
             )
-            .bind(tx_position)
+            .bind(cursor(bus, TX_CURSOR).await?)
             .bind(position)
             .bind(limit)
             .fetch_all(db.pool())
-            .await?;
-            (rows, Some(tx_position))
+            .await?
         }
         Backend::Sqlite => {
-            let rows = sqlx::query("SELECT id, at, event, user_id, client_id, ip, detail FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2")
+            sqlx::query("SELECT id, at, event, user_id, client_id, ip, detail FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2")
                 .bind(position)
                 .bind(limit)
                 .fetch_all(db.pool())
-                .await?;
-            (rows, None)
+                .await?
         }
     };
-    let Some(last) = rows.last().map(|r| r.try_get::<i64, _>("id")).transpose()? else { return Ok(0) };
+    let Some(last_row) = rows.last() else { return Ok(0) };
+    let last: i64 = last_row.try_get("id")?;
     let mut tx = db.begin().await?;
     for row in &rows {
         let id: i64 = row.try_get("id")?;
@@ -91,11 +90,10 @@ pub async fn forward_audit(bus: &Bus, limit: i64) -> Result<usize> {
         }
         outbox::enqueue(&mut tx, &subject, &env)?;
     }
-    if tx_position.is_some() {
-        let last_tx: i64 = rows.last().map(|r| r.try_get("tx")).transpose()?.unwrap_or_default();
+    if postgres {
         sqlx::query("INSERT INTO bus_cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position")
             .bind(TX_CURSOR)
-            .bind(last_tx)
+            .bind(last_row.try_get::<i64, _>("tx")?)
             .execute(&mut *tx)
             .await?;
     }

@@ -46,15 +46,15 @@ pub(crate) fn skip_locked(db: &Db) -> &'static str {
 /// read first: when nothing is due, the writer is not taken.
 pub async fn claim(db: &Db, limit: i64, lease_ms: i64, probe: bool) -> Result<Vec<Pending>> {
     let now = now_ms();
+    if probe && sqlx::query("SELECT 1 FROM bus_outbox WHERE next_attempt_ms <= $1 LIMIT 1").bind(now).fetch_optional(db.pool()).await?.is_none() {
+        return Ok(Vec::new());
+    }
     let sql = format!(
         "UPDATE bus_outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
          (SELECT id FROM bus_outbox WHERE next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3{}) \
          RETURNING id, subject, envelope, attempts",
         skip_locked(db)
     );
-    if probe && sqlx::query("SELECT 1 FROM bus_outbox WHERE next_attempt_ms <= $1 LIMIT 1").bind(now).fetch_optional(db.pool()).await?.is_none() {
-        return Ok(Vec::new());
-    }
     let mut tx = db.begin().await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
     tx.commit().await?;

@@ -19,7 +19,9 @@ use crate::password::{self, Verdict};
 use crate::values::{Password, Username};
 use crate::{Identity, beijing};
 use crate::endpoints::login::safe_return;
-use crate::endpoints::passkey::{PasskeyForm, RECENT_AUTH_SECS, may_change_credentials, reauthenticate_url};
+use crate::endpoints::mfa::second_factor_failed;
+use crate::endpoints::passkey::{PasskeyForm, RECENT_AUTH_SECS, may_change_credentials, reauthenticate_url, recent_sign_in};
+use crate::throttle::{ip_key, user_key};
 
 /// Sign-ins the page lists.
 const SIGN_INS: i64 = 10;
@@ -299,7 +301,7 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
     // wrong guesses count as failed logins. Without one (a person who signs in
     // through DingTalk or another provider), a recent sign-in does.
     if let Some(stored) = stored {
-        let key = format!("user:{username}");
+        let key = user_key(username.as_str());
         match id.throttle.check(&[&key]).await {
             Ok((Some(_), _)) => return refuse(StatusCode::TOO_MANY_REQUESTS, "失败次数过多，请稍后再试。").await,
             Ok(_) => {}
@@ -320,12 +322,7 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
         id.users.set_password_hash(&user.id, &hash).await?;
         // Other devices sign in again with the new password, and what they
         // were granted (offline tokens included) stops working.
-        for other in id.sessions.of_user(&user.id).await? {
-            if other.id != session.id {
-                id.sessions.end(&other, ctx.ip.as_deref()).await?;
-            }
-        }
-        id.sessions.revoke_tokens_elsewhere(&user.id, &session.sid).await?;
+        id.sessions.end_others(&session, ctx.ip.as_deref()).await?;
         id.audit.record("password.changed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await
     };
     match saved.await {
@@ -424,24 +421,16 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
 /// second-factor page does: wrong ones count against the account and the
 /// address, and too many lock both for a while (`Err`: the page saying so).
 async fn throttled_verify(id: &Identity, user: &crate::User, code: &str, ctx: &RequestContext) -> Result<crate::Result<Option<crate::Proof>>, Response> {
-    let s = &id.settings;
-    let user_key = format!("user:{}", user.username);
-    let ip_key = format!("ip:{}", ctx.ip.as_deref().unwrap_or("unknown"));
-    match id.throttle.check(&[&user_key, &ip_key]).await {
+    match id.throttle.check(&[&user_key(&user.username), &ip_key(ctx.ip.as_deref())]).await {
         Ok((Some(_), _)) => return Err(page(id, ctx, StatusCode::TOO_MANY_REQUESTS, None, Some("失败次数过多，请稍后再试。".into()), None).await),
         Ok(_) => {}
         Err(e) => return Ok(Err(e)),
     }
     let verified = id.mfa.verify(&user.id, code, civichub_store::now()).await;
-    if let Ok(None) = verified {
-        let failed = async {
-            id.throttle.fail(&user_key, s.max_failures_per_account, s).await?;
-            id.throttle.fail(&ip_key, s.max_failures_per_address, s).await?;
-            id.audit.record("mfa.failed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await
-        };
-        if let Err(e) = failed.await {
-            return Ok(Err(e));
-        }
+    if let Ok(None) = verified
+        && let Err(e) = second_factor_failed(id, user, ctx.ip.as_deref()).await
+    {
+        return Ok(Err(e));
     }
     Ok(verified)
 }
@@ -459,15 +448,6 @@ async fn passkey_form(id: &Identity, ctx: &RequestContext, body: &[u8]) -> Resul
     Ok((user, form))
 }
 
-/// `Ok` when `session` may add or change what signs its person in now;
-/// otherwise the reply: sign in again, then back to `back`.
-async fn recent_sign_in(id: &Identity, session: &crate::Session, username: &str, back: &str) -> Result<(), Response> {
-    match may_change_credentials(id, session).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(username, back))),
-        Err(e) => Err(http::server_error(e)),
-    }
-}
 
 /// `POST /account/passkeys`: the browser's answer to a registration. The
 /// first second factor also brings the recovery codes, shown once.

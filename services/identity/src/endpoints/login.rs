@@ -12,6 +12,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::audit::{Actor, Audit};
+use crate::throttle::{ip_key, user_key};
 use crate::http::{self, RequestContext, context, form_body, with_identity};
 use crate::password::{self, Verdict};
 use crate::sessions::{SESSION_COOKIE, Sessions};
@@ -149,8 +150,8 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         return page(&id, &ctx, StatusCode::UNAUTHORIZED, &view, &typed, Some("用户名或密码错误。")).await;
     };
     let s = &id.settings;
-    let user_key = format!("user:{username}");
-    let ip_key = format!("ip:{}", ctx.ip.as_deref().unwrap_or("unknown"));
+    let user_key = user_key(username.as_str());
+    let ip_key = ip_key(ctx.ip.as_deref());
     let counted = match id.throttle.check(&[&user_key, &ip_key]).await {
         Ok((Some(until), _)) => {
             let _ = id
@@ -220,7 +221,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         Ok(false) => {}
         Err(e) => return http::server_error(e),
     }
-    if let Err(e) = completed(&id, &user, counted.contains(&user_key), form.link.as_deref(), "password", &ctx).await {
+    if let Err(e) = completed(&id, &user, counted.contains(&user_key), form.link.as_deref(), &ctx).await {
         return http::server_error(e);
     }
     establish(&id, &ctx, &user, &["pwd"], ACR_SINGLE_FACTOR, None, &return_to).await
@@ -228,14 +229,14 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
 
 /// A login proved every factor it needs: the account's failure count starts
 /// again (when it was counting) and the upstream account parked under `link`
-/// (if any) is linked, `how` saying by what in the audit trail.
-pub(crate) async fn completed(id: &Identity, user: &crate::User, counting: bool, link: Option<&str>, how: &str, ctx: &RequestContext) -> crate::Result<()> {
+/// (if any) is linked (by the password login, says the audit trail).
+pub(crate) async fn completed(id: &Identity, user: &crate::User, counting: bool, link: Option<&str>, ctx: &RequestContext) -> crate::Result<()> {
     if counting {
-        id.throttle.clear(&format!("user:{}", user.username)).await?;
+        id.throttle.clear(&user_key(&user.username)).await?;
     }
     if let Some(key) = link {
         match id.federation.unpark(key, ctx.upstream_cookie.as_deref().unwrap_or_default()).await? {
-            Some(p) => id.link_account(&user.id, &p.provider, &p.subject, how, ctx.ip.as_deref()).await?,
+            Some(p) => id.link_account(&user.id, &p.provider, &p.subject, "password", ctx.ip.as_deref()).await?,
             None => tracing::info!("a login came with an expired or used account link"),
         }
     }

@@ -15,6 +15,7 @@ use warp::{Filter, Rejection};
 use crate::audit::Actor;
 use crate::endpoints::login::{completed, establish};
 use crate::endpoints::passkey::PasskeyForm;
+use crate::throttle::{ip_key, user_key};
 use crate::mfa::with_second_factor;
 use crate::http::{self, RequestContext, context, form_body, with_identity};
 use crate::{ACR_MULTI_FACTOR, Identity, Pending, Proof};
@@ -55,6 +56,15 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
     show.or(submit).unify()
 }
 
+/// Counts a wrong second factor against the account and the address, as a
+/// wrong password counts, and records it in the audit trail.
+pub(crate) async fn second_factor_failed(id: &Identity, user: &crate::User, ip: Option<&str>) -> crate::Result<()> {
+    let s = &id.settings;
+    id.throttle.fail(&user_key(&user.username), s.max_failures_per_account, s).await?;
+    id.throttle.fail(&ip_key(ip), s.max_failures_per_address, s).await?;
+    id.audit.record("mfa.failed", Actor { user_id: Some(&user.id), client_id: None, ip }, json!({})).await
+}
+
 fn expired() -> Response {
     let page = http::MessagePage { title: "无法完成请求", message: "这次登录已过期或已完成，请重新登录。", is_error: true, link: Some(("/login", "重新登录")) };
     http::render(StatusCode::BAD_REQUEST, &page)
@@ -90,10 +100,8 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         Err(e) => return http::server_error(e),
     };
     // Codes are throttled like passwords: per account and per address.
-    let s = &id.settings;
-    let user_key = format!("user:{}", user.username);
-    let ip_key = format!("ip:{}", ctx.ip.as_deref().unwrap_or("unknown"));
-    let counted = match id.throttle.check(&[&user_key, &ip_key]).await {
+    let user_key = user_key(&user.username);
+    let counted = match id.throttle.check(&[&user_key, &ip_key(ctx.ip.as_deref())]).await {
         Ok((Some(_), _)) => return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &key, &pending, Some("失败次数过多，请稍后再试。")).await,
         Ok((None, counted)) => counted,
         Err(e) => return http::server_error(e),
@@ -111,12 +119,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         },
     };
     let Some((factor, method)) = proved else {
-        let failed = async {
-            id.throttle.fail(&user_key, s.max_failures_per_account, s).await?;
-            id.throttle.fail(&ip_key, s.max_failures_per_address, s).await?;
-            id.audit.record("mfa.failed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await
-        };
-        if let Err(e) = failed.await {
+        if let Err(e) = second_factor_failed(&id, &user, ctx.ip.as_deref()).await {
             return http::server_error(e);
         }
         let msg = if form.credential.is_some() { "通行密钥验证未通过，请重试或输入验证码。" } else { "验证码不正确、已过期或已使用过。" };
@@ -125,7 +128,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     if !matches!(id.mfa.finish(&key).await, Ok(true)) {
         return expired();
     }
-    if let Err(e) = completed(&id, &user, counted.contains(&user_key), pending.link.as_deref(), "password", &ctx).await {
+    if let Err(e) = completed(&id, &user, counted.contains(&user_key), pending.link.as_deref(), &ctx).await {
         return http::server_error(e);
     }
     let amr = with_second_factor(&pending.amr, method);

@@ -39,6 +39,16 @@ pub(crate) async fn may_change_credentials(id: &Identity, session: &crate::Sessi
     Ok(session.acr == ACR_MULTI_FACTOR || !id.has_second_factor(&session.user_id).await?)
 }
 
+/// `Ok` when `session` may add or change what signs its person in now;
+/// otherwise the reply: sign in again, then back to `back`.
+pub(crate) async fn recent_sign_in(id: &Identity, session: &crate::Session, username: &str, back: &str) -> Result<(), Response> {
+    match may_change_credentials(id, session).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(http::redirect(StatusCode::SEE_OTHER, &reauthenticate_url(username, back))),
+        Err(e) => Err(http::server_error(e)),
+    }
+}
+
 /// Where to prove again who one is, then come back to `back` (a path on the
 /// account page).
 pub(crate) fn reauthenticate_url(username: &str, back: &str) -> String {
@@ -188,7 +198,7 @@ async fn finish_login(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext
     if !http::csrf_ok(ctx.csrf_cookie.as_deref(), form.csrf.as_deref()) {
         return login::page(&id, &ctx, StatusCode::FORBIDDEN, &view, "", Some("页面已过期，请重新登录。")).await;
     }
-    let ip_key = format!("ip:{}", ctx.ip.as_deref().unwrap_or("unknown"));
+    let ip_key = crate::throttle::ip_key(ctx.ip.as_deref());
     match id.throttle.check(&[&ip_key]).await {
         Ok((Some(_), _)) => return login::page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &view, "", Some("失败次数过多，请稍后再试。")).await,
         Ok(_) => {}

@@ -13,7 +13,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::endpoints::login::{establish, safe_return};
-use crate::endpoints::passkey::{may_change_credentials, reauthenticate_url};
+use crate::endpoints::passkey::recent_sign_in;
 use crate::federation::FLOW_SECS;
 use crate::http::{self, RequestContext, context, with_identity};
 use crate::{Contact, ExternalIdentity, Identity, Upstream, UpstreamError};
@@ -52,18 +52,12 @@ async fn start(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx:
     let link = q.get("intent").map(String::as_str) == Some("link");
     if link {
         // A new way into the account: only for someone who signed in just now.
-        let session = match id.sessions.from_cookie(ctx.session_cookie.as_deref()).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return http::redirect(StatusCode::FOUND, &format!("/login?{}", serde_urlencoded::to_string([("return_to", return_to)]).unwrap_or_default())),
-            Err(e) => return http::server_error(e),
+        let (session, user) = match http::signed_in(&id, ctx.session_cookie.as_deref(), return_to).await {
+            Ok(s) => s,
+            Err(r) => return r,
         };
-        match may_change_credentials(&id, &session).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let username = id.users.get(&session.user_id).await.map(|u| u.username).unwrap_or_default();
-                return http::redirect(StatusCode::FOUND, &reauthenticate_url(&username, return_to));
-            }
-            Err(e) => return http::server_error(e),
+        if let Err(r) = recent_sign_in(&id, &session, &user.username, return_to).await {
+            return r;
         }
     }
     let browser = ctx.upstream_cookie.clone().filter(|b| b.len() >= 32 && b.chars().all(|c| c.is_ascii_alphanumeric())).unwrap_or_else(|| civichub_store::random_token(32));

@@ -162,18 +162,10 @@ impl DbAuthorizer {
             let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
             // A code outlives neither the login it came from nor its person:
             // after a logout or a disable it gets nothing.
-            if let Some(login) = &stored.login {
-                let live = sqlx::query(
-                    "SELECT 1 FROM sso_sessions s JOIN users u ON u.id = s.user_id \
-                     WHERE s.sid = $1 AND s.ended_at IS NULL AND s.expires_at > $2 AND u.disabled = 0",
-                )
-                .bind(&login.sid)
-                .bind(now)
-                .fetch_optional(self.id.db.pool())
-                .await?;
-                if live.is_none() {
-                    return Ok(None);
-                }
+            if let Some(login) = &stored.login
+                && !self.id.sessions.is_live(&login.sid).await?
+            {
+                return Ok(None);
             }
             return Ok(Some(stored.to_grant()?));
         }
