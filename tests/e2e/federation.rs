@@ -213,6 +213,10 @@ async fn staff_sign_in_with_dingtalk(backend: Backend) {
         Landing::Callback(u) => u,
         Landing::Page { status, body, .. } => panic!("{status}: {body}"),
     };
+    // A second login started in another tab of the same browser does not spoil the first.
+    for _ in 0..4 {
+        assert!(matches!(browser.visit(&app.url("/login/upstream/dingtalk")).await, Landing::Callback(_)));
+    }
     // Opened in another browser (someone handed it the URL), the callback signs nobody in.
     let (status, body) = Browser::new().visit(back.as_str()).await.page();
     assert_eq!(status, 400, "{body}");

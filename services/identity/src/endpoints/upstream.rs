@@ -60,7 +60,13 @@ async fn start(name: String, q: HashMap<String, String>, id: Arc<Identity>, ctx:
             return r;
         }
     }
-    let browser = ctx.upstream_cookie.clone().filter(|b| b.len() >= 32 && b.chars().all(|c| c.is_ascii_alphanumeric())).unwrap_or_else(|| civichub_store::random_token(32));
+    // The browser's own cookie is kept (a login started in another tab goes on),
+    // when it looks like one this hub made (URL-safe Base64).
+    let browser = ctx
+        .upstream_cookie
+        .clone()
+        .filter(|b| b.len() >= 32 && b.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .unwrap_or_else(|| civichub_store::random_token(32));
     let flow = match id.federation.begin(&name, return_to, link, &browser).await {
         Ok(f) => f,
         Err(e) => return http::server_error(e),
