@@ -263,8 +263,49 @@ fn header_kid(jwt: &str) -> String {
     header_json(jwt)["kid"].as_str().unwrap().to_owned()
 }
 
+/// One refresh token spent by several requests at once, as a client that
+/// retries too eagerly would: one of them gets new tokens, the others
+/// `invalid_grant`, and the race is treated as reuse, so the winner's new
+/// tokens die with the family too.
+async fn a_refresh_token_spent_at_once_by_several_requests_revokes_the_family(app: &TestApp) {
+    let secret = setup(app, &[]);
+    let first = signed_in(app, "records", &secret, &["profile"]).await;
+    let token = first.refresh_token().unwrap().secret().clone();
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (url, secret, token) = (app.url("/token"), secret.clone(), token.clone());
+        attempts.spawn(async move {
+            let r = http()
+                .post(url)
+                .basic_auth("records", Some(&secret))
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        });
+    }
+    let answers = attempts.join_all().await;
+    let won: Vec<&Value> = answers.iter().filter(|(status, _)| *status == 200).map(|(_, body)| body).collect();
+    assert_eq!(won.len(), 1, "exactly one request spends the token: {answers:?}");
+    for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
+        assert_eq!((*status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    }
+    let access = won[0]["access_token"].as_str().unwrap();
+    assert_eq!(introspect(app, &secret, access).await["active"], false, "the winner's access token died with the family");
+    let next = http()
+        .post(app.url("/token"))
+        .basic_auth("records", Some(&secret))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", won[0]["refresh_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 400, "the winner's refresh token died with the family");
+}
+
 crate::both!(
     refresh_rotates_and_reuse_revokes_the_family,
+    a_refresh_token_spent_at_once_by_several_requests_revokes_the_family,
     refresh_with_client_secret_post,
     client_credentials_for_service_scopes,
     token_endpoint_errors_follow_rfc6749,

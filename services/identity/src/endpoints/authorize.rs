@@ -203,7 +203,7 @@ async fn handle(raw: String, id: Arc<Identity>, ctx: RequestContext) -> Response
         nonce: req.param("nonce"),
     };
     let endpoint = HubEndpoint::new(
-        DbRegistrar::new(id.clone(), Flow::User),
+        DbRegistrar::knowing(id.clone(), Flow::User, client.clone()),
         DbAuthorizer::new(id.clone(), Some(login), ctx.ip.clone()),
         DbIssuer::new(id.clone(), ctx.ip.clone()),
         Solicitor::Authorized(session.user_id.clone()),

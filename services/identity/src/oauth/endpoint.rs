@@ -112,6 +112,7 @@ impl HubEndpoint {
     ) -> Self {
         let rejected = authorizer.rejected.clone();
         issuer.rejected = rejected.clone();
+        issuer.client = registrar.seen.clone();
         HubEndpoint { registrar, authorizer, issuer, solicitor, scopes, extension: HubExtension::new(pkce_required, rejected) }
     }
 

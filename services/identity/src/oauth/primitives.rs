@@ -33,21 +33,35 @@ pub enum Flow {
 pub struct DbRegistrar {
     id: Arc<Identity>,
     flow: Flow,
-    /// The client this request is about: oxide-auth asks for it up to three times.
-    seen: std::sync::Mutex<Option<crate::Client>>,
+    /// The client this request is about: oxide-auth asks for it up to three
+    /// times, and the issuer needs it too.
+    pub(crate) seen: SeenClient,
+}
+
+/// The client a request has read, shared by its registrar and issuer so
+/// that one request reads it once.
+pub(crate) type SeenClient = Arc<std::sync::Mutex<Option<crate::Client>>>;
+
+/// The client in `seen` if it is `client_id`.
+fn seen_client(seen: &SeenClient, client_id: &str) -> Option<crate::Client> {
+    seen.lock().ok()?.as_ref().filter(|c| c.client_id == client_id).cloned()
 }
 
 impl DbRegistrar {
     /// A registrar negotiating scopes for `flow`.
     pub fn new(id: Arc<Identity>, flow: Flow) -> Self {
-        DbRegistrar { id, flow, seen: std::sync::Mutex::new(None) }
+        DbRegistrar { id, flow, seen: SeenClient::default() }
+    }
+
+    /// A registrar for a request that has already read its client.
+    pub fn knowing(id: Arc<Identity>, flow: Flow, client: crate::Client) -> Self {
+        DbRegistrar { id, flow, seen: Arc::new(std::sync::Mutex::new(Some(client))) }
     }
 
     async fn client(&self, client_id: &str) -> std::result::Result<crate::Client, RegistrarError> {
-        if let Ok(seen) = self.seen.lock()
-            && let Some(client) = seen.as_ref().filter(|c| c.client_id == client_id) {
-                return Ok(client.clone());
-            }
+        if let Some(client) = seen_client(&self.seen, client_id) {
+            return Ok(client);
+        }
         let client = self
             .id
             .clients
@@ -144,55 +158,68 @@ impl DbAuthorizer {
 
     async fn extract_code(&self, code: &str) -> Result<Option<Grant>> {
         let hash = sha256_hex(code);
-        let now = now();
-        let mut tx = self.id.db.begin().await?;
-        // Claim the code: only the first redemption gets a row back.
-        let claimed = sqlx::query(
-            "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING grant_json, expires_at",
-        )
-        .bind(now)
-        .bind(&hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = claimed {
-            tx.commit().await?;
-            if row.try_get::<i64, _>("expires_at")? < now {
-                return Ok(None);
-            }
-            let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
-            // A code outlives neither the login it came from nor its person:
-            // after a logout or a disable it gets nothing.
-            if let Some(login) = &stored.login
-                && !self.id.sessions.is_live(&login.sid).await?
-            {
-                return Ok(None);
-            }
-            return Ok(Some(stored.to_grant()?));
-        }
-        let Some(row) = sqlx::query("SELECT grant_json, family FROM auth_codes WHERE code_hash = $1")
-            .bind(&hash)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
+        let ip = self.ip.clone();
+        // In the token writer's group transaction: concurrent redemptions
+        // commit together instead of one write transaction each.
+        let claimed = self
+            .id
+            .token_writer
+            .transact(move |tx| Box::pin(async move { claim_code(tx, &hash, ip.as_deref()).await }))
+            .await?;
+        let Some((grant_json, expires_at)) = claimed else { return Ok(None) };
+        if expires_at < now() {
             return Ok(None);
-        };
-        // RFC 6749 §4.1.2: a replayed code revokes what it issued.
-        let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
-        let revoked = revoke_family(&mut tx, &row.try_get::<String, _>("family")?).await?;
-        Audit::record_in(
-            &mut tx,
-            "code.replayed",
-            Actor { user_id: Some(&stored.owner_id), client_id: Some(&stored.client_id), ip: self.ip.as_deref() },
-            json!({ "revoked_tokens": revoked }),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(None)
+        }
+        let stored: StoredGrant = serde_json::from_str(&grant_json)?;
+        // A code outlives neither the login it came from nor its person:
+        // after a logout or a disable it gets nothing.
+        if let Some(login) = &stored.login
+            && !self.id.sessions.is_live(&login.sid).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(stored.to_grant()?))
     }
 }
 
+/// Claims a code on `tx`: the first redemption gets its stored grant and
+/// expiry back; a code already redeemed gets nothing and, as RFC 6749
+/// §4.1.2 says, revokes what it issued.
+async fn claim_code(tx: &mut Tx, hash: &str, ip: Option<&str>) -> Result<Option<(String, i64)>> {
+    let claimed = sqlx::query(
+        "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING grant_json, expires_at",
+    )
+    .bind(now())
+    .bind(hash)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = claimed {
+        return Ok(Some((row.try_get("grant_json")?, row.try_get("expires_at")?)));
+    }
+    let Some(row) = sqlx::query("SELECT grant_json, family FROM auth_codes WHERE code_hash = $1")
+        .bind(hash)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
+    let revoked = revoke_family(tx, &row.try_get::<String, _>("family")?).await?;
+    Audit::record_in(
+        tx,
+        "code.replayed",
+        Actor { user_id: Some(&stored.owner_id), client_id: Some(&stored.client_id), ip },
+        json!({ "revoked_tokens": revoked }),
+    )
+    .await?;
+    Ok(None)
+}
+
 /// Revokes every token of a family; returns how many were live.
+/// Tokens deferred on `tx` by a group transaction's earlier writes are
+/// written first, so they are revoked too.
 pub(crate) async fn revoke_family(tx: &mut Tx, family: &str) -> Result<u64> {
+    tx.flush().await?;
     Ok(sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
         .bind(now())
         .bind(family)
@@ -246,6 +273,8 @@ pub struct DbIssuer {
     /// Set when a refresh token turned out to be spent (another request
     /// rotated it first), for the token endpoint's `invalid_grant`.
     pub(crate) rejected: GrantRejected,
+    /// The client the request's registrar read.
+    pub(crate) client: SeenClient,
 }
 
 struct Minted {
@@ -257,7 +286,7 @@ struct Minted {
 impl DbIssuer {
     /// An issuer for a request from `ip`.
     pub fn new(id: Arc<Identity>, ip: Option<String>) -> Self {
-        DbIssuer { id, ip, id_token: None, rejected: GrantRejected::default() }
+        DbIssuer { id, ip, id_token: None, rejected: GrantRejected::default(), client: SeenClient::default() }
     }
 
     fn refresh_expiry(&self, grant: &StoredGrant) -> i64 {
@@ -281,7 +310,10 @@ impl DbIssuer {
         let refresh = grant.login.as_ref().map(|_| random_token(32));
         if let (Some(login), true) = (&grant.login, grant.has_scope("openid")) {
             let user = self.id.users.get(&grant.owner_id).await?;
-            let client = self.id.clients.get(&grant.client_id).await?.ok_or_else(|| Error::NotFound("client".into()))?;
+            let client = match seen_client(&self.client, &grant.client_id) {
+                Some(client) => client,
+                None => self.id.clients.get(&grant.client_id).await?.ok_or_else(|| Error::NotFound("client".into()))?,
+            };
             let key = self.id.keys.signing_key(client.signing_alg()).await?;
             let scopes = grant.scopes();
             self.id_token = Some(oidc::id_token(
@@ -294,10 +326,8 @@ impl DbIssuer {
     }
 
     /// The rows that store what [`mint`](Self::mint) made, with its audit
-    /// record. The refresh token carries `refresh_scope` where given (a
-    /// refresh that narrowed the access token's scope keeps the refresh
-    /// token's, RFC 6749 §6), else the grant's.
-    fn rows(&self, grant: &StoredGrant, minted: &Minted, event: &'static str, refresh_scope: Option<String>) -> Result<(Vec<TokenRow>, AuditRow)> {
+    /// record.
+    fn rows(&self, grant: &StoredGrant, minted: &Minted, event: &'static str) -> Result<(Vec<TokenRow>, AuditRow)> {
         let now = now();
         let row = |grant: &StoredGrant, kind: &'static str, token: &str, expires_at: i64| -> Result<TokenRow> {
             Ok(TokenRow {
@@ -315,8 +345,7 @@ impl DbIssuer {
         };
         let mut tokens = vec![row(grant, "access", &minted.access, minted.until)?];
         if let Some(refresh) = &minted.refresh {
-            let whole = refresh_scope.map(|scope| StoredGrant { scope, ..grant.clone() });
-            tokens.push(row(whole.as_ref().unwrap_or(grant), "refresh", refresh, self.refresh_expiry(grant))?);
+            tokens.push(row(grant, "refresh", refresh, self.refresh_expiry(grant))?);
         }
         let audit = AuditRow {
             at: now,
@@ -332,7 +361,7 @@ impl DbIssuer {
     async fn issue_grant(&mut self, grant: Grant) -> Result<IssuedToken> {
         let mut stored = StoredGrant::from_grant(&grant)?;
         let minted = self.mint(&mut stored, true).await?;
-        let (tokens, audit) = self.rows(&stored, &minted, "token.issued", None)?;
+        let (tokens, audit) = self.rows(&stored, &minted, "token.issued")?;
         self.id.token_writer.write(Rows { tokens, audit: vec![audit], ..Rows::default() }).await?;
         Ok(IssuedToken {
             token: minted.access,
@@ -345,27 +374,47 @@ impl DbIssuer {
     async fn rotate(&mut self, old: &str, grant: Grant) -> Result<Option<RefreshedToken>> {
         let mut stored = StoredGrant::from_grant(&grant)?;
         let minted = self.mint(&mut stored, false).await?;
-        let mut tx = self.id.db.begin().await?;
-        let rotated = sqlx::query(
-            "UPDATE tokens SET rotated_at = $1 WHERE token_hash = $2 AND kind = 'refresh' \
-             AND rotated_at IS NULL AND revoked_at IS NULL RETURNING scope",
-        )
-        .bind(now())
-        .bind(sha256_hex(old))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(rotated) = rotated else {
-            // Lost a race with another use of the same refresh token: treat as reuse.
-            if let Some(family) = &stored.family {
-                revoke_family(&mut tx, family).await?;
-            }
-            tx.commit().await?;
+        let (tokens, audit) = self.rows(&stored, &minted, "token.refreshed")?;
+        let old = sha256_hex(old);
+        // In the token writer's group transaction: concurrent refreshes
+        // commit together instead of one write transaction each.
+        let rotated = self
+            .id
+            .token_writer
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let rotated = sqlx::query(
+                        "UPDATE tokens SET rotated_at = $1 WHERE token_hash = $2 AND kind = 'refresh' \
+                         AND rotated_at IS NULL AND revoked_at IS NULL RETURNING scope",
+                    )
+                    .bind(now())
+                    .bind(&old)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let Some(rotated) = rotated else {
+                        // Lost a race with another use of the same refresh token: treat as reuse.
+                        if let Some(family) = &stored.family {
+                            revoke_family(tx, family).await?;
+                        }
+                        return Ok(false);
+                    };
+                    // A refresh that narrowed the access token's scope keeps the
+                    // refresh token's own (RFC 6749 §6).
+                    let scope: String = rotated.try_get("scope")?;
+                    let mut tokens = tokens;
+                    for t in tokens.iter_mut().filter(|t| t.kind == "refresh" && t.scope != scope) {
+                        t.grant_json = serde_json::to_string(&StoredGrant { scope: scope.clone(), ..stored.clone() })?;
+                        t.scope = scope.clone();
+                    }
+                    Rows { tokens, audit: vec![audit], ..Rows::default() }.defer(tx);
+                    Ok(true)
+                })
+            })
+            .await?;
+        if !rotated {
             self.id_token = None;
             return Ok(None);
-        };
-        let (tokens, audit) = self.rows(&stored, &minted, "token.refreshed", Some(rotated.try_get("scope")?))?;
-        Rows { tokens, audit: vec![audit], ..Rows::default() }.defer(&mut tx);
-        tx.commit().await?;
+        }
         Ok(Some(RefreshedToken {
             token: minted.access,
             refresh: minted.refresh,
@@ -440,5 +489,46 @@ impl Issuer for DbIssuer {
 
     async fn recover_refresh(&mut self, token: &str) -> std::result::Result<Option<Grant>, ()> {
         self.recover(token, "refresh").await.map_err(|e| tracing::error!("reading refresh token: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use civichub_store::{Db, DbUrl};
+
+    use super::*;
+
+    /// Group transactions defer token rows to their commit; a family revoked
+    /// later in the same transaction (a refresh that lost a race, a replayed
+    /// code) must still reach them.
+    #[tokio::test]
+    async fn revoking_a_family_reaches_the_tokens_its_own_transaction_deferred() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let token = |hash: &str, family: &str| TokenRow {
+            token_hash: hash.into(),
+            kind: "access",
+            family: family.into(),
+            client_id: "records".into(),
+            user_id: None,
+            sid: None,
+            scope: "openid".into(),
+            grant_json: "{}".into(),
+            issued_at: 1,
+            expires_at: i64::MAX,
+        };
+        let mut tx = db.begin().await.expect("begin");
+        Rows { tokens: vec![token("a", "spent"), token("b", "other")], ..Rows::default() }.defer(&mut tx);
+        assert_eq!(revoke_family(&mut tx, "spent").await.expect("revoke"), 1, "the deferred token of the family");
+        tx.commit().await.expect("commit");
+        let revoked: Vec<(String, Option<i64>)> = sqlx::query("SELECT token_hash, revoked_at FROM tokens ORDER BY token_hash")
+            .fetch_all(db.pool())
+            .await
+            .expect("tokens")
+            .iter()
+            .map(|r| (r.try_get("token_hash").expect("hash"), r.try_get("revoked_at").expect("revoked_at")))
+            .collect();
+        assert!(revoked[0].1.is_some() && revoked[1].1.is_none(), "only the family's token is revoked: {revoked:?}");
+        assert_eq!(revoked.len(), 2, "both tokens written");
     }
 }

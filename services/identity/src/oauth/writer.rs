@@ -7,9 +7,9 @@
 //! the store's [`GroupWriter`]; the rows are deferred onto its transaction
 //! ([`Tx::insert_later`]), which writes each table's rows in one statement.
 
-use civichub_store::{Db, GroupWriter, Tx};
+use civichub_store::{Db, GroupWriter, Tx, TxFuture};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// One row of `tokens`.
 #[derive(Clone, Debug)]
@@ -121,13 +121,24 @@ impl TokenWriter {
 
     /// Writes `rows`; returns once they are committed.
     pub async fn write(&self, rows: Rows) -> Result<()> {
-        self.group
-            .write(move |tx| {
-                Box::pin(async move {
-                    rows.defer(tx);
-                    Ok::<_, Error>(())
-                })
+        self.transact(move |tx| {
+            Box::pin(async move {
+                rows.defer(tx);
+                Ok(())
             })
-            .await
+        })
+        .await
+    }
+
+    /// Runs `work` in the next group transaction and returns its result once
+    /// that has committed (see [`GroupWriter::write`]: `work` may run twice,
+    /// and rows deferred by the batch's earlier writes are visible to it only
+    /// after [`Tx::flush`]).
+    pub async fn transact<T, F>(&self, work: F) -> Result<T>
+    where
+        F: for<'a> FnOnce(&'a mut Tx) -> TxFuture<'a, Result<T>> + Clone + Send + 'static,
+        T: Send + 'static,
+    {
+        self.group.write(work).await
     }
 }
