@@ -47,6 +47,7 @@ def main():
     phases = hub["phases"]
     mx, rt, wu = phases.get("max"), phases.get("rate"), phases.get("warm-up")
     flight, batch = raw["in_flight"], raw["batch"]
+    through = raw.get("through_consumer")
 
     print(f"bench-bus: {hub['concurrency']} connections / unacknowledged publishes, "
           f"{hub['duration']:.0f} s per phase after a {hub['warmup']:.0f} s warm-up, "
@@ -58,10 +59,11 @@ def main():
     for label, r, what in (
         (flight["label"], flight, "publish"),
         (batch["label"] + " (info)", batch, "publish"),
+        (through["label"] + " (info)" if through else "", through, "publish"),
         (f"CivicHub, max ({hub['concurrency']} connections)", mx, "api"),
         (f"CivicHub, open loop {hub['rate']:.0f}/s", rt, "api"),
     ):
-        if r is None:
+        if r is None or not r.get("cpu"):
             continue
         cpu = r["cpu"]
         other = other_cpu(cpu)
@@ -136,6 +138,12 @@ def main():
     ratio_b = mx["delivered_per_sec"] / batch["msgs_per_sec"] if mx and batch["msgs_per_sec"] else None
     print(f"CivicHub ÷ raw JetStream ({flight['label']}):   {num(ratio, 3)}")
     print(f"CivicHub ÷ raw JetStream ({batch['label']}):  {num(ratio_b, 3)}  (information)")
+    if through and through["msgs_per_sec"]:
+        # Every message the hub sends is at least stored, delivered to a
+        # consumer and acknowledged: what that costs alone, on this machine.
+        floor = through["msgs_per_sec"] / flight["msgs_per_sec"] if flight["msgs_per_sec"] else None
+        print(f"raw JetStream through a consumer ÷ raw publish: {num(floor, 3)}  (the bus alone, no hub: "
+              f"publish, store, deliver, ack; information)")
     # Sustained: (nearly) every scheduled request accepted, and 95 % of them
     # at the simulator before the window closed (the rest: the pipeline's
     # latency times the rate, a few dozen at most when the hub keeps up).

@@ -1,10 +1,10 @@
 // Prints the side-by-side table, the civichub ÷ oidc-provider ratios and the
 // targets, from the JSON files that oidc-load wrote.
 //
-//   node report.mjs civichub.json oidc-provider.json argon2.json
+//   node report.mjs civichub.json oidc-provider.json argon2.json [rs256.json]
 import { readFileSync } from 'node:fs';
 
-const [civ, ref, argon2] = process.argv.slice(2).map((f) => JSON.parse(readFileSync(f, 'utf8')));
+const [civ, ref, argon2, rs256] = process.argv.slice(2).map((f) => JSON.parse(readFileSync(f, 'utf8')));
 const op = (r, name) => r.ops.find((o) => o.op === name);
 const mb = (kib) => (kib == null ? '-' : `${(kib / 1024).toFixed(1)} MB`);
 const num = (v, d = 0) => (v == null ? '-' : v.toFixed(d));
@@ -60,5 +60,15 @@ for (const r of [civ, ref]) {
 }
 for (const r of [civ, ref]) {
   for (const o of r.ops) if (o.first_error) console.log(`note: ${r.label} ${o.op}: first error: ${o.first_error}`);
+}
+// Every code flow signs one ID token: with RS256, the raw signing rate on all
+// of the machine's cores bounds any provider's code flow here.
+const codeRef = op(ref, 'code_flow');
+if (rs256 && codeRef) {
+  const needed = 5 * codeRef.ops_per_sec;
+  const reachable = needed <= rs256.signs_per_sec;
+  console.log(`\ncode_flow ceiling: one RS256 ID token per flow; raw RS256 signing (ring, ${rs256.threads} threads, nothing else running): ` +
+    `${num(rs256.signs_per_sec)}/s; 5 x oidc-provider = ${num(needed)}/s: ` +
+    (reachable ? 'within the ceiling' : 'above the ceiling, so no RS256 provider can reach it on this machine'));
 }
 console.log(`targets met: ${targets.filter(Boolean).length} of ${targets.length}`);

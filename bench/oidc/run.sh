@@ -92,9 +92,14 @@ echo
   --ops discovery,client_credentials,refresh,code_flow --json "$work/oidc-provider.json"
 echo
 "$load" argon2 --duration 5 --json "$work/argon2.json"
+signing=()
+if [ "$alg" = RS256 ]; then
+  "$load" rs256 --duration 5 --json "$work/rs256.json"
+  signing=("$work/rs256.json")
+fi
 echo
 
-node "$here/report.mjs" "$work/civichub.json" "$work/oidc-provider.json" "$work/argon2.json"
+node "$here/report.mjs" "$work/civichub.json" "$work/oidc-provider.json" "$work/argon2.json" "${signing[@]}"
 if [ -n "${BENCH_OUT:-}" ]; then
   mkdir -p "$BENCH_OUT" && cp "$work"/*.json "$BENCH_OUT"/
 fi

@@ -11,13 +11,22 @@
 //!   ack, then the next: at most `--concurrency` unacknowledged publishes,
 //!   the same number as the API run's connections;
 //! - `batch` (information): one task doing what the hub's outbox relay does
-//!   with a batch: publish `--batch` messages, then await their acks.
+//!   with a batch: publish `--batch` messages, then await their acks;
+//! - `through a consumer` (information): `--concurrency` messages at a time
+//!   published and taken by a durable pull consumer set up as the hub's are
+//!   (explicit ack, at most four times `--concurrency` unacknowledged,
+//!   batches of `--concurrency`), which acknowledges each on arrival, and
+//!   only then is the next one published: the least JetStream work a message
+//!   carried by the bus costs (stored, delivered, acknowledged), measured
+//!   from publish to the consumer's ack, as the hub's closed loop is.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -66,6 +75,13 @@ pub fn run(o: Opts) -> Res<()> {
         batched["batch"] = json!(batch);
         print_line(&batched);
 
+        let label = format!("raw JetStream through a consumer, {concurrency} in flight");
+        through_consumer(&js, &payload, &ids, concurrency, warmup, nats_pid, "bench-warmup").await;
+        let mut consumed = through_consumer(&js, &payload, &ids, concurrency, duration, nats_pid, "bench-pipeline").await;
+        consumed["label"] = json!(label);
+        consumed["concurrency"] = json!(concurrency);
+        print_line(&consumed);
+
         let stored = match js.get_stream(STREAM).await {
             Ok(mut s) => s.info().await.map(|i| i.state.messages).ok(),
             Err(_) => None,
@@ -79,6 +95,7 @@ pub fn run(o: Opts) -> Res<()> {
             "stored": stored,
             "in_flight": flight,
             "batch": batched,
+            "through_consumer": consumed,
         }))
     })?;
     o.write_json(&result)
@@ -206,6 +223,119 @@ async fn batches(js: &jetstream::Context, payload: &Bytes, ids: &Arc<AtomicU64>,
     }
     let seconds = start.elapsed().as_secs_f64();
     t.summary(seconds, cpu.finish())
+}
+
+/// `n` publishers and a durable pull consumer named `name` that acknowledges
+/// every message on arrival; a publisher publishes its next message once one
+/// was consumed, so at most `n` are on their way at once. Each message
+/// carries its publish time; its latency is publish → ack. Counts the
+/// messages acknowledged within `d`.
+async fn through_consumer(
+    js: &jetstream::Context,
+    payload: &Bytes,
+    ids: &Arc<AtomicU64>,
+    n: usize,
+    d: Duration,
+    nats: Option<u32>,
+    name: &str,
+) -> Value {
+    let n = n.max(1);
+    let consumer = async {
+        let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+        let consumer: pull::Stream = stream
+            .create_consumer(pull::Config {
+                durable_name: Some(name.into()),
+                filter_subject: SUBJECT.into(),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::New,
+                max_ack_pending: (n * 4) as i64,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .stream()
+            .max_messages_per_batch(n)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(consumer)
+    };
+    let mut messages = match consumer.await {
+        Ok(m) => m,
+        Err(e) => {
+            let mut t = Tally::default();
+            t.record(Err(format!("creating consumer {name}: {e}")));
+            return t.summary(d.as_secs_f64(), Value::Null);
+        }
+    };
+    let cpu = Cpu::start(None, nats);
+    let start = Instant::now();
+    let deadline = start + d;
+    // One permit per message on its way: the consumer gives it back.
+    let on_the_way = Arc::new(tokio::sync::Semaphore::new(n));
+    let publishers: Vec<_> = (0..n)
+        .map(|_| {
+            let (js, payload, ids, on_the_way) = (js.clone(), payload.clone(), ids.clone(), on_the_way.clone());
+            tokio::spawn(async move {
+                let mut t = Tally::default();
+                while Instant::now() < deadline && t.streak < 50 {
+                    match tokio::time::timeout_at(deadline.into(), on_the_way.acquire()).await {
+                        Ok(Ok(permit)) => permit.forget(),
+                        _ => break,
+                    }
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Msg-Id", msg_id(&ids).as_str());
+                    headers.insert("Bench-Sent-Ns", start.elapsed().as_nanos().to_string().as_str());
+                    let r = match js.publish_with_headers(SUBJECT, headers, payload.clone()).await {
+                        Ok(ack) => ack.await.map(|_| Duration::ZERO).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    // Only failures count here: the consumer times the messages.
+                    if r.is_err() {
+                        on_the_way.add_permits(1);
+                        t.record(r);
+                    }
+                }
+                t
+            })
+        })
+        .collect();
+    let mut consumed = Tally::default();
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline.into(), messages.next()).await {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                consumed.record(Err(e.to_string()));
+                continue;
+            }
+        };
+        let sent = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Bench-Sent-Ns"))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .map(Duration::from_nanos);
+        let acked = message.ack().await.map_err(|e| e.to_string());
+        on_the_way.add_permits(1);
+        consumed.record(match (acked, sent) {
+            (Ok(()), Some(sent)) => Ok(start.elapsed().saturating_sub(sent)),
+            (Ok(()), None) => Err("a message without its publish time".into()),
+            (Err(e), _) => Err(e),
+        });
+    }
+    for task in publishers {
+        if let Ok(t) = task.await {
+            consumed.merge(t);
+        }
+    }
+    drop(messages);
+    if let Ok(stream) = js.get_stream(STREAM).await {
+        let _ = stream.delete_consumer(name).await;
+    }
+    let seconds = start.elapsed().as_secs_f64().min(d.as_secs_f64()).max(1e-9);
+    consumed.summary(seconds, cpu.finish())
 }
 
 fn print_line(s: &Value) {

@@ -5,6 +5,7 @@
 //!                 [--concurrency 16] [--duration 10] [--warmup 1] [--max-ops 500000]
 //!                 [--pid PID] [--label NAME] [--json FILE] [--threads 1]
 //!   oidc-load argon2 [--threads N] [--duration 5] [--json FILE]
+//!   oidc-load rs256 [--threads N] [--duration 5] [--json FILE]
 //!
 //! Loopback only: `run` refuses an issuer whose host is not a loopback address.
 //! See bench/oidc/README.md for what each operation is.
@@ -63,7 +64,8 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("run") => parse_args(&args[1..]).and_then(|o| run(Opts(o))),
         Some("argon2") => parse_args(&args[1..]).and_then(|o| argon2_rate(Opts(o))),
-        _ => Err("usage: oidc-load run ... | oidc-load argon2 ... (see src/main.rs)".into()),
+        Some("rs256") => parse_args(&args[1..]).and_then(|o| rs256_rate(Opts(o))),
+        _ => Err("usage: oidc-load run ... | oidc-load argon2 ... | oidc-load rs256 ... (see src/main.rs)".into()),
     };
     if let Err(e) = result {
         eprintln!("oidc-load: {e}");
@@ -265,4 +267,43 @@ fn argon2_rate(o: Opts) -> Res<()> {
         &o,
         &json!({ "threads": threads, "seconds": elapsed, "verifies_per_sec": rate, "params": phc.split('$').take(4).collect::<Vec<_>>().join("$") }),
     )
+}
+
+/// Raw RS256 signing rate in this process: RSA-2048 PKCS#1 v1.5 with SHA-256
+/// by `ring`, the call civichub makes for each RS256 ID token, over a signing
+/// input the size of a typical ID token, one signing thread per core by
+/// default. Every authorization code flow and every refresh with `openid`
+/// signs one ID token, so this bounds both on this machine: no provider
+/// signing RS256 ID tokens with the same cores can exceed it.
+fn rs256_rate(o: Opts) -> Res<()> {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads: usize = o.num("threads", cores)?;
+    let duration = Duration::from_secs_f64(o.num("duration", 5.0)?);
+    let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| e.to_string())?;
+    let der = key.to_pkcs1_der().map_err(|e| e.to_string())?;
+    let pair = ring::signature::RsaKeyPair::from_der(der.as_bytes()).map_err(|e| e.to_string())?;
+    // header.payload of an ID token: about 600 bytes of base64url.
+    let message = vec![b'e'; 600];
+
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (count, pair, message) = (count.clone(), &pair, &message);
+            scope.spawn(move || {
+                let rng = ring::rand::SystemRandom::new();
+                let mut signature = vec![0u8; pair.public().modulus_len()];
+                while started.elapsed() < duration {
+                    pair.sign(&ring::signature::RSA_PKCS1_SHA256, &rng, message, &mut signature)
+                        .expect("sign");
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = count.load(Ordering::Relaxed) as f64 / elapsed;
+    println!("raw RS256 sign (ring, RSA-2048): {rate:.1} signatures/s on {threads} thread(s)");
+    write_json(&o, &json!({ "threads": threads, "seconds": elapsed, "signs_per_sec": rate }))
 }
