@@ -92,6 +92,30 @@ async fn sms_routing(backend: Backend, nats: Option<&NatsServer>) {
         assert_eq!(env["payload"]["from"], "13812345678");
         assert_eq!(env["payload"]["text"], "5 非常满意");
         assert_eq!(env["type"], "msg.sms.in");
+        // The gateway sends the same DELIVER again (it missed the RESP): it is
+        // answered, and the stream, which other systems consume, holds it once.
+        let answered = sim.deliver_resps_received();
+        sim.redeliver_last_mo().unwrap();
+        eventually(10, || async { (sim.deliver_resps_received() > answered).then_some(()) })
+            .await
+            .expect("the hub answers the DELIVER sent again");
+        sim.inject_mo("13812345678", "谢谢").unwrap();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), incoming.next()).await.expect("the next reply on NATS").unwrap();
+            if serde_json::from_slice::<Value>(&msg.payload).unwrap()["payload"]["text"] == "谢谢" {
+                break;
+            }
+        }
+        let stream = jetstream::new(n.client().await).get_stream("CIVICHUB_MESSAGES").await.unwrap();
+        let mut replies = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                filter_subject: "civichub.msg.sms.in".into(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(replies.info().await.unwrap().num_pending, 2, "the reply sent twice is in the stream once, beside the next one");
     }
     // Too long for SMS: a clear 400.
     let (status, err) = post_message(&app, &token, &json!({"to": {"phone": "13812345678"}, "text": "长".repeat(500)})).await;

@@ -131,6 +131,8 @@ struct State {
     received: Vec<ReceivedSms>,
     partial: HashMap<PartKey, Partial>,
     undelivered_reports: Vec<Deliver>,
+    /// The DELIVERs of the last mobile-originated message, to send again.
+    last_mo: Vec<Deliver>,
     in_flight: usize,
     max_in_flight: usize,
     active_test_resps: usize,
@@ -240,6 +242,7 @@ impl CmppSimulator {
                 received: Vec::new(),
                 partial: HashMap::new(),
                 undelivered_reports: Vec::new(),
+                last_mo: Vec::new(),
                 in_flight: 0,
                 max_in_flight: 0,
                 active_test_resps: 0,
@@ -331,6 +334,7 @@ impl CmppSimulator {
             return Err(Error::LinkDown);
         }
         let reference = st.msg_seq as u8;
+        st.last_mo.clear();
         for seg in split_message(text, reference)? {
             let msg_id = st.next_msg_id(self.shared.config.gateway_code);
             let deliver = Deliver {
@@ -345,6 +349,25 @@ impl CmppSimulator {
                 msg_content: seg.content,
                 reserve: [0; 8],
             };
+            st.last_mo.push(deliver.clone());
+            let seq = st.next_seq();
+            if !st.send_to(None, Frame::new(seq, Pdu::Deliver(deliver))) {
+                return Err(Error::LinkDown);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the last mobile-originated message's DELIVERs again, with the
+    /// same `Msg_Id`s and new sequence ids, as a gateway does when it did not
+    /// see the DELIVER_RESP in time. Fails when no client is logged in or no
+    /// message was injected.
+    pub fn redeliver_last_mo(&self) -> Result<()> {
+        let mut st = self.shared.state();
+        if st.last_mo.is_empty() || st.conns.is_empty() {
+            return Err(Error::LinkDown);
+        }
+        for deliver in st.last_mo.clone() {
             let seq = st.next_seq();
             if !st.send_to(None, Frame::new(seq, Pdu::Deliver(deliver))) {
                 return Err(Error::LinkDown);
