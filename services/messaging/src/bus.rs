@@ -204,11 +204,14 @@ impl Bus {
                         Ok(()) => done.push(pending.id),
                         Err(e) => {
                             tracing::debug!("publishing {} to {}: {e}", pending.id, pending.subject);
-                            outbox::retry(&self.db, &pending.id, &e.to_string(), relay_backoff_ms(pending.attempts)).await?;
+                            outbox::retry(&self.db, &pending, &e.to_string(), relay_backoff_ms(pending.attempts)).await?;
                         }
                     }
                 }
-                outbox::published(&self.db, &done).await?;
+                // With the bus's other writes: one commit for many.
+                self.writer
+                    .write(move |tx| Box::pin(async move { outbox::published(tx, &done).await }))
+                    .await?;
             }
             Transport::Local => self.fan_out(&batch).await?,
         }

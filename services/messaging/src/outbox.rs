@@ -44,20 +44,25 @@ pub(crate) fn skip_locked(db: &Db) -> &'static str {
 /// Leases up to `limit` due envelopes for `lease_ms`; one that is not
 /// published in time (its relay died) becomes due again. With `probe`, a
 /// read first: when nothing is due, the writer is not taken.
+///
+/// On SQLite it is a read, not a write transaction on the single writer: a
+/// SQLite store belongs to one process, whose one relay takes the outbox in
+/// turn, so there is no other relay to lease against; a relay that dies dies
+/// with its process, and what it had read is still due at the next start.
 pub async fn claim(db: &Db, limit: i64, lease_ms: i64, probe: bool) -> Result<Vec<Pending>> {
     let now = now_ms();
-    if probe && sqlx::query("SELECT 1 FROM bus_outbox WHERE next_attempt_ms <= $1 LIMIT 1").bind(now).fetch_optional(db.pool()).await?.is_none() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "UPDATE bus_outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
-         (SELECT id FROM bus_outbox WHERE next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3{}) \
-         RETURNING id, subject, envelope, attempts",
-        skip_locked(db)
-    );
-    let mut tx = db.begin().await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
-    tx.commit().await?;
+    let rows = if db.backend() == Backend::Sqlite {
+        sqlx::query(
+            "SELECT id, subject, envelope, attempts + 1 AS attempts FROM bus_outbox \
+             WHERE next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?
+    } else {
+        lease(db, now, limit, lease_ms, probe).await?
+    };
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         out.push(Pending {
@@ -71,33 +76,49 @@ pub async fn claim(db: &Db, limit: i64, lease_ms: i64, probe: bool) -> Result<Ve
     Ok(out)
 }
 
+/// [`claim`] where several relays share the outbox: the rows are leased.
+async fn lease(db: &Db, now: i64, limit: i64, lease_ms: i64, probe: bool) -> Result<Vec<sqlx::any::AnyRow>> {
+    if probe && sqlx::query("SELECT 1 FROM bus_outbox WHERE next_attempt_ms <= $1 LIMIT 1").bind(now).fetch_optional(db.pool()).await?.is_none() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "UPDATE bus_outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
+         (SELECT id FROM bus_outbox WHERE next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3{}) \
+         RETURNING id, subject, envelope, attempts",
+        skip_locked(db)
+    );
+    let mut tx = db.begin().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
 /// `$first, $first+1, …` for `n` values.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Deletes published envelopes.
-pub async fn published(db: &Db, ids: &[String]) -> Result<()> {
+/// Deletes published envelopes on `tx`.
+pub async fn published(tx: &mut Tx, ids: &[String]) -> Result<()> {
     for chunk in ids.chunks(500) {
         let sql = format!("DELETE FROM bus_outbox WHERE id IN ({})", placeholders(1, chunk.len()));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
         for id in chunk {
             q = q.bind(id);
         }
-        let mut tx = db.begin().await?;
-        q.execute(&mut *tx).await?;
-        tx.commit().await?;
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-/// Schedules another publish attempt.
-pub async fn retry(db: &Db, id: &str, error: &str, delay_ms: i64) -> Result<()> {
+/// Schedules another publish attempt of `pending`.
+pub async fn retry(db: &Db, pending: &Pending, error: &str, delay_ms: i64) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE bus_outbox SET next_attempt_ms = $1, last_error = $2 WHERE id = $3")
+    sqlx::query("UPDATE bus_outbox SET next_attempt_ms = $1, last_error = $2, attempts = $3 WHERE id = $4")
         .bind(now_ms() + delay_ms)
         .bind(error)
-        .bind(id)
+        .bind(pending.attempts)
+        .bind(&pending.id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
