@@ -229,6 +229,25 @@ fn print_line(s: &Value) {
     }
 }
 
+/// Runs `work` back to back on `threads` threads for `duration`; returns
+/// runs per second and the seconds taken.
+fn per_second(threads: usize, duration: Duration, work: impl Fn() + Sync) -> (f64, f64) {
+    let count = AtomicU64::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while started.elapsed() < duration {
+                    work();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    (count.load(Ordering::Relaxed) as f64 / elapsed, elapsed)
+}
+
 /// Raw Argon2id verify rate in this process at civichub's parameters
 /// (m=19456 KiB, t=2, p=1), one verifying thread per core by default.
 fn argon2_rate(o: Opts) -> Res<()> {
@@ -243,23 +262,10 @@ fn argon2_rate(o: Opts) -> Res<()> {
         .map_err(|e| e.to_string())?
         .to_string();
 
-    let count = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let (count, phc) = (count.clone(), phc.as_str());
-            scope.spawn(move || {
-                let argon2 = Argon2::default();
-                let hash = PasswordHash::new(phc).expect("own PHC string");
-                while started.elapsed() < duration {
-                    argon2.verify_password(password, &hash).expect("verify");
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        }
+    let hash = PasswordHash::new(&phc).map_err(|e| e.to_string())?;
+    let (rate, elapsed) = per_second(threads, duration, || {
+        Argon2::default().verify_password(password, &hash).expect("verify");
     });
-    let elapsed = started.elapsed().as_secs_f64();
-    let rate = count.load(Ordering::Relaxed) as f64 / elapsed;
     println!(
         "raw argon2id verify (m=19456 KiB, t=2, p=1): {rate:.1} verifies/s on {threads} thread(s)"
     );
@@ -286,24 +292,12 @@ fn rs256_rate(o: Opts) -> Res<()> {
     // header.payload of an ID token: about 600 bytes of base64url.
     let message = vec![b'e'; 600];
 
-    let count = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let (count, pair, message) = (count.clone(), &pair, &message);
-            scope.spawn(move || {
-                let rng = ring::rand::SystemRandom::new();
-                let mut signature = vec![0u8; pair.public().modulus_len()];
-                while started.elapsed() < duration {
-                    pair.sign(&ring::signature::RSA_PKCS1_SHA256, &rng, message, &mut signature)
-                        .expect("sign");
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        }
+    let rng = ring::rand::SystemRandom::new();
+    let (rate, elapsed) = per_second(threads, duration, || {
+        let mut signature = vec![0u8; pair.public().modulus_len()];
+        pair.sign(&ring::signature::RSA_PKCS1_SHA256, &rng, &message, &mut signature)
+            .expect("sign");
     });
-    let elapsed = started.elapsed().as_secs_f64();
-    let rate = count.load(Ordering::Relaxed) as f64 / elapsed;
     println!("raw RS256 sign (ring, RSA-2048): {rate:.1} signatures/s on {threads} thread(s)");
     write_json(&o, &json!({ "threads": threads, "seconds": elapsed, "signs_per_sec": rate }))
 }

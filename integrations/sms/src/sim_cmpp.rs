@@ -191,6 +191,17 @@ impl State {
     }
 
     /// Sends to connection `preferred` if it is still there, else to the newest connection.
+    /// Sends each DELIVER in a frame of its own to the newest connection.
+    fn send_delivers(&mut self, delivers: Vec<Deliver>) -> Result<()> {
+        for deliver in delivers {
+            let seq = self.next_seq();
+            if !self.send_to(None, Frame::new(seq, Pdu::Deliver(deliver))) {
+                return Err(Error::LinkDown);
+            }
+        }
+        Ok(())
+    }
+
     fn send_to(&mut self, preferred: Option<u64>, frame: Frame) -> bool {
         let target = preferred
             .filter(|id| self.conns.contains_key(id))
@@ -334,7 +345,7 @@ impl CmppSimulator {
             return Err(Error::LinkDown);
         }
         let reference = st.msg_seq as u8;
-        st.last_mo.clear();
+        let mut delivers = Vec::new();
         for seg in split_message(text, reference)? {
             let msg_id = st.next_msg_id(self.shared.config.gateway_code);
             let deliver = Deliver {
@@ -349,13 +360,10 @@ impl CmppSimulator {
                 msg_content: seg.content,
                 reserve: [0; 8],
             };
-            st.last_mo.push(deliver.clone());
-            let seq = st.next_seq();
-            if !st.send_to(None, Frame::new(seq, Pdu::Deliver(deliver))) {
-                return Err(Error::LinkDown);
-            }
+            delivers.push(deliver);
         }
-        Ok(())
+        st.last_mo = delivers.clone();
+        st.send_delivers(delivers)
     }
 
     /// Sends the last mobile-originated message's DELIVERs again, with the
@@ -364,16 +372,11 @@ impl CmppSimulator {
     /// message was injected.
     pub fn redeliver_last_mo(&self) -> Result<()> {
         let mut st = self.shared.state();
-        if st.last_mo.is_empty() || st.conns.is_empty() {
+        if st.last_mo.is_empty() {
             return Err(Error::LinkDown);
         }
-        for deliver in st.last_mo.clone() {
-            let seq = st.next_seq();
-            if !st.send_to(None, Frame::new(seq, Pdu::Deliver(deliver))) {
-                return Err(Error::LinkDown);
-            }
-        }
-        Ok(())
+        let delivers = st.last_mo.clone();
+        st.send_delivers(delivers)
     }
 
     /// Logged-in client connections.

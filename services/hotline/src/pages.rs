@@ -362,7 +362,7 @@ async fn departments(id: &Identity) -> Vec<String> {
 
 /// Open tickets of one status, `department`'s (led or co-handled) or all, most urgent first.
 async fn open(tickets: &Tickets, status: &str, department: Option<&str>) -> crate::Result<Vec<Ticket>> {
-    Ok(tickets.list_by(Some(status), department, false, ListOrder::MostUrgent, 1, 200).await?.0)
+    tickets.list_by(Some(status), department, false, ListOrder::MostUrgent, 1, 200).await
 }
 
 /// What the agent typed into the registration form, to show again when it was refused.
@@ -415,10 +415,10 @@ async fn workbench(
     let now = Tickets::now();
     let lists = async {
         Ok::<_, Error>((
-            tickets.list_by(Some("registered"), None, false, ListOrder::Oldest, 1, 50).await?.0,
-            tickets.list_by(Some("replied"), None, false, ListOrder::Oldest, 1, 50).await?.0,
-            tickets.list_by(Some("visited"), None, false, ListOrder::Oldest, 1, 50).await?.0,
-            tickets.list(None, None, false, 1, 20).await?.0,
+            tickets.list_by(Some("registered"), None, false, ListOrder::Oldest, 1, 50).await?,
+            tickets.list_by(Some("replied"), None, false, ListOrder::Oldest, 1, 50).await?,
+            tickets.list_by(Some("visited"), None, false, ListOrder::Oldest, 1, 50).await?,
+            tickets.list_by(None, None, false, ListOrder::Newest, 1, 20).await?,
         ))
     };
     let (waiting, to_call_back, to_close, recent) = match lists.await {
@@ -505,7 +505,7 @@ async fn supervise(tickets: &Tickets, id: &Identity, ctx: &RequestContext, notic
     };
     let now = Tickets::now();
     let lists = async {
-        let (overdue, _) = tickets.list_by(None, None, true, ListOrder::MostUrgent, 1, 200).await?;
+        let overdue = tickets.list_by(None, None, true, ListOrder::MostUrgent, 1, 200).await?;
         let returns = open(tickets, "returned", None).await?;
         let mut extensions = open(tickets, "accepted", None).await?;
         extensions.extend(open(tickets, "dispatched", None).await?);

@@ -391,11 +391,17 @@ impl Tickets {
     /// Tickets, newest first, with the number of all that match:
     /// `overdue` keeps those past their reply deadline and not yet replied.
     pub async fn list(&self, status: Option<&str>, department: Option<&str>, overdue: bool, page: i64, page_size: i64) -> Result<(Vec<Ticket>, i64)> {
-        self.list_by(status, department, overdue, ListOrder::Newest, page, page_size).await
+        let (filter, binds) = list_filter(status, department, overdue)?;
+        let total: i64 = bind_all(format!("SELECT COUNT(*) AS n FROM hotline_tickets WHERE {filter}"), &binds)
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get("n")?;
+        Ok((self.page(&filter, &binds, ListOrder::Newest, page, page_size).await?, total))
     }
 
-    /// [`Tickets::list`] in `order`: a work list takes the tickets that need
-    /// doing first, not the newest, when there are more than a page.
+    /// A page of [`Tickets::list`] in `order`, without the count: a work list
+    /// takes the tickets that need doing first, not the newest, when there
+    /// are more than a page.
     pub async fn list_by(
         &self,
         status: Option<&str>,
@@ -404,38 +410,12 @@ impl Tickets {
         order: ListOrder,
         page: i64,
         page_size: i64,
-    ) -> Result<(Vec<Ticket>, i64)> {
-        if let Some(s) = status
-            && Status::parse(s).is_none()
-        {
-            let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-            return Err(Error::Invalid(format!("status {s:?} is not one of {}", all.join(", "))));
-        }
-        let mut clauses = vec!["1 = 1".to_owned()];
-        let mut binds: Vec<civichub_store::Value> = Vec::new();
-        if let Some(s) = status {
-            binds.push(s.into());
-            clauses.push(format!("status = ${}", binds.len()));
-        }
-        if let Some(d) = department {
-            // Led by the department, or handled with its help.
-            binds.push(d.into());
-            let n = binds.len();
-            clauses.push(format!("(department = ${n} OR number IN (SELECT number FROM hotline_co_departments WHERE department = ${n}))"));
-        }
-        if overdue {
-            binds.push(now_ms().into());
-            clauses.push(format!("due_ms < ${} AND status IN ('dispatched', 'accepted', 'returned')", binds.len()));
-        }
-        let filter = clauses.join(" AND ");
-        let bind_all = |sql: String, binds: &[civichub_store::Value]| {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for b in binds {
-                q = b.bind(q);
-            }
-            q
-        };
-        let total: i64 = bind_all(format!("SELECT COUNT(*) AS n FROM hotline_tickets WHERE {filter}"), &binds).fetch_one(self.db.pool()).await?.try_get("n")?;
+    ) -> Result<Vec<Ticket>> {
+        let (filter, binds) = list_filter(status, department, overdue)?;
+        self.page(&filter, &binds, order, page, page_size).await
+    }
+
+    async fn page(&self, filter: &str, binds: &[civichub_store::Value], order: ListOrder, page: i64, page_size: i64) -> Result<Vec<Ticket>> {
         let rows = bind_all(
             format!(
                 "SELECT doc FROM hotline_tickets WHERE {filter} ORDER BY {} LIMIT {} OFFSET {}",
@@ -443,11 +423,11 @@ impl Tickets {
                 page_size.clamp(1, 200),
                 (page.clamp(1, 1_000_000) - 1) * page_size.clamp(1, 200)
             ),
-            &binds,
+            binds,
         )
         .fetch_all(self.db.pool())
         .await?;
-        Ok((rows.iter().map(|r| self.decode(r)).collect::<Result<Vec<_>>>()?, total))
+        rows.iter().map(|r| self.decode(r)).collect()
     }
 
     /// At most three departments for a new ticket: those the dispatch
@@ -688,4 +668,39 @@ fn record(tx: &mut Tx, ticket: &Ticket, action: &str, from: Option<Status>, chan
     env.trace_id = ticket.number.clone();
     outbox::enqueue(tx, &subjects::ticket(change.event), &env)?;
     Ok(())
+}
+
+/// The WHERE clause and its values for a ticket list (see [`Tickets::list`]).
+fn list_filter(status: Option<&str>, department: Option<&str>, overdue: bool) -> Result<(String, Vec<civichub_store::Value>)> {
+    if let Some(s) = status
+        && Status::parse(s).is_none()
+    {
+        let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        return Err(Error::Invalid(format!("status {s:?} is not one of {}", all.join(", "))));
+    }
+    let mut clauses = vec!["1 = 1".to_owned()];
+    let mut binds: Vec<civichub_store::Value> = Vec::new();
+    if let Some(s) = status {
+        binds.push(s.into());
+        clauses.push(format!("status = ${}", binds.len()));
+    }
+    if let Some(d) = department {
+        // Led by the department, or handled with its help.
+        binds.push(d.into());
+        let n = binds.len();
+        clauses.push(format!("(department = ${n} OR number IN (SELECT number FROM hotline_co_departments WHERE department = ${n}))"));
+    }
+    if overdue {
+        binds.push(now_ms().into());
+        clauses.push(format!("due_ms < ${} AND status IN ('dispatched', 'accepted', 'returned')", binds.len()));
+    }
+    Ok((clauses.join(" AND "), binds))
+}
+
+fn bind_all(sql: String, binds: &[civichub_store::Value]) -> civichub_store::AnyQuery<'_> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        q = b.bind(q);
+    }
+    q
 }

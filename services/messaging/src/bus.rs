@@ -243,13 +243,8 @@ impl Bus {
                 }
             }
         }
-        let ids: Vec<&String> = batch.iter().map(|p| &p.id).collect();
-        let sql = format!("DELETE FROM bus_outbox WHERE id IN ({})", placeholders(1, ids.len()));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-        for id in ids {
-            q = q.bind(id);
-        }
-        q.execute(&mut *tx).await?;
+        let ids: Vec<String> = batch.iter().map(|p| p.id.clone()).collect();
+        outbox::published(&mut tx, &ids).await?;
         tx.commit().await?;
         for name in woken {
             self.local_notify(&name).notify_one();

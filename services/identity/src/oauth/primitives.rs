@@ -42,9 +42,17 @@ pub struct DbRegistrar {
 /// that one request reads it once.
 pub(crate) type SeenClient = Arc<std::sync::Mutex<Option<crate::Client>>>;
 
-/// The client in `seen` if it is `client_id`.
-fn seen_client(seen: &SeenClient, client_id: &str) -> Option<crate::Client> {
-    seen.lock().ok()?.as_ref().filter(|c| c.client_id == client_id).cloned()
+/// Client `client_id`: the one in `seen` if it is that one, else read and
+/// kept there.
+async fn read_client(id: &Identity, seen: &SeenClient, client_id: &str) -> Result<Option<crate::Client>> {
+    if let Some(client) = seen.lock().ok().and_then(|s| s.as_ref().filter(|c| c.client_id == client_id).cloned()) {
+        return Ok(Some(client));
+    }
+    let client = id.clients.get(client_id).await?;
+    if let (Some(client), Ok(mut seen)) = (&client, seen.lock()) {
+        *seen = Some(client.clone());
+    }
+    Ok(client)
 }
 
 impl DbRegistrar {
@@ -59,20 +67,10 @@ impl DbRegistrar {
     }
 
     async fn client(&self, client_id: &str) -> std::result::Result<crate::Client, RegistrarError> {
-        if let Some(client) = seen_client(&self.seen, client_id) {
-            return Ok(client);
-        }
-        let client = self
-            .id
-            .clients
-            .get(client_id)
+        read_client(&self.id, &self.seen, client_id)
             .await
             .map_err(|_| RegistrarError::PrimitiveError)?
-            .ok_or(RegistrarError::Unspecified)?;
-        if let Ok(mut seen) = self.seen.lock() {
-            *seen = Some(client.clone());
-        }
-        Ok(client)
+            .ok_or(RegistrarError::Unspecified)
     }
 }
 
@@ -310,10 +308,7 @@ impl DbIssuer {
         let refresh = grant.login.as_ref().map(|_| random_token(32));
         if let (Some(login), true) = (&grant.login, grant.has_scope("openid")) {
             let user = self.id.users.get(&grant.owner_id).await?;
-            let client = match seen_client(&self.client, &grant.client_id) {
-                Some(client) => client,
-                None => self.id.clients.get(&grant.client_id).await?.ok_or_else(|| Error::NotFound("client".into()))?,
-            };
+            let client = read_client(&self.id, &self.client, &grant.client_id).await?.ok_or_else(|| Error::NotFound("client".into()))?;
             let key = self.id.keys.signing_key(client.signing_alg()).await?;
             let scopes = grant.scopes();
             self.id_token = Some(oidc::id_token(
@@ -329,23 +324,22 @@ impl DbIssuer {
     /// record.
     fn rows(&self, grant: &StoredGrant, minted: &Minted, event: &'static str) -> Result<(Vec<TokenRow>, AuditRow)> {
         let now = now();
-        let row = |grant: &StoredGrant, kind: &'static str, token: &str, expires_at: i64| -> Result<TokenRow> {
-            Ok(TokenRow {
-                token_hash: sha256_hex(token),
-                kind,
-                family: grant.family.clone().unwrap_or_default(),
-                client_id: grant.client_id.clone(),
-                user_id: grant.login.as_ref().map(|_| grant.owner_id.clone()),
-                sid: grant.login.as_ref().map(|l| l.sid.clone()),
-                scope: grant.scope.clone(),
-                grant_json: serde_json::to_string(grant)?,
-                issued_at: now,
-                expires_at,
-            })
+        let grant_json = serde_json::to_string(grant)?;
+        let row = |kind: &'static str, token: &str, expires_at: i64| TokenRow {
+            token_hash: sha256_hex(token),
+            kind,
+            family: grant.family.clone().unwrap_or_default(),
+            client_id: grant.client_id.clone(),
+            user_id: grant.login.as_ref().map(|_| grant.owner_id.clone()),
+            sid: grant.login.as_ref().map(|l| l.sid.clone()),
+            scope: grant.scope.clone(),
+            grant_json: grant_json.clone(),
+            issued_at: now,
+            expires_at,
         };
-        let mut tokens = vec![row(grant, "access", &minted.access, minted.until)?];
+        let mut tokens = vec![row("access", &minted.access, minted.until)];
         if let Some(refresh) = &minted.refresh {
-            tokens.push(row(grant, "refresh", refresh, self.refresh_expiry(grant))?);
+            tokens.push(row("refresh", refresh, self.refresh_expiry(grant)));
         }
         let audit = AuditRow {
             at: now,
