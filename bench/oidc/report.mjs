@@ -67,7 +67,7 @@ const codeRef = op(ref, 'code_flow');
 if (rs256 && codeRef) {
   const needed = 5 * codeRef.ops_per_sec;
   const reachable = needed <= rs256.signs_per_sec;
-  console.log(`\ncode_flow ceiling: one RS256 ID token per flow; raw RS256 signing (ring, ${rs256.threads} threads, nothing else running): ` +
+  console.log(`\ncode_flow ceiling: one RS256 ID token per flow; raw RS256 signing (aws-lc-rs, ${rs256.threads} threads, nothing else running): ` +
     `${num(rs256.signs_per_sec)}/s; 5 x oidc-provider = ${num(needed)}/s: ` +
     (reachable ? 'within the ceiling' : 'above the ceiling, so no RS256 provider can reach it on this machine'));
 }

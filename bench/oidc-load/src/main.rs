@@ -276,7 +276,7 @@ fn argon2_rate(o: Opts) -> Res<()> {
 }
 
 /// Raw RS256 signing rate in this process: RSA-2048 PKCS#1 v1.5 with SHA-256
-/// by `ring`, the call civichub makes for each RS256 ID token, over a signing
+/// by AWS-LC (`aws-lc-rs`), the call civichub makes for each RS256 ID token, over a signing
 /// input the size of a typical ID token, one signing thread per core by
 /// default. Every authorization code flow and every refresh with `openid`
 /// signs one ID token, so this bounds both on this machine: no provider
@@ -288,16 +288,16 @@ fn rs256_rate(o: Opts) -> Res<()> {
     let duration = Duration::from_secs_f64(o.num("duration", 5.0)?);
     let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| e.to_string())?;
     let der = key.to_pkcs1_der().map_err(|e| e.to_string())?;
-    let pair = ring::signature::RsaKeyPair::from_der(der.as_bytes()).map_err(|e| e.to_string())?;
+    let pair = aws_lc_rs::signature::RsaKeyPair::from_der(der.as_bytes()).map_err(|e| e.to_string())?;
     // header.payload of an ID token: about 600 bytes of base64url.
     let message = vec![b'e'; 600];
 
-    let rng = ring::rand::SystemRandom::new();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
     let (rate, elapsed) = per_second(threads, duration, || {
-        let mut signature = vec![0u8; pair.public().modulus_len()];
-        pair.sign(&ring::signature::RSA_PKCS1_SHA256, &rng, &message, &mut signature)
+        let mut signature = vec![0u8; pair.public_modulus_len()];
+        pair.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, &message, &mut signature)
             .expect("sign");
     });
-    println!("raw RS256 sign (ring, RSA-2048): {rate:.1} signatures/s on {threads} thread(s)");
+    println!("raw RS256 sign (aws-lc-rs, RSA-2048): {rate:.1} signatures/s on {threads} thread(s)");
     write_json(&o, &json!({ "threads": threads, "seconds": elapsed, "signs_per_sec": rate }))
 }

@@ -7,7 +7,7 @@
 //! sent twice, is refused, on any node.
 
 use civichub_store::{Db, Row, now, random_token, sha256_hex};
-use ring::hmac;
+use aws_lc_rs::hmac;
 
 use crate::{Error, Result};
 
@@ -117,7 +117,7 @@ impl Mfa {
             return Err(Error::Conflict("an authenticator app is already enrolled".into()));
         }
         let mut secret = [0u8; 20];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(|_| Error::Invalid("no randomness".into()))?;
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut secret).map_err(|_| Error::Invalid("no randomness".into()))?;
         let encoded = base32(&secret);
         sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1").bind(user_id).execute(self.db.pool()).await?;
         sqlx::query("INSERT INTO mfa_totp (user_id, secret, confirmed, last_step, created_at) VALUES ($1, $2, 0, -1, $3)")

@@ -14,17 +14,17 @@ use crate::{Error, Result};
 /// A write transaction on whichever engine the hub runs on. It derefs to the
 /// connection, so queries run on `&mut *tx`.
 ///
-/// On SQLite it also holds this process's writer lock: SQLite admits one
-/// writer at a time, and writers queueing on an async lock cost nothing,
-/// while writers queueing in SQLite's busy handler sleep in steps of
-/// milliseconds.
+/// On SQLite it runs on the process's one writer connection: SQLite admits
+/// one writer at a time, and writers queueing for that connection cost
+/// nothing, while writers queueing in SQLite's busy handler sleep in steps
+/// of milliseconds. Readers have a pool of their own, so a write never waits
+/// for a reader to give a connection back.
 ///
 /// Rows given to [`Tx::insert_later`] are written at commit, with one
 /// multi-row `INSERT` per statement shape: the transaction's own queries do
 /// not see them before.
 pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Any>,
-    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
     deferred: Deferred,
 }
 
@@ -170,7 +170,9 @@ impl fmt::Display for DbUrl {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// On SQLite, the one connection transactions run on; on PostgreSQL,
+    /// the pool itself.
+    writer: AnyPool,
 }
 
 impl fmt::Debug for Db {
@@ -192,8 +194,23 @@ impl Db {
                     .map_err(|source| Error::DataDir { path: dir.clone(), source })?;
             }
         let backend = url.backend;
-        let options = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+        let pool = Self::pool_options(backend, if backend == Backend::Sqlite { 8 } else { 16 }).connect(&url.url).await?;
+        // An in-memory SQLite database lives and dies with its connection:
+        // a second pool would be another database.
+        let writer = if backend == Backend::Sqlite && !url.url.contains(":memory:") {
+            Self::pool_options(backend, 1).connect(&url.url).await?
+        } else {
+            pool.clone()
+        };
+        let db = Db { pool, backend, writer };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// A pool of up to `connections`.
+    fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
+        AnyPoolOptions::new()
+            .max_connections(connections)
             .acquire_timeout(Duration::from_secs(10))
             // A file needs no liveness check; on SQLite it would cost every
             // acquire a round trip to the connection's thread.
@@ -208,11 +225,7 @@ impl Db {
                     }
                     Ok(())
                 })
-            });
-        let pool = options.connect(&url.url).await?;
-        let db = Db { pool, backend, writer: Default::default() };
-        db.migrate().await?;
-        Ok(db)
+            })
     }
 
     /// The connection pool, for queries.
@@ -226,17 +239,14 @@ impl Db {
     }
 
     /// Starts a write transaction. On SQLite it first takes this process's
-    /// writer lock, then SQLite's (`BEGIN IMMEDIATE`), so two writers never
-    /// deadlock on lock upgrade.
+    /// writer connection, then SQLite's lock (`BEGIN IMMEDIATE`), so two
+    /// writers never deadlock on lock upgrade.
     pub async fn begin(&self) -> Result<Tx> {
-        match self.backend {
-            Backend::Sqlite => {
-                let writer = self.writer.clone().lock_owned().await;
-                let inner = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(Tx { inner, _writer: Some(writer), deferred: Deferred::default() })
-            }
-            Backend::Postgres => Ok(Tx { inner: self.pool.begin().await?, _writer: None, deferred: Deferred::default() }),
-        }
+        let inner = match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx { inner, deferred: Deferred::default() })
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -361,6 +371,7 @@ impl Db {
 
     /// Closes every connection; pending work finishes first.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

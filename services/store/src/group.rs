@@ -20,7 +20,7 @@ use std::pin::Pin;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Db, Error, Tx};
+use crate::{Backend, Db, Error, Tx};
 
 /// A boxed future borrowing the transaction.
 pub type TxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -149,7 +149,8 @@ impl GroupWriter {
     pub fn start(db: Db, max_batch: usize, name: &'static str) -> GroupWriter {
         let (jobs, mut queue) = mpsc::channel::<Box<dyn Job>>(max_batch.max(1) * 4);
         let max_batch = max_batch.max(1);
-        tokio::spawn(async move {
+        let backend = db.backend();
+        let run = async move {
             let mut stats = Stats::default();
             while let Some(first) = queue.recv().await {
                 let mut batch = vec![first];
@@ -192,7 +193,31 @@ impl GroupWriter {
                 }
                 stats.record(name, n, started.elapsed());
             }
-        });
+        };
+        // On SQLite each statement is a hand-off to the connection's own
+        // thread and back; on the hub's runtime every such step of the writer
+        // would wait its turn behind the request tasks, so the writer runs on
+        // a thread and runtime of its own. (PostgreSQL connections do their
+        // I/O on the runtime that opened them, which a writer's runtime would
+        // not outlive: there it stays on the caller's runtime.)
+        let own_runtime = match backend {
+            Backend::Sqlite => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .inspect_err(|e| tracing::error!("{name}: no runtime of its own ({e}); writing on the caller's"))
+                .ok(),
+            Backend::Postgres => None,
+        };
+        match own_runtime {
+            Some(runtime) => {
+                if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(move || runtime.block_on(run)) {
+                    tracing::error!("{name}: could not start its thread ({e}); its writes will fail");
+                }
+            }
+            None => {
+                tokio::spawn(run);
+            }
+        }
         GroupWriter { jobs }
     }
 

@@ -17,6 +17,6 @@ pub use db::{Backend, Db, DbUrl, Tx};
 pub use error::{Error, Result};
 pub use group::{GroupWriter, TxFuture};
 pub use outbox::{Outbox, OutboxMessage, backoff_secs};
-pub use rows::{AnyQuery, Value, insert_rows, row_placeholders};
+pub use rows::{AnyQuery, Value, row_placeholders};
 pub use tokens::{now, random_hex, random_token, sha256_hex};
 pub use sqlx::Row;

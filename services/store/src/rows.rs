@@ -1,5 +1,6 @@
 //! Multi-row inserts: many rows of one table in one statement, so a batch
-//! of writes costs one round trip to the database per table, not per row.
+//! of writes costs one round trip to the database (on SQLite) or one per
+//! table (on PostgreSQL), not one per row.
 
 use sqlx::AnyConnection;
 
@@ -67,45 +68,69 @@ impl Value {
     }
 }
 
-/// `($1, $2, $3), ($4, $5, $6)` for two rows of three columns.
-pub fn row_placeholders(rows: usize, columns: usize) -> String {
+/// `($1, $2, $3), ($4, $5, $6)` for two rows of three columns, numbered
+/// from `$first`.
+pub fn row_placeholders(first: usize, rows: usize, columns: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for r in 0..rows {
         if r > 0 {
             out.push_str(", ");
         }
         out.push('(');
-        for c in 1..=columns {
-            if c > 1 {
+        for c in 0..columns {
+            if c > 0 {
                 out.push_str(", ");
             }
             out.push('$');
-            out.push_str(&(r * columns + c).to_string());
+            out.push_str(&(first + r * columns + c).to_string());
         }
         out.push(')');
     }
     out
 }
 
-/// Parameters per statement: under SQLite's limit (32,766) and PostgreSQL's (65,535).
+/// Parameters per query: under SQLite's limit (32,766, which is also the
+/// highest `$N` it takes) and PostgreSQL's (65,535).
 const MAX_PARAMS: usize = 30_000;
 
-/// Inserts `values` (row after row, `width` cells each) with
-/// `{head} VALUES (…), (…) {suffix}`, as few statements as the engines'
-/// parameter limits allow. `head` is `INSERT INTO table (col, …)`.
-pub async fn insert_rows(conn: &mut AnyConnection, head: &str, suffix: &str, width: usize, values: &[Value]) -> Result<(), sqlx::Error> {
-    if width == 0 || values.is_empty() {
-        return Ok(());
+/// Runs `sql` with `values` bound in order.
+async fn run(conn: &mut AnyConnection, sql: &str, values: &[&Value]) -> Result<(), sqlx::Error> {
+    // Row counts vary from batch to batch: keep these out of the statement cache.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).persistent(false);
+    for value in values {
+        query = value.bind(query);
     }
-    debug_assert_eq!(values.len() % width, 0, "{head}: a row has {width} cells");
-    for chunk in values.chunks((MAX_PARAMS / width) * width) {
-        let sql = format!("{head} VALUES {} {suffix}", row_placeholders(chunk.len() / width, width));
-        // Row counts vary from batch to batch: keep these out of the statement cache.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for value in chunk {
-            query = value.bind(query);
+    query.execute(conn).await?;
+    Ok(())
+}
+
+/// Inserts every table's rows with `{head} VALUES (…), (…) {suffix}`, in as
+/// few round trips as the engines allow: on SQLite every statement goes in
+/// one query (its driver runs them one after another, numbering `$N` across
+/// them), on PostgreSQL one query per statement; a table whose rows exceed
+/// the parameter limit takes several statements.
+async fn insert_all(conn: &mut AnyConnection, tables: &[Pending]) -> Result<(), sqlx::Error> {
+    let together = conn.backend_name() == "SQLite";
+    let mut sql = String::new();
+    let mut values: Vec<&Value> = Vec::new();
+    for p in tables.iter().filter(|p| p.width > 0) {
+        debug_assert_eq!(p.values.len() % p.width, 0, "{}: a row has {} cells", p.head, p.width);
+        for chunk in p.values.chunks((MAX_PARAMS / p.width).max(1) * p.width) {
+            if !values.is_empty() && (!together || values.len() + chunk.len() > MAX_PARAMS) {
+                run(conn, &sql, &values).await?;
+                sql.clear();
+                values.clear();
+            }
+            if !sql.is_empty() {
+                sql.push_str(";\n");
+            }
+            let rows = row_placeholders(values.len() + 1, chunk.len() / p.width, p.width);
+            sql.push_str(&format!("{} VALUES {rows} {}", p.head, p.suffix));
+            values.extend(chunk);
         }
-        query.execute(&mut *conn).await?;
+    }
+    if !values.is_empty() {
+        run(conn, &sql, &values).await?;
     }
     Ok(())
 }
@@ -140,10 +165,7 @@ impl Deferred {
 
     /// Writes everything deferred, in the order the tables were first used.
     pub(crate) async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-        for p in std::mem::take(&mut self.tables) {
-            insert_rows(conn, p.head, p.suffix, p.width, &p.values).await?;
-        }
-        Ok(())
+        insert_all(conn, &std::mem::take(&mut self.tables)).await
     }
 }
 
@@ -153,8 +175,9 @@ mod tests {
 
     #[test]
     fn placeholders_number_every_cell() {
-        assert_eq!(row_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(row_placeholders(1, 1), "($1)");
+        assert_eq!(row_placeholders(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(row_placeholders(1, 1, 1), "($1)");
+        assert_eq!(row_placeholders(7, 1, 2), "($7, $8)");
     }
 
     #[test]
@@ -165,5 +188,43 @@ mod tests {
         d.push("INSERT INTO a (x)", "", vec![2.into()]);
         assert_eq!(d.tables.len(), 2);
         assert_eq!(d.tables[0].values, vec![Value::Int(Some(1)), Value::Int(Some(2))]);
+    }
+
+    #[tokio::test]
+    async fn deferred_rows_of_several_tables_past_the_parameter_limit_all_land() {
+        use crate::{Db, DbUrl, Row};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let mut tx = db.begin().await.expect("begin");
+        // 16,000 cursors of two cells (32,000 parameters: more than one
+        // query takes), then audit rows of six, then cursors again.
+        for i in 0..16_000i64 {
+            tx.insert_later("INSERT INTO bus_cursors (name, position)", "", vec![format!("c{i}").into(), i.into()]);
+        }
+        for i in 0..50i64 {
+            let row = vec![i.into(), "test.event".into(), Value::Text(None), Value::Text(None), Value::Text(None), format!("{{\"n\":{i}}}").into()];
+            tx.insert_later("INSERT INTO audit_events (at, event, user_id, client_id, ip, detail)", "", row);
+        }
+        tx.insert_later("INSERT INTO bus_cursors (name, position)", "", vec!["last".into(), (-1).into()]);
+        tx.commit().await.expect("commit");
+        let cursors: Vec<(String, i64)> = sqlx::query("SELECT name, position FROM bus_cursors ORDER BY position")
+            .fetch_all(db.pool())
+            .await
+            .expect("cursors")
+            .iter()
+            .map(|r| (r.get("name"), r.get("position")))
+            .collect();
+        assert_eq!(cursors.len(), 16_001);
+        assert_eq!(cursors[0], ("last".to_owned(), -1));
+        assert!(cursors[1..].iter().enumerate().all(|(i, (name, position))| *name == format!("c{i}") && *position == i as i64));
+        let audit: Vec<(i64, String)> = sqlx::query("SELECT at, detail FROM audit_events ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .expect("audit")
+            .iter()
+            .map(|r| (r.get("at"), r.get("detail")))
+            .collect();
+        assert_eq!(audit.len(), 50);
+        assert!(audit.iter().enumerate().all(|(i, (at, detail))| *at == i as i64 && *detail == format!("{{\"n\":{i}}}")));
     }
 }
