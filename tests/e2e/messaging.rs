@@ -115,7 +115,7 @@ async fn messages_api_checks_input_and_scope(app: &TestApp) {
     let mut db = app.db().await;
     sqlx::query("INSERT INTO messages (id, recipient_kind, recipient, channel, text, urgent, status, plan, client_id, trace_id, created_ms, updated_ms) \
                  VALUES ('m-own', 'phone', '13812345678', 'sms', 'x', 0, 'sent', '', (SELECT client_id FROM tokens WHERE token_hash = $1), 't', 0, 0)")
-        .bind(civichub_store::sha256_hex(&token))
+        .bind(civichub_store::secret_key(&token))
         .execute(&mut db)
         .await
         .unwrap();

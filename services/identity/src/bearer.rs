@@ -1,7 +1,7 @@
 //! Bearer tokens for CivicHub's own APIs (knowledge base, hotline,
 //! messaging): who is calling, with which scopes.
 
-use civichub_store::{Row, now, sha256_hex};
+use civichub_store::{Row, now, secret_key};
 
 use crate::{Identity, Result};
 
@@ -66,7 +66,7 @@ impl Identity {
             "SELECT client_id, user_id, scope, grant_json FROM tokens WHERE token_hash = $1 AND kind = 'access' \
              AND revoked_at IS NULL AND expires_at > $2",
         )
-        .bind(sha256_hex(token.trim()))
+        .bind(secret_key(token.trim()))
         .bind(now())
         .fetch_optional(self.db.pool())
         .await?;

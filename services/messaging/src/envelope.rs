@@ -58,8 +58,7 @@ impl Envelope {
 
 /// A unique, roughly time-ordered id: 12 hex digits of milliseconds, then 16 random.
 pub fn new_id() -> String {
-    let ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-    format!("{ms:012x}{}", civichub_store::random_hex(8))
+    civichub_store::ordered_id(8)
 }
 
 /// Milliseconds since the epoch.

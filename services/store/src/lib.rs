@@ -18,5 +18,5 @@ pub use error::{Error, Result};
 pub use group::{GroupWriter, TxFuture};
 pub use outbox::{Outbox, OutboxMessage, backoff_secs};
 pub use rows::{AnyQuery, Value, row_placeholders};
-pub use tokens::{now, random_hex, random_token, sha256_hex};
+pub use tokens::{now, ordered_id, ordered_secret, random_hex, random_token, secret_key, sha256_hex};
 pub use sqlx::Row;

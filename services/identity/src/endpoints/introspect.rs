@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use civichub_store::{Row, now, sha256_hex};
+use civichub_store::{Row, now, secret_key};
 use serde_json::{Value, json};
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -46,7 +46,7 @@ pub async fn introspect(id: &Identity, token: &str) -> Result<Value> {
         "SELECT kind, client_id, user_id, sid, scope, grant_json, issued_at, expires_at, rotated_at, revoked_at \
          FROM tokens WHERE token_hash = $1",
     )
-    .bind(sha256_hex(token))
+    .bind(secret_key(token))
     .fetch_optional(id.db.pool())
     .await?;
     let Some(row) = row else { return Ok(json!({ "active": false })) };

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use civichub_store::{Row, now, sha256_hex};
+use civichub_store::{Row, now, secret_key};
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -50,7 +50,7 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
 async fn revoke(id: &Identity, client_id: &str, token: &str, ip: Option<&str>) -> Result<bool> {
     let mut tx = id.db.begin().await?;
     let row = sqlx::query("SELECT kind, family, client_id, user_id FROM tokens WHERE token_hash = $1")
-        .bind(sha256_hex(token))
+        .bind(secret_key(token))
         .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = row else { return Ok(true) };
@@ -63,7 +63,7 @@ async fn revoke(id: &Identity, client_id: &str, token: &str, ip: Option<&str>) -
     } else {
         sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
             .bind(now())
-            .bind(sha256_hex(token))
+            .bind(secret_key(token))
             .execute(&mut *tx)
             .await?
             .rows_affected()

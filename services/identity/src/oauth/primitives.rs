@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
-use civichub_store::{Row, Tx, now, random_token, sha256_hex};
+use civichub_store::{Row, Tx, now, ordered_id, ordered_secret, secret_key};
 use oxide_auth::primitives::grant::Grant;
 use oxide_auth::primitives::issuer::{IssuedToken, RefreshedToken, TokenType};
 use oxide_auth::primitives::registrar::{BoundClient, ClientUrl, ExactUrl, PreGrant, RegisteredUrl, RegistrarError};
@@ -155,7 +155,7 @@ impl DbAuthorizer {
     }
 
     async fn extract_code(&self, code: &str) -> Result<Option<Grant>> {
-        let hash = sha256_hex(code);
+        let hash = secret_key(code);
         let ip = self.ip.clone();
         // In the token writer's group transaction: concurrent redemptions
         // commit together instead of one write transaction each.
@@ -229,16 +229,16 @@ pub(crate) async fn revoke_family(tx: &mut Tx, family: &str) -> Result<u64> {
 #[async_trait]
 impl Authorizer for DbAuthorizer {
     async fn authorize(&mut self, grant: Grant) -> std::result::Result<String, ()> {
-        let code = random_token(32);
+        let code = ordered_secret();
         let mut stored = StoredGrant::from_grant(&grant).map_err(|_| ())?;
         stored.login = self.login.clone();
-        stored.family = Some(random_token(16));
+        stored.family = Some(ordered_id(10));
         let expires_at = now() + self.id.settings.code_ttl;
         stored.until = expires_at;
         let json = serde_json::to_string(&stored).map_err(|_| ())?;
         let rows = Rows {
             codes: vec![CodeRow {
-                code_hash: sha256_hex(&code),
+                code_hash: secret_key(&code),
                 grant_json: json,
                 family: stored.family.clone().unwrap_or_default(),
                 expires_at,
@@ -301,11 +301,11 @@ impl DbIssuer {
     /// open while it uses the pool.
     async fn mint(&mut self, grant: &mut StoredGrant, with_nonce: bool) -> Result<Minted> {
         if grant.family.is_none() {
-            grant.family = Some(random_token(16));
+            grant.family = Some(ordered_id(10));
         }
-        let access = random_token(32);
+        let access = ordered_secret();
         let until = now() + self.id.settings.access_token_ttl;
-        let refresh = grant.login.as_ref().map(|_| random_token(32));
+        let refresh = grant.login.as_ref().map(|_| ordered_secret());
         if let (Some(login), true) = (&grant.login, grant.has_scope("openid")) {
             let user = self.id.users.get(&grant.owner_id).await?;
             let client = read_client(&self.id, &self.client, &grant.client_id).await?.ok_or_else(|| Error::NotFound("client".into()))?;
@@ -326,7 +326,7 @@ impl DbIssuer {
         let now = now();
         let grant_json = serde_json::to_string(grant)?;
         let row = |kind: &'static str, token: &str, expires_at: i64| TokenRow {
-            token_hash: sha256_hex(token),
+            token_hash: secret_key(token),
             kind,
             family: grant.family.clone().unwrap_or_default(),
             client_id: grant.client_id.clone(),
@@ -369,7 +369,7 @@ impl DbIssuer {
         let mut stored = StoredGrant::from_grant(&grant)?;
         let minted = self.mint(&mut stored, false).await?;
         let (tokens, audit) = self.rows(&stored, &minted, "token.refreshed")?;
-        let old = sha256_hex(old);
+        let old = secret_key(old);
         // In the token writer's group transaction: concurrent refreshes
         // commit together instead of one write transaction each.
         let rotated = self
@@ -422,7 +422,7 @@ impl DbIssuer {
             "SELECT grant_json, family, expires_at, rotated_at, revoked_at, user_id, client_id FROM tokens \
              WHERE token_hash = $1 AND kind = $2",
         )
-        .bind(sha256_hex(token))
+        .bind(secret_key(token))
         .bind(kind)
         .fetch_optional(self.id.db.pool())
         .await?;
