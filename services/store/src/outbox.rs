@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
 
-use crate::{Db, Result, Tx, now, random_token};
+use crate::{Db, Result, Tx, now, ordered_id};
 
 /// One announcement waiting in the outbox.
 #[derive(Debug, Clone)]
@@ -48,7 +48,8 @@ impl Outbox {
     /// Adds a message inside the caller's transaction; it becomes visible to
     /// relays only when that transaction commits.
     pub async fn enqueue<T: Serialize>(tx: &mut Tx, topic: &str, payload: &T) -> Result<String> {
-        let id = random_token(16);
+        // Time-ordered, so new rows go to the end of the key's index.
+        let id = ordered_id(8);
         let now = now();
         sqlx::query(
             "INSERT INTO outbox (id, topic, payload, created_at, attempts, next_attempt_at) \
