@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::consumer::{Consumer, Next, process};
 use crate::envelope::now_ms;
-use crate::outbox::{self, Pending, placeholders, skip_locked};
+use crate::outbox::{self, Pending, skip_locked};
 use crate::{Envelope, Error, Result, nats::Nats};
 
 /// The transport under the bus.
@@ -358,14 +358,7 @@ impl Bus {
                 }
             }
         }
-        for chunk in acked.chunks(500) {
-            let sql = format!("DELETE FROM bus_deliveries WHERE id IN ({})", placeholders(1, chunk.len()));
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        outbox::delete_ids(&mut tx, "bus_deliveries", &acked).await?;
         tx.commit().await?;
         Ok(n)
     }

@@ -1,7 +1,7 @@
 //! The bus outbox: envelopes written in the same transaction as the change
 //! they announce, published by the relay, deleted once the bus has them.
 
-use civichub_store::{Backend, Db, Row, Tx};
+use civichub_store::{Backend, Db, Row, Tx, row_placeholders};
 
 use crate::envelope::now_ms;
 use crate::{Envelope, Result};
@@ -93,22 +93,23 @@ async fn lease(db: &Db, now: i64, limit: i64, lease_ms: i64, probe: bool) -> Res
     Ok(rows)
 }
 
-/// `$first, $first+1, …` for `n` values.
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
-/// Deletes published envelopes on `tx`.
-pub async fn published(tx: &mut Tx, ids: &[String]) -> Result<()> {
+/// Deletes the rows of `table` (one of the bus's, keyed by `id`) with these
+/// ids, on `tx`, 500 at a time.
+pub(crate) async fn delete_ids(tx: &mut Tx, table: &'static str, ids: &[String]) -> Result<()> {
     for chunk in ids.chunks(500) {
-        let sql = format!("DELETE FROM bus_outbox WHERE id IN ({})", placeholders(1, chunk.len()));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+        let sql = format!("DELETE FROM {table} WHERE id IN {}", row_placeholders(1, 1, chunk.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
             q = q.bind(id);
         }
         q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Deletes published envelopes on `tx`.
+pub async fn published(tx: &mut Tx, ids: &[String]) -> Result<()> {
+    delete_ids(tx, "bus_outbox", ids).await
 }
 
 /// Schedules another publish attempt of `pending`.

@@ -244,7 +244,7 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx> {
         let inner = match self.backend {
             Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Postgres => self.writer.begin().await?,
         };
         Ok(Tx { inner, deferred: Deferred::default() })
     }
@@ -371,6 +371,7 @@ impl Db {
 
     /// Closes every connection; pending work finishes first.
     pub async fn close(&self) {
+        // On PostgreSQL (and in-memory SQLite) the writer is the pool itself.
         self.writer.close().await;
         self.pool.close().await;
     }

@@ -94,9 +94,9 @@ pub fn row_placeholders(first: usize, rows: usize, columns: usize) -> String {
 const MAX_PARAMS: usize = 30_000;
 
 /// Runs `sql` with `values` bound in order.
-async fn run(conn: &mut AnyConnection, sql: &str, values: &[&Value]) -> Result<(), sqlx::Error> {
+async fn run(conn: &mut AnyConnection, sql: String, values: &[&Value]) -> Result<(), sqlx::Error> {
     // Row counts vary from batch to batch: keep these out of the statement cache.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).persistent(false);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for value in values {
         query = value.bind(query);
     }
@@ -117,8 +117,7 @@ async fn insert_all(conn: &mut AnyConnection, tables: &[Pending]) -> Result<(), 
         debug_assert_eq!(p.values.len() % p.width, 0, "{}: a row has {} cells", p.head, p.width);
         for chunk in p.values.chunks((MAX_PARAMS / p.width).max(1) * p.width) {
             if !values.is_empty() && (!together || values.len() + chunk.len() > MAX_PARAMS) {
-                run(conn, &sql, &values).await?;
-                sql.clear();
+                run(conn, std::mem::take(&mut sql), &values).await?;
                 values.clear();
             }
             if !sql.is_empty() {
@@ -130,7 +129,7 @@ async fn insert_all(conn: &mut AnyConnection, tables: &[Pending]) -> Result<(), 
         }
     }
     if !values.is_empty() {
-        run(conn, &sql, &values).await?;
+        run(conn, sql, &values).await?;
     }
     Ok(())
 }

@@ -213,6 +213,12 @@ async fn claim_code(tx: &mut Tx, hash: &str, ip: Option<&str>) -> Result<Option<
     Ok(None)
 }
 
+/// A new token family's id: time-ordered, so new rows append to the
+/// `tokens_family` index.
+fn new_family() -> String {
+    ordered_id(10)
+}
+
 /// Revokes every token of a family; returns how many were live.
 /// Tokens deferred on `tx` by a group transaction's earlier writes are
 /// written first, so they are revoked too.
@@ -232,7 +238,7 @@ impl Authorizer for DbAuthorizer {
         let code = ordered_secret();
         let mut stored = StoredGrant::from_grant(&grant).map_err(|_| ())?;
         stored.login = self.login.clone();
-        stored.family = Some(ordered_id(10));
+        stored.family = Some(new_family());
         let expires_at = now() + self.id.settings.code_ttl;
         stored.until = expires_at;
         let json = serde_json::to_string(&stored).map_err(|_| ())?;
@@ -301,7 +307,7 @@ impl DbIssuer {
     /// open while it uses the pool.
     async fn mint(&mut self, grant: &mut StoredGrant, with_nonce: bool) -> Result<Minted> {
         if grant.family.is_none() {
-            grant.family = Some(ordered_id(10));
+            grant.family = Some(new_family());
         }
         let access = ordered_secret();
         let until = now() + self.id.settings.access_token_ttl;
