@@ -37,7 +37,9 @@ need_pkg npm npm
 
 # Lints first: a warning fails the run (tests may unwrap; see clippy.toml).
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
-cargo test --workspace --locked
+# Every scenario has its own time limit; this one catches anything else that
+# hangs, so a run fails with its output instead of running out of CI time.
+timeout 45m cargo test --workspace --locked
 
 export CIVICHUB_BIN="$PWD/target/debug/civichub"
 bash tests/interop/run.sh

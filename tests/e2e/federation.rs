@@ -9,10 +9,10 @@ use civichub_dingtalk::simulator::{DingTalkSimulator, SimConfig, SimUser};
 use openidconnect::TokenResponse;
 use url::Url;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use crate::helpers::{Backend, Browser, CALLBACK, Landing, PASSWORD, TestApp, free_port, query_param};
+use crate::helpers::{Backend, Browser, CALLBACK, Landing, PASSWORD, TestApp, announced, free_port, query_param};
 use crate::messaging::dingtalk_flags;
 
 crate::both_backends!(staff_sign_in_with_dingtalk, staff_sign_in_through_oidc_provider, one_civichub_federates_to_another);
@@ -252,19 +252,10 @@ impl NodeProvider {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("node (tests/run.sh installs it, and oidc-provider with npm ci in bench/oidc)");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let issuer = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(issuer) = line.strip_prefix("oidc-provider listening on ") {
-                        break issuer.to_owned();
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    panic!("oidc-provider did not start");
-                }
-            }
+        let Some(issuer) = announced(child.stdout.take().unwrap(), "oidc-provider listening on ", Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("oidc-provider did not start within 60 s");
         };
         NodeProvider { child, issuer }
     }

@@ -30,12 +30,12 @@ macro_rules! both {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
                     let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await;
-                    super::$name(&app).await;
+                    $crate::helpers::limited(super::$name(&app), || app.log()).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
                     let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await;
-                    super::$name(&app).await;
+                    $crate::helpers::limited(super::$name(&app), || app.log()).await;
                 }
             }
         )*
@@ -51,15 +51,77 @@ macro_rules! both_backends {
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$name($crate::helpers::Backend::Sqlite).await;
+                    $crate::helpers::limited(super::$name($crate::helpers::Backend::Sqlite), String::new).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$name($crate::helpers::Backend::Postgres).await;
+                    $crate::helpers::limited(super::$name($crate::helpers::Backend::Postgres), String::new).await;
                 }
             }
         )*
     };
+}
+
+/// The longest one scenario may run. A scenario that hangs (a request never
+/// answered, an event never arriving) fails with what the app logged instead
+/// of holding up the whole run; every HTTP request has its own, shorter limit.
+pub const SCENARIO_LIMIT: Duration = Duration::from_secs(300);
+
+/// The longest one HTTP request of a test may take.
+pub const REQUEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `scenario` within [`SCENARIO_LIMIT`]; past it, fails with `log()`.
+pub async fn limited<F: std::future::Future<Output = ()>>(scenario: F, log: impl FnOnce() -> String) {
+    if tokio::time::timeout(SCENARIO_LIMIT, scenario).await.is_err() {
+        panic!("the scenario did not finish within {SCENARIO_LIMIT:?}; the app logged:\n{}", log());
+    }
+}
+
+/// The rest of the first line of a child's `stdout` that starts with
+/// `prefix`, waiting at most `limit`; `None` if it did not come (the child
+/// exited or is stuck). The rest of its output is read and dropped, so the
+/// child never blocks on a full pipe.
+pub fn announced(stdout: std::process::ChildStdout, prefix: &'static str, limit: Duration) -> Option<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.to_owned());
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// Runs `cmd` to completion with `stdin` as its input, killing it past
+/// `limit`; its output, or `None` when it could not start or had to be
+/// killed. Tests never wait on a child without a limit.
+pub fn run_limited(cmd: &mut Command, stdin: Option<&str>, limit: Duration) -> Option<Output> {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
+    if let Some(input) = stdin {
+        child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+    }
+    drop(child.stdin.take());
+    let (mut out, mut err) = (child.stdout.take()?, child.stderr.take()?);
+    let readers = (
+        std::thread::spawn(move || { let mut b = Vec::new(); let _ = std::io::Read::read_to_end(&mut out, &mut b); b }),
+        std::thread::spawn(move || { let mut b = Vec::new(); let _ = std::io::Read::read_to_end(&mut err, &mut b); b }),
+    );
+    let until = std::time::Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    };
+    Some(Output { status, stdout: readers.0.join().unwrap_or_default(), stderr: readers.1.join().unwrap_or_default() })
 }
 
 pub const PASSWORD: &str = "correct-horse-9";
@@ -142,21 +204,9 @@ impl TestApp {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
         let mut child = cmd.spawn().expect("start civichub");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent
-                    && let Some(addr) = line.strip_prefix("civichub listening on ") {
-                        let _ = tx.send(addr.to_owned());
-                        sent = true;
-                    }
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(b) => b,
-            Err(_) => {
+        let base = match announced(child.stdout.take().expect("stdout"), "civichub listening on ", Duration::from_secs(60)) {
+            Some(b) => b,
+            None => {
                 let _ = child.kill();
                 let log = std::fs::read_to_string(data_dir.path().join("server.log")).unwrap_or_default();
                 panic!("civichub did not start:\n{log}");
@@ -192,13 +242,7 @@ impl TestApp {
         if let Some(url) = &self.database_url {
             cmd.arg("--database-url").arg(url);
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run civichub");
-        if let Some(input) = stdin {
-            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("civichub output")
+        run_limited(&mut cmd, stdin, Duration::from_secs(120)).unwrap_or_else(|| panic!("civichub {args:?} did not finish within 120 s"))
     }
 
     pub fn cli_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
@@ -275,19 +319,18 @@ impl Drop for TestApp {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(name) = &self.pg_database {
-            let _ = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
-                .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let mut drop = Command::new("psql");
+            drop.args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"]).arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            if run_limited(&mut drop, None, Duration::from_secs(30)).is_none() {
+                eprintln!("dropping the test database {name} took longer than 30 s; left in place");
+            }
         }
     }
 }
 
 /// An HTTP client that does not follow redirects (the RP's back channel).
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
+    reqwest::Client::builder().redirect(Policy::none()).timeout(REQUEST_LIMIT).build().unwrap()
 }
 
 pub type RpClient =
@@ -379,7 +422,7 @@ pub fn query_param(url: &Url, key: &str) -> Option<String> {
 
 impl Browser {
     pub fn new() -> Self {
-        Browser { client: reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap() }
+        Browser { client: reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).timeout(REQUEST_LIMIT).build().unwrap() }
     }
 
     /// Follows redirects from `url` until the RP callback or a page.

@@ -215,6 +215,7 @@ async fn call_events_and_audit_events_are_published_on_nats() {
     let app = spawn(Backend::Sqlite, vec!["--nats-url".into(), nats.url()]).await;
     let client = nats.client().await;
     let mut events = client.subscribe("civichub.>").await.unwrap();
+    client.flush().await.unwrap(); // the server has the subscription before anything is published
     let token = service_token(&app, &["fusion:events"]).await;
     let event = json!({"event": "answer", "callId": "call-001", "from": "13812345678", "to": "12345", "direction": "inbound", "agent": "1001", "queue": "hotline"});
     let r = http().post(app.url("/api/fusion/call-events")).bearer_auth(&token).json(&event).send().await.unwrap();

@@ -85,9 +85,15 @@ async fn sms_routing(backend: Backend, nats: Option<&NatsServer>) {
     assert!(m["attempts"][0]["outcome"].as_str().unwrap().contains("UNDELIV"), "{m}");
     // A citizen's reply reaches civichub.msg.sms.in (watched here on NATS).
     if let Some(n) = nats {
-        let mut incoming = n.client().await.subscribe("civichub.msg.sms.in").await.unwrap();
+        let watcher = n.client().await;
+        let mut incoming = watcher.subscribe("civichub.msg.sms.in").await.unwrap();
+        // Once the server answers the flush it has the subscription: nothing published after is missed.
+        watcher.flush().await.unwrap();
         sim.inject_mo("13812345678", "5 非常满意").unwrap();
-        let msg = tokio::time::timeout(Duration::from_secs(10), incoming.next()).await.expect("the reply on NATS").unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(10), incoming.next())
+            .await
+            .unwrap_or_else(|_| panic!("the reply on NATS; the hub logged:\n{}", app.log()))
+            .unwrap();
         let env: Value = serde_json::from_slice(&msg.payload).unwrap();
         assert_eq!(env["payload"]["from"], "13812345678");
         assert_eq!(env["payload"]["text"], "5 非常满意");
