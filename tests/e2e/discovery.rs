@@ -42,16 +42,18 @@ async fn unknown_paths_and_methods_get_json_errors(app: &TestApp) {
 /// cookies are `Secure`. Configuration also comes from a file and the environment.
 #[tokio::test]
 async fn https_issuer_from_a_config_file_makes_cookies_secure() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("civichub.toml");
-    std::fs::write(&config, "issuer = \"https://sso.example.gov.cn\"\nlog = \"warn\"\n").unwrap();
-    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, &["--config", config.to_str().unwrap()]).await;
-    let doc: serde_json::Value = http().get(app.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(doc["issuer"], "https://sso.example.gov.cn");
-    assert_eq!(doc["token_endpoint"], "https://sso.example.gov.cn/token");
-    let page = http().get(app.url("/login")).send().await.unwrap();
-    let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    crate::helpers::limited(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("civichub.toml");
+        std::fs::write(&config, "issuer = \"https://sso.example.gov.cn\"\nlog = \"warn\"\n").unwrap();
+        let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, &["--config", config.to_str().unwrap()]).await;
+        let doc: serde_json::Value = http().get(app.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(doc["issuer"], "https://sso.example.gov.cn");
+        assert_eq!(doc["token_endpoint"], "https://sso.example.gov.cn/token");
+        let page = http().get(app.url("/login")).send().await.unwrap();
+        let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    }, String::new).await;
 }
 
 crate::both!(discovery_document_is_complete, unknown_paths_and_methods_get_json_errors);

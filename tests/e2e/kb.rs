@@ -209,44 +209,48 @@ crate::both!(public_search_contract, agents_and_editors_need_scopes, reindex_reb
 /// searchable on both within a second, each from its own index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_keeps_its_own_index_current() {
-    let a = TestApp::spawn(crate::helpers::Backend::Postgres).await;
-    let b = a.another_node().await;
-    let writer = token(&a, &["kb:read", "kb:write"]).await;
-    let entry = json!({ "title": "路灯不亮向哪里反映？", "body": "道路路灯损坏可拨打12345反映，由综合行政执法部门维修。", "status": "published" });
-    let r = http().post(a.url("/api/kb/entries")).bearer_auth(&writer).json(&entry).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let q = "/api/public/kb/search?q=%E8%B7%AF%E7%81%AF"; // 路灯
-    let on_a = wait_for(&a, q, None, &id, true, Duration::from_secs(3)).await;
-    let on_b = wait_for(&b, q, None, &id, true, Duration::from_secs(3)).await;
-    assert!(on_a < Duration::from_secs(1) && on_b < Duration::from_secs(1), "{on_a:?} {on_b:?}");
-    // And the other way round: expire through node B, gone on node A.
-    let r = http().post(b.url(&format!("/api/kb/entries/{id}/expire"))).bearer_auth(&writer).send().await.unwrap();
-    assert_eq!(r.status(), 200, "a token issued by one node is good on the other");
-    let gone = wait_for(&a, q, None, &id, false, Duration::from_secs(3)).await;
-    assert!(gone < Duration::from_secs(1), "{gone:?}");
+    crate::helpers::limited(async {
+        let a = TestApp::spawn(crate::helpers::Backend::Postgres).await;
+        let b = a.another_node().await;
+        let writer = token(&a, &["kb:read", "kb:write"]).await;
+        let entry = json!({ "title": "路灯不亮向哪里反映？", "body": "道路路灯损坏可拨打12345反映，由综合行政执法部门维修。", "status": "published" });
+        let r = http().post(a.url("/api/kb/entries")).bearer_auth(&writer).json(&entry).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let q = "/api/public/kb/search?q=%E8%B7%AF%E7%81%AF"; // 路灯
+        let on_a = wait_for(&a, q, None, &id, true, Duration::from_secs(3)).await;
+        let on_b = wait_for(&b, q, None, &id, true, Duration::from_secs(3)).await;
+        assert!(on_a < Duration::from_secs(1) && on_b < Duration::from_secs(1), "{on_a:?} {on_b:?}");
+        // And the other way round: expire through node B, gone on node A.
+        let r = http().post(b.url(&format!("/api/kb/entries/{id}/expire"))).bearer_auth(&writer).send().await.unwrap();
+        assert_eq!(r.status(), 200, "a token issued by one node is good on the other");
+        let gone = wait_for(&a, q, None, &id, false, Duration::from_secs(3)).await;
+        assert!(gone < Duration::from_secs(1), "{gone:?}");
+    }, String::new).await;
 }
 
 #[tokio::test]
 async fn public_api_has_cors_for_configured_sites_and_a_rate_limit() {
-    let app = TestApp::spawn_with(
-        crate::helpers::Backend::Sqlite,
-        &["--kb-cors-origin", "https://www.zjtz.gov.cn", "--kb-rate-limit", "5"],
-    )
-    .await;
-    let r = http()
-        .request(reqwest::Method::OPTIONS, app.url("/api/public/kb/search"))
-        .header("origin", "https://www.zjtz.gov.cn")
-        .header("access-control-request-method", "GET")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://www.zjtz.gov.cn");
-    let r = http().get(app.url("/api/public/kb/search?q=x")).header("origin", "https://evil.example").send().await.unwrap();
-    assert!(r.status().is_client_error(), "an unlisted origin gets no CORS grant");
-    let mut statuses = Vec::new();
-    for _ in 0..7 {
-        statuses.push(http().get(app.url("/api/public/kb/search?q=%E7%A4%BE%E4%BF%9D")).send().await.unwrap().status().as_u16());
-    }
-    assert!(statuses.contains(&429), "{statuses:?}");
+    crate::helpers::limited(async {
+        let app = TestApp::spawn_with(
+            crate::helpers::Backend::Sqlite,
+            &["--kb-cors-origin", "https://www.zjtz.gov.cn", "--kb-rate-limit", "5"],
+        )
+        .await;
+        let r = http()
+            .request(reqwest::Method::OPTIONS, app.url("/api/public/kb/search"))
+            .header("origin", "https://www.zjtz.gov.cn")
+            .header("access-control-request-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["access-control-allow-origin"], "https://www.zjtz.gov.cn");
+        let r = http().get(app.url("/api/public/kb/search?q=x")).header("origin", "https://evil.example").send().await.unwrap();
+        assert!(r.status().is_client_error(), "an unlisted origin gets no CORS grant");
+        let mut statuses = Vec::new();
+        for _ in 0..7 {
+            statuses.push(http().get(app.url("/api/public/kb/search?q=%E7%A4%BE%E4%BF%9D")).send().await.unwrap().status().as_u16());
+        }
+        assert!(statuses.contains(&429), "{statuses:?}");
+    }, String::new).await;
 }

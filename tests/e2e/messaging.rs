@@ -211,42 +211,44 @@ async fn dingtalk_failure_falls_back(backend: Backend) {
 /// Call-centre events and identity audit events reach JetStream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_events_and_audit_events_are_published_on_nats() {
-    let nats = NatsServer::start().await;
-    let app = spawn(Backend::Sqlite, vec!["--nats-url".into(), nats.url()]).await;
-    let client = nats.client().await;
-    let mut events = client.subscribe("civichub.>").await.unwrap();
-    client.flush().await.unwrap(); // the server has the subscription before anything is published
-    let token = service_token(&app, &["fusion:events"]).await;
-    let event = json!({"event": "answer", "callId": "call-001", "from": "13812345678", "to": "12345", "direction": "inbound", "agent": "1001", "queue": "hotline"});
-    let r = http().post(app.url("/api/fusion/call-events")).bearer_auth(&token).json(&event).send().await.unwrap();
-    assert_eq!(r.status(), 202);
-    let accepted: Value = r.json().await.unwrap();
-    assert_eq!(accepted["subject"], "civichub.fusion.call.answer");
-    let bad = http().post(app.url("/api/fusion/call-events")).bearer_auth(&token).json(&json!({"event": "ring"})).send().await.unwrap();
-    assert_eq!(bad.status(), 400);
-    let mut seen_call = false;
-    let mut seen_auth = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !(seen_call && seen_auth) {
-        let msg = tokio::time::timeout_at(deadline, events.next()).await.expect("events on NATS").unwrap();
-        let env: Value = serde_json::from_slice(&msg.payload).unwrap();
-        match msg.subject.as_str() {
-            "civichub.fusion.call.answer" => {
-                assert_eq!(env["id"], accepted["id"]);
-                assert_eq!(env["payload"]["callId"], "call-001");
-                assert_eq!(env["type"], "fusion.call.answer");
-                seen_call = true;
+    crate::helpers::limited(async {
+        let nats = NatsServer::start().await;
+        let app = spawn(Backend::Sqlite, vec!["--nats-url".into(), nats.url()]).await;
+        let client = nats.client().await;
+        let mut events = client.subscribe("civichub.>").await.unwrap();
+        client.flush().await.unwrap(); // the server has the subscription before anything is published
+        let token = service_token(&app, &["fusion:events"]).await;
+        let event = json!({"event": "answer", "callId": "call-001", "from": "13812345678", "to": "12345", "direction": "inbound", "agent": "1001", "queue": "hotline"});
+        let r = http().post(app.url("/api/fusion/call-events")).bearer_auth(&token).json(&event).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        let accepted: Value = r.json().await.unwrap();
+        assert_eq!(accepted["subject"], "civichub.fusion.call.answer");
+        let bad = http().post(app.url("/api/fusion/call-events")).bearer_auth(&token).json(&json!({"event": "ring"})).send().await.unwrap();
+        assert_eq!(bad.status(), 400);
+        let mut seen_call = false;
+        let mut seen_auth = false;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while !(seen_call && seen_auth) {
+            let msg = tokio::time::timeout_at(deadline, events.next()).await.expect("events on NATS").unwrap();
+            let env: Value = serde_json::from_slice(&msg.payload).unwrap();
+            match msg.subject.as_str() {
+                "civichub.fusion.call.answer" => {
+                    assert_eq!(env["id"], accepted["id"]);
+                    assert_eq!(env["payload"]["callId"], "call-001");
+                    assert_eq!(env["type"], "fusion.call.answer");
+                    seen_call = true;
+                }
+                "civichub.auth.token.issued" => {
+                    assert!(env["id"].as_str().unwrap().starts_with("audit-"), "{env}");
+                    assert_eq!(env["payload"]["event"], "token.issued");
+                    seen_auth = true;
+                }
+                _ => {}
             }
-            "civichub.auth.token.issued" => {
-                assert!(env["id"].as_str().unwrap().starts_with("audit-"), "{env}");
-                assert_eq!(env["payload"]["event"], "token.issued");
-                seen_auth = true;
-            }
-            _ => {}
         }
-    }
-    // JetStream kept them: a durable stream other city systems can replay.
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("CIVICHUB_EVENTS").await.unwrap();
-    assert!(stream.info().await.unwrap().state.messages >= 2);
+        // JetStream kept them: a durable stream other city systems can replay.
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("CIVICHUB_EVENTS").await.unwrap();
+        assert!(stream.info().await.unwrap().state.messages >= 2);
+    }, String::new).await;
 }

@@ -133,55 +133,57 @@ mod sms_message_is_delivered_and_reported {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn embedded_sqlite() {
-        sms_routing(Backend::Sqlite, None).await;
+        crate::helpers::limited(sms_routing(Backend::Sqlite, None), String::new).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn embedded_postgres() {
-        sms_routing(Backend::Postgres, None).await;
+        crate::helpers::limited(sms_routing(Backend::Postgres, None), String::new).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nats_sqlite() {
         let nats = NatsServer::start().await;
-        sms_routing(Backend::Sqlite, Some(&nats)).await;
+        crate::helpers::limited(sms_routing(Backend::Sqlite, Some(&nats)), String::new).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_messages_survive_a_nats_restart_exactly_once() {
-    let mut nats = NatsServer::start().await;
-    let sim = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
-    let mut flags = cmpp_flags(&sim);
-    flags.extend(["--nats-url".into(), nats.url()]);
-    let app = spawn(Backend::Sqlite, &flags).await;
-    let token = service_token(&app, &["messages:send"]).await;
-    let post = |i: usize| {
-        let body = json!({"to": {"phone": format!("139{:08}", i)}, "text": format!("第{i}条通知")});
-        let (app, token) = (&app, &token);
-        async move {
-            let (status, r) = post_message(app, token, &body).await;
-            assert_eq!(status, 202, "{r}");
-        }
-    };
-    futures_util::stream::iter(0..300).map(post).buffer_unordered(8).collect::<Vec<_>>().await;
-    nats.stop();
-    // The API keeps accepting: the messages wait in the outbox.
-    futures_util::stream::iter(300..700).map(post).buffer_unordered(8).collect::<Vec<_>>().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    nats.resume().await;
-    futures_util::stream::iter(700..1000).map(post).buffer_unordered(8).collect::<Vec<_>>().await;
+    crate::helpers::limited(async {
+        let mut nats = NatsServer::start().await;
+        let sim = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
+        let mut flags = cmpp_flags(&sim);
+        flags.extend(["--nats-url".into(), nats.url()]);
+        let app = spawn(Backend::Sqlite, &flags).await;
+        let token = service_token(&app, &["messages:send"]).await;
+        let post = |i: usize| {
+            let body = json!({"to": {"phone": format!("139{:08}", i)}, "text": format!("第{i}条通知")});
+            let (app, token) = (&app, &token);
+            async move {
+                let (status, r) = post_message(app, token, &body).await;
+                assert_eq!(status, 202, "{r}");
+            }
+        };
+        futures_util::stream::iter(0..300).map(post).buffer_unordered(8).collect::<Vec<_>>().await;
+        nats.stop();
+        // The API keeps accepting: the messages wait in the outbox.
+        futures_util::stream::iter(300..700).map(post).buffer_unordered(8).collect::<Vec<_>>().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        nats.resume().await;
+        futures_util::stream::iter(700..1000).map(post).buffer_unordered(8).collect::<Vec<_>>().await;
 
-    let all = eventually(120, || async { (sim.received().len() >= 1000).then_some(()) }).await;
-    assert!(all.is_some(), "{} of 1000 reached the gateway\n{}", sim.received().len(), app.log());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let counts = received_counts(&sim);
-    assert_eq!(counts.len(), 1000, "every message arrived");
-    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(doubled.is_empty(), "sent more than once: {doubled:?}");
-    for i in 0..1000 {
-        assert!(counts.contains_key(&format!("第{i}条通知")), "message {i} missing");
-    }
+        let all = eventually(120, || async { (sim.received().len() >= 1000).then_some(()) }).await;
+        assert!(all.is_some(), "{} of 1000 reached the gateway\n{}", sim.received().len(), app.log());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let counts = received_counts(&sim);
+        assert_eq!(counts.len(), 1000, "every message arrived");
+        let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(doubled.is_empty(), "sent more than once: {doubled:?}");
+        for i in 0..1000 {
+            assert!(counts.contains_key(&format!("第{i}条通知")), "message {i} missing");
+        }
+    }, String::new).await;
 }
 
 /// Reads every dead letter so far.
@@ -202,68 +204,70 @@ async fn dead_letters(nats: &NatsServer) -> Vec<async_nats::jetstream::Message> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_gateway_is_retried_then_dead_lettered_while_other_messages_flow() {
-    use civichub_dingtalk::simulator::{DingTalkSimulator, SimConfig, SimUser};
-    let nats = NatsServer::start().await;
-    let sim = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
-    let dingtalk = DingTalkSimulator::start(SimConfig {
-        users: vec![SimUser { userid: "lisi".into(), unionid: "u-lisi".into(), name: "李四".into(), ..Default::default() }],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut flags = cmpp_flags(&sim);
-    let dt = dingtalk.client_config();
-    flags.extend(
-        [
-            "--nats-url", &nats.url(),
-            "--cmpp-submit-timeout", "0.5",
-            "--message-retry-backoff", "0.3,0.6",
-            "--message-max-deliver", "3",
-            "--dingtalk-app-key", &dt.app_key,
-            "--dingtalk-app-secret", dt.app_secret.expose(),
-            "--dingtalk-agent-id", &dt.agent_id.to_string(),
-            "--dingtalk-api-base", dingtalk.base_url().as_str(),
-            "--dingtalk-oapi-base", dingtalk.base_url().as_str(),
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let app = spawn(Backend::Sqlite, &flags).await;
-    app.add_user("lisi", &[]);
-    app.cli_ok(&["user", "link", "lisi", "--dingtalk", "lisi"], None);
-    let token = service_token(&app, &["messages:send"]).await;
+    crate::helpers::limited(async {
+        use civichub_dingtalk::simulator::{DingTalkSimulator, SimConfig, SimUser};
+        let nats = NatsServer::start().await;
+        let sim = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
+        let dingtalk = DingTalkSimulator::start(SimConfig {
+            users: vec![SimUser { userid: "lisi".into(), unionid: "u-lisi".into(), name: "李四".into(), ..Default::default() }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut flags = cmpp_flags(&sim);
+        let dt = dingtalk.client_config();
+        flags.extend(
+            [
+                "--nats-url", &nats.url(),
+                "--cmpp-submit-timeout", "0.5",
+                "--message-retry-backoff", "0.3,0.6",
+                "--message-max-deliver", "3",
+                "--dingtalk-app-key", &dt.app_key,
+                "--dingtalk-app-secret", dt.app_secret.expose(),
+                "--dingtalk-agent-id", &dt.agent_id.to_string(),
+                "--dingtalk-api-base", dingtalk.base_url().as_str(),
+                "--dingtalk-oapi-base", dingtalk.base_url().as_str(),
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        let app = spawn(Backend::Sqlite, &flags).await;
+        app.add_user("lisi", &[]);
+        app.cli_ok(&["user", "link", "lisi", "--dingtalk", "lisi"], None);
+        let token = service_token(&app, &["messages:send"]).await;
 
-    sim.set_down(true);
-    let (_, sms) = post_message(&app, &token, &json!({"to": {"phone": "13812345678"}, "text": "网关故障期间的短信"})).await;
-    let (_, notice) = post_message(&app, &token, &json!({"to": {"user": "lisi"}, "text": "网关故障期间的钉钉通知"})).await;
-    // The DingTalk notice does not wait for the SMS gateway.
-    let notices = dingtalk.wait_for_notices(1, Duration::from_secs(5)).await;
-    assert_eq!(notices.len(), 1, "{}", app.log());
-    let m = wait_status(&app, &token, sms["id"].as_str().unwrap(), "dead", 30).await;
-    assert_eq!(m["attempts"][0]["tries"], 3, "{m}");
-    assert_eq!(m["attempts"][0]["state"], "dead", "{m}");
-    assert_ne!(get_status(&app, &token, notice["id"].as_str().unwrap()).await, "dead");
+        sim.set_down(true);
+        let (_, sms) = post_message(&app, &token, &json!({"to": {"phone": "13812345678"}, "text": "网关故障期间的短信"})).await;
+        let (_, notice) = post_message(&app, &token, &json!({"to": {"user": "lisi"}, "text": "网关故障期间的钉钉通知"})).await;
+        // The DingTalk notice does not wait for the SMS gateway.
+        let notices = dingtalk.wait_for_notices(1, Duration::from_secs(5)).await;
+        assert_eq!(notices.len(), 1, "{}", app.log());
+        let m = wait_status(&app, &token, sms["id"].as_str().unwrap(), "dead", 30).await;
+        assert_eq!(m["attempts"][0]["tries"], 3, "{m}");
+        assert_eq!(m["attempts"][0]["state"], "dead", "{m}");
+        assert_ne!(get_status(&app, &token, notice["id"].as_str().unwrap()).await, "dead");
 
-    let dead = eventually(10, || async {
-        let d = dead_letters(&nats).await;
-        (!d.is_empty()).then_some(d)
-    })
-    .await
-    .expect("a dead letter");
-    assert_eq!(dead[0].subject.as_str(), "civichub.dead.sms-sender");
-    let headers = dead[0].headers.clone().unwrap();
-    assert!(headers.get("CivicHub-Reason").unwrap().as_str().contains("gave up after 3 deliveries"), "{headers:?}");
-    assert_eq!(headers.get("CivicHub-Subject").unwrap().as_str(), "civichub.msg.sms.out");
-    let envelope: Value = serde_json::from_slice(&dead[0].payload).unwrap();
-    assert_eq!(envelope["payload"]["message_id"], sms["id"]);
+        let dead = eventually(10, || async {
+            let d = dead_letters(&nats).await;
+            (!d.is_empty()).then_some(d)
+        })
+        .await
+        .expect("a dead letter");
+        assert_eq!(dead[0].subject.as_str(), "civichub.dead.sms-sender");
+        let headers = dead[0].headers.clone().unwrap();
+        assert!(headers.get("CivicHub-Reason").unwrap().as_str().contains("gave up after 3 deliveries"), "{headers:?}");
+        assert_eq!(headers.get("CivicHub-Subject").unwrap().as_str(), "civichub.msg.sms.out");
+        let envelope: Value = serde_json::from_slice(&dead[0].payload).unwrap();
+        assert_eq!(envelope["payload"]["message_id"], sms["id"]);
 
-    // Back up: once the link is up again (it reconnects with backoff), new messages go through.
-    let ups = app.log().matches("CMPP link up").count();
-    sim.set_down(false);
-    eventually(15, || async { (app.log().matches("CMPP link up").count() > ups).then_some(()) }).await.expect("the CMPP link reconnects");
-    let (_, later) = post_message(&app, &token, &json!({"to": {"phone": "13812345678"}, "text": "网关恢复后的短信"})).await;
-    wait_status(&app, &token, later["id"].as_str().unwrap(), "delivered", 30).await;
-    assert_eq!(received_counts(&sim).get("网关故障期间的短信"), None, "the dead message was never sent");
+        // Back up: once the link is up again (it reconnects with backoff), new messages go through.
+        let ups = app.log().matches("CMPP link up").count();
+        sim.set_down(false);
+        eventually(15, || async { (app.log().matches("CMPP link up").count() > ups).then_some(()) }).await.expect("the CMPP link reconnects");
+        let (_, later) = post_message(&app, &token, &json!({"to": {"phone": "13812345678"}, "text": "网关恢复后的短信"})).await;
+        wait_status(&app, &token, later["id"].as_str().unwrap(), "delivered", 30).await;
+        assert_eq!(received_counts(&sim).get("网关故障期间的短信"), None, "the dead message was never sent");
+    }, String::new).await;
 }
 
 async fn get_status(app: &TestApp, token: &str, id: &str) -> String {
@@ -272,61 +276,65 @@ async fn get_status(app: &TestApp, token: &str, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_does_not_block_its_consumer() {
-    let nats = NatsServer::start().await;
-    let sim = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
-    let mut flags = cmpp_flags(&sim);
-    flags.extend(["--nats-url".into(), nats.url()]);
-    let app = spawn(Backend::Sqlite, &flags).await;
-    let token = service_token(&app, &["messages:send"]).await;
-    // Another system publishes garbage on the send subject, and an envelope that is no send order.
-    let js = jetstream::new(nats.client().await);
-    js.publish("civichub.msg.sms.out", "not json at all".into()).await.unwrap().await.unwrap();
-    let odd = json!({"id": "odd-1", "type": "msg.sms.out", "time": "2026-11-28T00:00:00Z", "source": "elsewhere", "trace_id": "t", "payload": {"hello": 1}});
-    js.publish("civichub.msg.sms.out", serde_json::to_vec(&odd).unwrap().into()).await.unwrap().await.unwrap();
-    let (_, accepted) = post_message(&app, &token, &json!({"to": {"phone": "13812345678"}, "text": "毒消息之后的正常短信"})).await;
-    wait_status(&app, &token, accepted["id"].as_str().unwrap(), "delivered", 15).await;
-    let dead = eventually(10, || async {
-        let d = dead_letters(&nats).await;
-        (d.len() >= 2).then_some(d)
-    })
-    .await
-    .expect("both poison messages dead-lettered");
-    let reasons: Vec<String> =
-        dead.iter().map(|m| m.headers.as_ref().unwrap().get("CivicHub-Reason").unwrap().as_str().to_owned()).collect();
-    assert!(reasons.iter().any(|r| r.contains("not an envelope")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("not a send order")), "{reasons:?}");
-    assert_eq!(sim.received().len(), 1);
+    crate::helpers::limited(async {
+        let nats = NatsServer::start().await;
+        let sim = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
+        let mut flags = cmpp_flags(&sim);
+        flags.extend(["--nats-url".into(), nats.url()]);
+        let app = spawn(Backend::Sqlite, &flags).await;
+        let token = service_token(&app, &["messages:send"]).await;
+        // Another system publishes garbage on the send subject, and an envelope that is no send order.
+        let js = jetstream::new(nats.client().await);
+        js.publish("civichub.msg.sms.out", "not json at all".into()).await.unwrap().await.unwrap();
+        let odd = json!({"id": "odd-1", "type": "msg.sms.out", "time": "2026-11-28T00:00:00Z", "source": "elsewhere", "trace_id": "t", "payload": {"hello": 1}});
+        js.publish("civichub.msg.sms.out", serde_json::to_vec(&odd).unwrap().into()).await.unwrap().await.unwrap();
+        let (_, accepted) = post_message(&app, &token, &json!({"to": {"phone": "13812345678"}, "text": "毒消息之后的正常短信"})).await;
+        wait_status(&app, &token, accepted["id"].as_str().unwrap(), "delivered", 15).await;
+        let dead = eventually(10, || async {
+            let d = dead_letters(&nats).await;
+            (d.len() >= 2).then_some(d)
+        })
+        .await
+        .expect("both poison messages dead-lettered");
+        let reasons: Vec<String> =
+            dead.iter().map(|m| m.headers.as_ref().unwrap().get("CivicHub-Reason").unwrap().as_str().to_owned()).collect();
+        assert!(reasons.iter().any(|r| r.contains("not an envelope")), "{reasons:?}");
+        assert!(reasons.iter().any(|r| r.contains("not a send order")), "{reasons:?}");
+        assert_eq!(sim.received().len(), 1);
+    }, String::new).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_nats_never_double_send() {
-    let nats = NatsServer::start().await;
-    let sim = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
-    let mut flags = cmpp_flags(&sim);
-    flags.extend(["--nats-url".into(), nats.url()]);
-    let first = spawn(Backend::Postgres, &flags).await;
-    let flags_ref: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let second = first.another_node_with(&flags_ref).await;
-    let token = service_token(&first, &["messages:send"]).await;
-    let nodes = [&first, &second];
-    futures_util::stream::iter(0..300)
-        .map(|i| {
-            let (app, token) = (nodes[i % 2], &token);
-            async move {
-                let (status, r) =
-                    post_message(app, token, &json!({"to": {"phone": format!("137{:08}", i)}, "text": format!("双节点第{i}条")})).await;
-                assert_eq!(status, 202, "{r}");
-            }
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
-    let all = eventually(60, || async { (sim.received().len() >= 300).then_some(()) }).await;
-    assert!(all.is_some(), "{} of 300 arrived", sim.received().len());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let counts = received_counts(&sim);
-    assert_eq!(counts.len(), 300);
-    assert!(counts.values().all(|n| *n == 1), "a message was sent twice");
+    crate::helpers::limited(async {
+        let nats = NatsServer::start().await;
+        let sim = CmppSimulator::start(CmppSimConfig::default()).await.unwrap();
+        let mut flags = cmpp_flags(&sim);
+        flags.extend(["--nats-url".into(), nats.url()]);
+        let first = spawn(Backend::Postgres, &flags).await;
+        let flags_ref: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let second = first.another_node_with(&flags_ref).await;
+        let token = service_token(&first, &["messages:send"]).await;
+        let nodes = [&first, &second];
+        futures_util::stream::iter(0..300)
+            .map(|i| {
+                let (app, token) = (nodes[i % 2], &token);
+                async move {
+                    let (status, r) =
+                        post_message(app, token, &json!({"to": {"phone": format!("137{:08}", i)}, "text": format!("双节点第{i}条")})).await;
+                    assert_eq!(status, 202, "{r}");
+                }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        let all = eventually(60, || async { (sim.received().len() >= 300).then_some(()) }).await;
+        assert!(all.is_some(), "{} of 300 arrived", sim.received().len());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let counts = received_counts(&sim);
+        assert_eq!(counts.len(), 300);
+        assert!(counts.values().all(|n| *n == 1), "a message was sent twice");
+    }, String::new).await;
 }
 
 /// A hub told to stop while a send is in hand finishes it, records it and
