@@ -37,9 +37,11 @@ need_pkg npm npm
 
 # Lints first: a warning fails the run (tests may unwrap; see clippy.toml).
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
-# Every scenario has its own time limit; this one catches anything else that
-# hangs, so a run fails with its output instead of running out of CI time.
-timeout 45m cargo test --workspace --locked
+# Built first, then run. Every scenario has its own time limit; this one
+# catches anything else that hangs, so a run fails with its output instead of
+# running out of CI time.
+cargo test --workspace --locked --no-run
+timeout 30m cargo test --workspace --locked
 
 export CIVICHUB_BIN="$PWD/target/debug/civichub"
 bash tests/interop/run.sh
