@@ -104,11 +104,15 @@ pub fn run_limited(cmd: &mut Command, stdin: Option<&str>, limit: Duration) -> O
         child.stdin.take()?.write_all(input.as_bytes()).ok()?;
     }
     drop(child.stdin.take());
-    let (mut out, mut err) = (child.stdout.take()?, child.stderr.take()?);
-    let readers = (
-        std::thread::spawn(move || { let mut b = Vec::new(); let _ = std::io::Read::read_to_end(&mut out, &mut b); b }),
-        std::thread::spawn(move || { let mut b = Vec::new(); let _ = std::io::Read::read_to_end(&mut err, &mut b); b }),
-    );
+    // Read while it runs, so a child with much to say never blocks on a full pipe.
+    fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = from.read_to_end(&mut bytes);
+            bytes
+        })
+    }
+    let readers = (drain(child.stdout.take()?), drain(child.stderr.take()?));
     let until = std::time::Instant::now() + limit;
     let status = loop {
         match child.try_wait() {

@@ -48,9 +48,10 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
 /// with it. Unknown tokens succeed silently (RFC 7009 §2.2); a token of
 /// another client answers `false`.
 async fn revoke(id: &Identity, client_id: &str, token: &str, ip: Option<&str>) -> Result<bool> {
+    let key = secret_key(token);
     let mut tx = id.db.begin().await?;
     let row = sqlx::query("SELECT kind, family, client_id, user_id FROM tokens WHERE token_hash = $1")
-        .bind(secret_key(token))
+        .bind(&key)
         .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = row else { return Ok(true) };
@@ -63,7 +64,7 @@ async fn revoke(id: &Identity, client_id: &str, token: &str, ip: Option<&str>) -
     } else {
         sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
             .bind(now())
-            .bind(secret_key(token))
+            .bind(&key)
             .execute(&mut *tx)
             .await?
             .rows_affected()
