@@ -85,18 +85,21 @@ pub struct Received {
     /// Where the link takes the answers of its connection: the DELIVER's
     /// sequence id and `Msg_Id`.
     answers: tokio::sync::mpsc::UnboundedSender<(u32, u64)>,
-    deliver: (u32, u64),
+    /// The DELIVERs to answer: one, or every part of a long message.
+    delivers: Vec<(u32, u64)>,
 }
 
 impl Received {
-    pub(crate) fn new(event: SmsEvent, answers: tokio::sync::mpsc::UnboundedSender<(u32, u64)>, deliver: (u32, u64)) -> Received {
-        Received { event, answers, deliver }
+    pub(crate) fn new(event: SmsEvent, answers: tokio::sync::mpsc::UnboundedSender<(u32, u64)>, delivers: Vec<(u32, u64)>) -> Received {
+        Received { event, answers, delivers }
     }
 
     /// The event is stored: the gateway is answered (unless the connection it
     /// came on is gone; then the gateway sends it again on the next).
     pub fn stored(self) {
-        let _ = self.answers.send(self.deliver);
+        for deliver in self.delivers {
+            let _ = self.answers.send(deliver);
+        }
     }
 }
 

@@ -41,7 +41,7 @@ pub use pdu::{
     RESULT_FLOW_CONTROL, STATUS_REPORT_LEN, StatusReport, Submit, SubmitResp, compose_msg_id,
     format_msg_id, parse_msg_id,
 };
-pub use reassembly::Reassembler;
+pub use reassembly::{MISSING_PART, Reassembled, Reassembler};
 pub use secret::Secret;
 pub use sim_aliyun::{AliyunSent, AliyunSimConfig, AliyunSimulator};
 pub use sim_cmpp::{CmppSimConfig, CmppSimulator, ReceivedSms, SubmitRecord};

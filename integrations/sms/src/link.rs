@@ -18,7 +18,7 @@ use crate::codec::{BadPdu, Decoded, Frame, FrameDecoder, Pdu, command};
 use crate::error::{Error, Result};
 use crate::gateway::{Received, SmsEvent};
 use crate::pdu::{Connect, Deliver, MsgResp, format_msg_id};
-use crate::reassembly::Reassembler;
+use crate::reassembly::{Reassembled, Reassembler};
 
 /// Requests from client handles to the connection task.
 pub(crate) enum Command {
@@ -160,7 +160,6 @@ pub(crate) async fn run(
     events: mpsc::Sender<Received>,
     window: Arc<Semaphore>,
 ) {
-    let mut reassembler = Reassembler::default();
     let min = cfg
         .reconnect_backoff_min
         .min(cfg.reconnect_backoff_max)
@@ -188,7 +187,7 @@ pub(crate) async fn run(
         // Answers for this connection only: a DELIVER stored after it was
         // lost is answered by the gateway sending it again on the next one.
         let (answers, mut stored) = mpsc::unbounded_channel();
-        let outcome = Session::new(&cfg, &mut seq, &events, &mut reassembler, answers)
+        let outcome = Session::new(&cfg, &mut seq, &events, answers)
             .run(conn, &mut commands, &mut stored)
             .await;
         link.send_replace(false);
@@ -245,6 +244,31 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
+/// How long the parts of a long incoming message wait for the rest before
+/// what came is handed over (marked incomplete): less than the minute a
+/// gateway commonly waits for a DELIVER_RESP before sending a DELIVER again.
+const MO_PART_TTL: Duration = Duration::from_secs(50);
+
+/// A held part of a long incoming message: its DELIVER, to answer.
+#[derive(Debug)]
+struct Part {
+    seq: u32,
+    msg_id: u64,
+    /// The service number it was sent to.
+    to: String,
+}
+
+/// The incoming-message event of a reassembled message, with its parts'
+/// DELIVERs. Its id is that of the part that came last: the same when the
+/// gateway sends the message again, so it is stored once.
+fn incoming(m: Reassembled<Part>) -> (SmsEvent, Vec<(u32, u64)>) {
+    let last = m.held.last();
+    let to = last.map(|p| p.to.clone()).unwrap_or_default();
+    let msg_id = last.map(|p| format_msg_id(p.msg_id)).unwrap_or_default();
+    let delivers = m.held.iter().map(|p| (p.seq, p.msg_id)).collect();
+    (SmsEvent::Incoming { from: m.sender, to, text: m.text, msg_id }, delivers)
+}
+
 struct InFlight {
     reply: oneshot::Sender<Result<MsgResp>>,
     deadline: Instant,
@@ -255,7 +279,10 @@ struct Session<'a> {
     cfg: &'a CmppConfig,
     seq: &'a mut Seq,
     events: &'a mpsc::Sender<Received>,
-    reassembler: &'a mut Reassembler,
+    /// Parts of long messages, unanswered until the whole message is stored.
+    /// Of this connection only: the answers are, and parts left unanswered
+    /// when it is lost come again on the next.
+    reassembler: Reassembler<Part>,
     /// DELIVERs whose events were stored, to answer: (sequence id, Msg_Id).
     answers: mpsc::UnboundedSender<(u32, u64)>,
     pending: HashMap<u32, InFlight>,
@@ -269,14 +296,13 @@ impl<'a> Session<'a> {
         cfg: &'a CmppConfig,
         seq: &'a mut Seq,
         events: &'a mpsc::Sender<Received>,
-        reassembler: &'a mut Reassembler,
         answers: mpsc::UnboundedSender<(u32, u64)>,
     ) -> Self {
         Session {
             cfg,
             seq,
             events,
-            reassembler,
+            reassembler: Reassembler::new(MO_PART_TTL),
             answers,
             pending: HashMap::new(),
             last_rx: Instant::now(),
@@ -411,20 +437,8 @@ impl<'a> Session<'a> {
                 None => debug!(seq, "SUBMIT_RESP for an unknown or timed-out SUBMIT"),
             },
             Pdu::Deliver(deliver) => {
-                let resp = MsgResp {
-                    msg_id: deliver.msg_id,
-                    result: 0,
-                };
-                let Some(event) = self.deliver_event(&deliver) else {
-                    // A segment of a longer message (held until the rest comes)
-                    // or a report that does not parse: answered at once.
-                    return write_frame(writer, &Frame::new(seq, Pdu::DeliverResp(resp))).await;
-                };
-                // Answered once stored (`Received::stored`); never, if it was not:
-                // the gateway sends it again.
-                if self.events.send(Received::new(event, self.answers.clone(), (seq, resp.msg_id))).await.is_err() {
-                    // Nobody listens for events: nothing will store it.
-                    return write_frame(writer, &Frame::new(seq, Pdu::DeliverResp(resp))).await;
+                if let Some((event, delivers)) = self.deliver_event(writer, seq, &deliver).await? {
+                    self.hand_over(writer, event, delivers).await?;
                 }
             }
             Pdu::ActiveTest => {
@@ -440,39 +454,65 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn deliver_event(&mut self, d: &Deliver) -> Option<SmsEvent> {
-        if d.is_report() {
-            match d.report() {
-                Ok(report) => Some(SmsEvent::Report {
-                    gateway_id: format_msg_id(report.msg_id),
-                    delivered: report.delivered(),
-                    stat: report.stat,
-                    to: report.dest_terminal_id,
-                    done_time: report.done_time,
-                }),
-                Err(e) => {
-                    warn!(error = %e, "malformed status report");
-                    None
-                }
-            }
+    /// The event a DELIVER completes, with the DELIVERs to answer once it is
+    /// stored; `None` for a part of a longer message, held unanswered until
+    /// the rest comes, and for a DELIVER that does not parse, answered at once
+    /// (or the gateway would send it again and again).
+    async fn deliver_event(
+        &mut self,
+        writer: &mut OwnedWriteHalf,
+        seq: u32,
+        d: &Deliver,
+    ) -> Result<Option<(SmsEvent, Vec<(u32, u64)>)>> {
+        let event = if d.is_report() {
+            d.report()
+                .map(|report| {
+                    Some((
+                        SmsEvent::Report {
+                            gateway_id: format_msg_id(report.msg_id),
+                            delivered: report.delivered(),
+                            stat: report.stat,
+                            to: report.dest_terminal_id,
+                            done_time: report.done_time,
+                        },
+                        vec![(seq, d.msg_id)],
+                    ))
+                })
+                .inspect_err(|e| warn!(error = %e, "malformed status report"))
         } else {
-            match self
-                .reassembler
-                .push(&d.src_terminal_id, d.msg_fmt, d.tp_udhi, &d.msg_content)
-            {
-                Ok(Some(text)) => Some(SmsEvent::Incoming {
-                    from: d.src_terminal_id.clone(),
-                    to: d.dest_id.clone(),
-                    text,
-                    msg_id: format_msg_id(d.msg_id),
-                }),
-                Ok(None) => None,
-                Err(e) => {
-                    warn!(error = %e, from = %d.src_terminal_id, "malformed MO message");
-                    None
-                }
+            let part = Part { seq, msg_id: d.msg_id, to: d.dest_id.clone() };
+            self.reassembler
+                .push_held(&d.src_terminal_id, d.msg_fmt, d.tp_udhi, &d.msg_content, part, std::time::Instant::now())
+                .map(|done| done.map(incoming))
+                .inspect_err(|e| warn!(error = %e, from = %d.src_terminal_id, "malformed MO message"))
+        };
+        match event {
+            Ok(event) => Ok(event),
+            Err(_) => {
+                let resp = MsgResp { msg_id: d.msg_id, result: 0 };
+                write_frame(writer, &Frame::new(seq, Pdu::DeliverResp(resp))).await?;
+                Ok(None)
             }
         }
+    }
+
+    /// Hands an event over to be stored; its DELIVERs are answered once it is
+    /// (`Received::stored`), never if it is not: the gateway sends them again.
+    async fn hand_over(
+        &mut self,
+        writer: &mut OwnedWriteHalf,
+        event: SmsEvent,
+        delivers: Vec<(u32, u64)>,
+    ) -> Result<()> {
+        let received = Received::new(event, self.answers.clone(), delivers.clone());
+        if self.events.send(received).await.is_err() {
+            // Nobody listens for events: nothing will store it.
+            for (seq, msg_id) in delivers {
+                let resp = MsgResp { msg_id, result: 0 };
+                write_frame(writer, &Frame::new(seq, Pdu::DeliverResp(resp))).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn submit(&mut self, writer: &mut OwnedWriteHalf, p: PendingSubmit) -> Result<()> {
@@ -506,6 +546,11 @@ impl<'a> Session<'a> {
 
     async fn on_tick(&mut self, writer: &mut OwnedWriteHalf) -> Result<()> {
         let now = Instant::now();
+        for late in self.reassembler.take_overdue(now.into_std()) {
+            warn!(from = %late.sender, parts = late.held.len(), "a long MO message stayed incomplete; handing over the parts that came");
+            let (event, delivers) = incoming(late);
+            self.hand_over(writer, event, delivers).await?;
+        }
         let expired: Vec<u32> = self
             .pending
             .iter()

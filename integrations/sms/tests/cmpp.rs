@@ -281,14 +281,22 @@ async fn mobile_originated_message_arrives_as_incoming() {
     assert_eq!(sim.deliver_resps_received(), 0, "no DELIVER_RESP before the event is stored");
     received.stored();
     eventually("DELIVER_RESP once stored", || sim.deliver_resps_received() == 1).await;
-    // A long MO message is reassembled before it is reported.
+    // A long MO message is reassembled before it is reported, and none of
+    // its parts is answered before it is stored: a hub stopping in between
+    // loses nothing, the gateway sends every part again.
     let long = "我家楼下的路灯已经坏了两个星期，晚上出行很不方便，请尽快安排维修。".repeat(3);
+    let parts = civichub_sms::split_message(&long, 0).unwrap().len();
+    assert!(parts >= 2);
     sim.inject_mo("13900139000", &long).unwrap();
-    match next_event(&mut events).await {
-        SmsEvent::Incoming { text, .. } => assert_eq!(text, long),
+    let received = next_received(&mut events).await;
+    match &received.event {
+        SmsEvent::Incoming { text, .. } => assert_eq!(text, &long),
         other => panic!("{other:?}"),
     }
-    eventually("DELIVER_RESPs", || sim.deliver_resps_received() == 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sim.deliver_resps_received(), 1, "no part answered before the message is stored");
+    received.stored();
+    eventually("a DELIVER_RESP for every part", || sim.deliver_resps_received() == 1 + parts).await;
 }
 
 #[tokio::test]
