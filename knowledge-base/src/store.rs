@@ -76,7 +76,7 @@ impl EntryStore {
     pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Entry>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(200) {
-            let sql = format!("SELECT {COLUMNS} FROM kb_entries WHERE id IN {}", civichub_store::row_placeholders(1, 1, chunk.len()));
+            let sql = format!("SELECT {COLUMNS} FROM kb_entries WHERE id IN {}", civichub_store::row_placeholders(self.db.backend(), 1, 1, chunk.len()));
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(id);

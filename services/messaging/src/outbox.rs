@@ -97,7 +97,7 @@ async fn lease(db: &Db, now: i64, limit: i64, lease_ms: i64, probe: bool) -> Res
 /// ids, on `tx`, 500 at a time.
 pub(crate) async fn delete_ids(tx: &mut Tx, table: &'static str, ids: &[String]) -> Result<()> {
     for chunk in ids.chunks(500) {
-        let sql = format!("DELETE FROM {table} WHERE id IN {}", row_placeholders(1, 1, chunk.len()));
+        let sql = format!("DELETE FROM {table} WHERE id IN {}", row_placeholders(Backend::of(tx), 1, 1, chunk.len()));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
             q = q.bind(id);

@@ -81,6 +81,13 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The engine behind a connection.
+    pub fn of(conn: &sqlx::AnyConnection) -> Backend {
+        if conn.backend_name() == "SQLite" { Backend::Sqlite } else { Backend::Postgres }
+    }
+}
+
 /// A database URL, parsed at the edge. Its `Debug` and `Display` hide any
 /// password it carries.
 #[derive(Clone, PartialEq, Eq)]

@@ -68,9 +68,16 @@ impl Value {
     }
 }
 
-/// `($1, $2, $3), ($4, $5, $6)` for two rows of three columns, numbered
-/// from `$first`.
-pub fn row_placeholders(first: usize, rows: usize, columns: usize) -> String {
+/// `($1, $2, $3), ($4, $5, $6)` for two rows of three columns on
+/// PostgreSQL, numbered from `$first`; `(?, ?, ?), (?, ?, ?)` on SQLite.
+///
+/// SQLite looks a numbered parameter up by a linear search, once when it
+/// parses the statement and once more when the driver binds it, so a
+/// statement of n `$N`s costs n² steps (most of a large batch's time); plain
+/// `?`s are numbered as they come. They bind in order, counting across the
+/// statements of one query, so a statement that uses them must use no `$N`.
+pub fn row_placeholders(backend: crate::Backend, first: usize, rows: usize, columns: usize) -> String {
+    let numbered = backend == crate::Backend::Postgres;
     let mut out = String::with_capacity(rows * columns * 5);
     for r in 0..rows {
         if r > 0 {
@@ -81,8 +88,12 @@ pub fn row_placeholders(first: usize, rows: usize, columns: usize) -> String {
             if c > 0 {
                 out.push_str(", ");
             }
-            out.push('$');
-            out.push_str(&(first + r * columns + c).to_string());
+            if numbered {
+                out.push('$');
+                out.push_str(&(first + r * columns + c).to_string());
+            } else {
+                out.push('?');
+            }
         }
         out.push(')');
     }
@@ -110,7 +121,8 @@ async fn run(conn: &mut AnyConnection, sql: String, values: &[&Value]) -> Result
 /// them), on PostgreSQL one query per statement; a table whose rows exceed
 /// the parameter limit takes several statements.
 async fn insert_all(conn: &mut AnyConnection, tables: &[Pending]) -> Result<(), sqlx::Error> {
-    let together = conn.backend_name() == "SQLite";
+    let backend = crate::Backend::of(conn);
+    let together = backend == crate::Backend::Sqlite;
     let mut sql = String::new();
     let mut values: Vec<&Value> = Vec::new();
     for p in tables.iter().filter(|p| p.width > 0) {
@@ -123,7 +135,7 @@ async fn insert_all(conn: &mut AnyConnection, tables: &[Pending]) -> Result<(), 
             if !sql.is_empty() {
                 sql.push_str(";\n");
             }
-            let rows = row_placeholders(values.len() + 1, chunk.len() / p.width, p.width);
+            let rows = row_placeholders(backend, values.len() + 1, chunk.len() / p.width, p.width);
             sql.push_str(&format!("{} VALUES {rows} {}", p.head, p.suffix));
             values.extend(chunk);
         }
@@ -174,9 +186,11 @@ mod tests {
 
     #[test]
     fn placeholders_number_every_cell() {
-        assert_eq!(row_placeholders(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(row_placeholders(1, 1, 1), "($1)");
-        assert_eq!(row_placeholders(7, 1, 2), "($7, $8)");
+        use crate::Backend::{Postgres, Sqlite};
+        assert_eq!(row_placeholders(Postgres, 1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(row_placeholders(Postgres, 1, 1, 1), "($1)");
+        assert_eq!(row_placeholders(Postgres, 7, 1, 2), "($7, $8)");
+        assert_eq!(row_placeholders(Sqlite, 7, 2, 2), "(?, ?), (?, ?)");
     }
 
     #[test]

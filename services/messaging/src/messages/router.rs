@@ -540,7 +540,7 @@ impl Router {
             if ids.is_empty() {
                 break;
             }
-            let list = civichub_store::row_placeholders(1, 1, ids.len());
+            let list = civichub_store::row_placeholders(self.db().backend(), 1, 1, ids.len());
             let mut tx = self.db().begin().await?;
             for sql in [
                 format!("DELETE FROM message_gateway_ids WHERE attempt_id IN (SELECT id FROM message_attempts WHERE message_id IN {list})"),
