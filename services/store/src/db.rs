@@ -226,7 +226,9 @@ impl Db {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         conn.execute("PRAGMA journal_mode=WAL").await?;
-                        conn.execute("PRAGMA synchronous=NORMAL").await?;
+                        // A commit is on the disk before it is answered (WAL's
+                        // NORMAL would lose the last ones to a power cut).
+                        conn.execute("PRAGMA synchronous=FULL").await?;
                         conn.execute("PRAGMA busy_timeout=10000").await?;
                         conn.execute("PRAGMA foreign_keys=ON").await?;
                     }
@@ -409,5 +411,16 @@ mod tests {
         let lite: DbUrl = "sqlite:///tmp/x.db".parse().unwrap();
         assert_eq!(lite.expose(), "sqlite:///tmp/x.db?mode=rwc");
         assert!("mysql://x".parse::<DbUrl>().is_err());
+    }
+
+    #[tokio::test]
+    async fn sqlite_commits_reach_the_disk_before_they_return() {
+        use sqlx::Row;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let mut tx = db.begin().await.expect("begin");
+        let journal: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut *tx).await.expect("journal").get(0);
+        let synchronous: i64 = sqlx::query("PRAGMA synchronous").fetch_one(&mut *tx).await.expect("synchronous").get(0);
+        assert_eq!((journal.as_str(), synchronous), ("wal", 2), "WAL with synchronous=FULL: every commit synced");
     }
 }
