@@ -212,6 +212,10 @@ impl TestApp {
             Some(b) => b,
             None => {
                 let _ = child.kill();
+                let _ = child.wait();
+                if let Some(name) = &pg_database {
+                    drop_database(name);
+                }
                 let log = std::fs::read_to_string(data_dir.path().join("server.log")).unwrap_or_default();
                 panic!("civichub did not start:\n{log}");
             }
@@ -323,12 +327,17 @@ impl Drop for TestApp {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(name) = &self.pg_database {
-            let mut drop = Command::new("psql");
-            drop.args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"]).arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-            if run_limited(&mut drop, None, Duration::from_secs(30)).is_none() {
-                eprintln!("dropping the test database {name} took longer than 30 s; left in place");
-            }
+            drop_database(name);
         }
+    }
+}
+
+/// Drops a test's PostgreSQL database, its connections first.
+fn drop_database(name: &str) {
+    let mut drop = Command::new("psql");
+    drop.args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"]).arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    if run_limited(&mut drop, None, Duration::from_secs(30)).is_none() {
+        eprintln!("dropping the test database {name} took longer than 30 s; left in place");
     }
 }
 
