@@ -130,7 +130,11 @@ struct State {
     submits: Vec<SubmitRecord>,
     received: Vec<ReceivedSms>,
     partial: HashMap<PartKey, Partial>,
-    undelivered_reports: Vec<Deliver>,
+    /// DELIVERs sent and not yet answered, by connection and sequence id.
+    unanswered: HashMap<(u64, u32), Deliver>,
+    /// DELIVERs that found no connection, or whose connection closed before
+    /// answering them: a gateway sends them again on the next login.
+    to_resend: Vec<Deliver>,
     /// The DELIVERs of the last mobile-originated message, to send again.
     last_mo: Vec<Deliver>,
     in_flight: usize,
@@ -194,21 +198,44 @@ impl State {
     /// Sends each DELIVER in a frame of its own to the newest connection.
     fn send_delivers(&mut self, delivers: Vec<Deliver>) -> Result<()> {
         for deliver in delivers {
-            let seq = self.next_seq();
-            if !self.send_to(None, Frame::new(seq, Pdu::Deliver(deliver))) {
+            if !self.deliver(None, deliver) {
                 return Err(Error::LinkDown);
             }
         }
         Ok(())
     }
 
-    fn send_to(&mut self, preferred: Option<u64>, frame: Frame) -> bool {
+    /// Sends a DELIVER to connection `preferred` if it is still there, else
+    /// to the newest connection, and keeps it until it is answered; false
+    /// when no connection is there.
+    fn deliver(&mut self, preferred: Option<u64>, deliver: Deliver) -> bool {
         let target = preferred
             .filter(|id| self.conns.contains_key(id))
             .or_else(|| self.conns.keys().max().copied());
-        match target.and_then(|id| self.conns.get(&id)) {
-            Some(tx) => tx.send(frame).is_ok(),
-            None => false,
+        let seq = self.next_seq();
+        match target.and_then(|id| self.conns.get(&id).map(|tx| (id, tx))) {
+            Some((id, tx)) if tx.send(Frame::new(seq, Pdu::Deliver(deliver.clone()))).is_ok() => {
+                self.unanswered.insert((id, seq), deliver);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Connection `id` is gone: what it left unanswered goes out again on
+    /// the next login, in the order it was first sent.
+    fn closed(&mut self, id: u64) {
+        self.conns.remove(&id);
+        let mut left: Vec<_> = self.unanswered.extract_if(|(conn, _), _| *conn == id).collect();
+        left.sort_by_key(|((_, seq), _)| *seq);
+        self.to_resend.extend(left.into_iter().map(|(_, d)| d));
+    }
+
+    /// Every connection is gone.
+    fn close_all(&mut self) {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.closed(id);
         }
     }
 }
@@ -218,7 +245,8 @@ impl State {
 /// It authenticates CONNECT (wrong secret: status 3 and close; wrong SP id: 2; version other
 /// than 2.0: 4), answers SUBMIT with unique `Msg_Id`s, records every SUBMIT and reassembles long
 /// messages, sends status reports after `report_delay`, answers and sends ACTIVE_TEST, and offers
-/// failure controls. Dropping it stops it.
+/// failure controls. A DELIVER (report or mobile-originated) left unanswered by a connection that
+/// closed goes out again on the next login, as a gateway sends it again. Dropping it stops it.
 pub struct CmppSimulator {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -252,7 +280,8 @@ impl CmppSimulator {
                 submits: Vec::new(),
                 received: Vec::new(),
                 partial: HashMap::new(),
-                undelivered_reports: Vec::new(),
+                unanswered: HashMap::new(),
+                to_resend: Vec::new(),
                 last_mo: Vec::new(),
                 in_flight: 0,
                 max_in_flight: 0,
@@ -333,7 +362,7 @@ impl CmppSimulator {
             .mode
             .send_replace(if down { Mode::Down } else { Mode::Up });
         if down {
-            self.shared.state().conns.clear();
+            self.shared.state().close_all();
         }
     }
 
@@ -412,7 +441,7 @@ impl CmppSimulator {
     /// Stops accepting and closes every connection.
     pub fn shutdown(&self) {
         self.shared.mode.send_replace(Mode::Stopped);
-        self.shared.state().conns.clear();
+        self.shared.state().close_all();
         self.accept.abort();
     }
 }
@@ -476,7 +505,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
     };
     conn.run(&mut reader).await;
     if let Some(id) = conn.id {
-        conn.shared.state().conns.remove(&id);
+        conn.shared.state().closed(id);
     }
     drop(conn); // drops our sender; the writer drains what is queued and closes
     let _ = writer_task.await;
@@ -561,7 +590,13 @@ impl Conn {
                 let _ = self.tx.send(Frame::new(seq, Pdu::ActiveTestResp));
             }
             Pdu::ActiveTestResp => self.shared.state().active_test_resps += 1,
-            Pdu::DeliverResp(_) => self.shared.state().deliver_resps += 1,
+            Pdu::DeliverResp(_) => {
+                let mut st = self.shared.state();
+                st.deliver_resps += 1;
+                if let Some(id) = self.id {
+                    st.unanswered.remove(&(id, seq));
+                }
+            }
             Pdu::Terminate => {
                 let _ = self.tx.send(Frame::new(seq, Pdu::TerminateResp));
                 return Flow::Close;
@@ -594,10 +629,10 @@ impl Conn {
         let id = st.next_conn;
         st.conns.insert(id, self.tx.clone());
         self.id = Some(id);
-        // Reports that found no connection earlier go out now.
-        for report in std::mem::take(&mut st.undelivered_reports) {
-            let seq = st.next_seq();
-            let _ = self.tx.send(Frame::new(seq, Pdu::Deliver(report)));
+        // DELIVERs that found no connection, or were left unanswered by
+        // one that closed, go out again now.
+        for deliver in std::mem::take(&mut st.to_resend) {
+            st.deliver(Some(id), deliver);
         }
         Flow::Continue
     }
@@ -738,9 +773,8 @@ fn send_reports(
             msg_content: content,
             reserve: [0; 8],
         };
-        let seq = st.next_seq();
-        if !st.send_to(conn_id, Frame::new(seq, Pdu::Deliver(deliver.clone()))) {
-            st.undelivered_reports.push(deliver);
+        if !st.deliver(conn_id, deliver.clone()) {
+            st.to_resend.push(deliver);
         }
     }
 }

@@ -300,6 +300,37 @@ async fn mobile_originated_message_arrives_as_incoming() {
 }
 
 #[tokio::test]
+async fn a_message_left_unanswered_by_a_stopped_hub_comes_again() {
+    let sim = simulator(|_| {}).await;
+    let (first, mut events) = CmppClient::connect(config(&sim)).await.unwrap();
+    eventually("login", || sim.connections() == 1).await;
+    let long = "幸福小区三号楼的电梯又坏了，老人上下楼很困难，已经报修多次没有结果。".repeat(3);
+    let parts = civichub_sms::split_message(&long, 0).unwrap().len();
+    sim.inject_mo("13900139000", &long).unwrap();
+    let held = next_received(&mut events).await;
+    let SmsEvent::Incoming { msg_id: first_id, .. } = &held.event else { panic!("{:?}", held.event) };
+    let first_id = first_id.clone();
+    // The hub stops before the message is stored: nothing was answered.
+    drop(held);
+    first.shutdown().await;
+    drop(events);
+    eventually("the link closed", || sim.connections() == 0).await;
+    assert_eq!(sim.deliver_resps_received(), 0);
+    // The gateway sends every part again on the next login.
+    let (_second, mut events) = CmppClient::connect(config(&sim)).await.unwrap();
+    let again = next_received(&mut events).await;
+    match &again.event {
+        SmsEvent::Incoming { text, msg_id, .. } => {
+            assert_eq!(text, &long);
+            assert_eq!(msg_id, &first_id, "the same id, so the hub stores it once");
+        }
+        other => panic!("{other:?}"),
+    }
+    again.stored();
+    eventually("every part answered", || sim.deliver_resps_received() == parts).await;
+}
+
+#[tokio::test]
 async fn window_bounds_unanswered_submits() {
     let sim = simulator(|_| {}).await;
     sim.set_response_delay(Duration::from_millis(15));
