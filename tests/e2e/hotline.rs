@@ -63,7 +63,7 @@ async fn sms_to(sim: &CmppSimulator, to: &str, needle: &str) -> String {
 }
 
 crate::both_backends!(ticket_lifecycles_with_notices_over_nats);
-crate::both!(hotline_api_checks_input_and_roles, an_answered_call_prefills_the_workbench);
+crate::both!(hotline_api_checks_input_and_roles, an_answered_call_prefills_the_workbench, crossed_merges_leave_one_ticket_open);
 
 /// The workbench page of a signed-in agent.
 async fn workbench(app: &TestApp, browser: &Browser) -> String {
@@ -370,6 +370,34 @@ async fn ticket_lifecycles_with_notices_over_nats(backend: Backend) {
     .await
     .unwrap_or_else(|| panic!("the lead never heard of the contribution\n{}", app.log()));
     assert!(heard.contains(&shared) && heard.contains("住建局") && heard.contains("已通知物业抢修"), "{heard}");
+}
+
+/// Two agents merge two reports of one matter into each other at the same
+/// moment: one merge wins and the other is refused, never both (which would
+/// close both tickets with neither left to handle).
+async fn crossed_merges_leave_one_ticket_open(app: &TestApp) {
+    app.add_user("agent", &["--role", "agent"]);
+    let secret = app.add_client("hotline-console", &["--first-party", "--scope", "hotline"]).expect("secret");
+    let agent = sign_in(app, &secret, "agent").await;
+    for round in 0..12 {
+        let a = register(app, &agent, json!({"channel": "web", "content": format!("小区门口积水{round}"), "category": "070101"})).await;
+        let b = register(app, &agent, json!({"channel": "app", "content": format!("小区门口积水严重{round}"), "category": "070101"})).await;
+        let (a_into_b, b_into_a) = (format!("/api/hotline/tickets/{a}/merge"), format!("/api/hotline/tickets/{b}/merge"));
+        let (ab, ba) = tokio::join!(
+            call(app, &agent, "POST", &a_into_b, Some(json!({"into": b}))),
+            call(app, &agent, "POST", &b_into_a, Some(json!({"into": a}))),
+        );
+        let mut codes = [ab.0, ba.0];
+        codes.sort();
+        assert_eq!(codes, [200, 409], "round {round}: {ab:?} {ba:?}\n{}", app.log());
+        let mut merged = 0;
+        for n in [&a, &b] {
+            let (status, t) = call(app, &agent, "GET", &format!("/api/hotline/tickets/{n}"), None).await;
+            assert_eq!(status, 200, "{t}");
+            merged += usize::from(t["status"] == "merged");
+        }
+        assert_eq!(merged, 1, "round {round}: exactly one of {a} and {b} is merged");
+    }
 }
 
 async fn hotline_api_checks_input_and_roles(app: &TestApp) {

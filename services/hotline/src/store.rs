@@ -303,7 +303,20 @@ impl Tickets {
     pub async fn act(&self, number: &str, action: &Action, actor: &Actor, now: i64) -> Result<(Ticket, Change)> {
         let number: TicketNumber = number.parse()?;
         let mut tx = self.db.begin().await?;
-        let lock = if self.db.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
+        let postgres = self.db.backend() == Backend::Postgres;
+        if let (true, Action::Merge { into }) = (postgres, action) {
+            // Both tickets are locked, in one order whichever way the merge
+            // goes: two crossed merges (A into B, B into A) at once would
+            // otherwise each see the other open, and both tickets would end
+            // merged, neither left to handle. (On SQLite writers take turns.)
+            let target = into.parse::<TicketNumber>()?.to_string();
+            sqlx::query("SELECT number FROM hotline_tickets WHERE number IN ($1, $2) ORDER BY number FOR UPDATE")
+                .bind(number.to_string())
+                .bind(target)
+                .fetch_all(&mut *tx)
+                .await?;
+        }
+        let lock = if postgres { " FOR UPDATE" } else { "" };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT doc, alerts FROM hotline_tickets WHERE number = $1{lock}")))
             .bind(number.to_string())
             .fetch_optional(&mut *tx)
