@@ -460,15 +460,20 @@ impl Router {
             .await?;
         // Only a failure on the plan's current channel moves the plan on: the
         // voice call that goes beside an urgent message's first channel does not.
-        let on_plan = sqlx::query(
-            "SELECT 1 FROM message_attempts a JOIN messages m ON m.id = a.message_id \
+        let judged: Option<String> = sqlx::query(
+            "SELECT a.channel FROM message_attempts a JOIN messages m ON m.id = a.message_id \
              WHERE a.id = $1 AND a.channel = m.current_channel",
         )
         .bind(attempt_id)
         .fetch_optional(&mut *tx)
         .await?
-        .is_some();
-        if !(on_plan && self.next_channel(&mut tx, message_id, trace).await?) {
+        .map(|r| r.try_get("channel"))
+        .transpose()?;
+        let next = match &judged {
+            Some(channel) => self.next_channel(&mut tx, message_id, channel, trace).await?,
+            None => Next::NoneLeft,
+        };
+        if next == Next::NoneLeft {
             // Another channel may still deliver (an urgent call): only settle when none is pending.
             let open: i64 = sqlx::query(
                 "SELECT COUNT(*) AS n FROM message_attempts WHERE message_id = $1 AND state IN ('sending', 'retrying', 'sent', 'delivered')",
@@ -486,29 +491,48 @@ impl Router {
         Ok(())
     }
 
-    /// Sends the message on the next channel of its plan; false when none is left.
-    async fn next_channel(&self, tx: &mut Tx, message_id: &str, trace: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT plan, text, template, params, urgent, status FROM messages WHERE id = $1")
+    /// Sends the message on the next channel of its plan, if its current
+    /// channel is still `judged` (the one found wanting).
+    ///
+    /// A compare-and-set: the plan moves on only from the state it was read
+    /// in, so when a receipt and the fallback sweep (or two nodes) judge the
+    /// same channel at once, one order goes out, not two, and no channel is
+    /// skipped.
+    async fn next_channel(&self, tx: &mut Tx, message_id: &str, judged: &str, trace: &str) -> Result<Next> {
+        let row = sqlx::query("SELECT plan, current_channel, text, template, params, urgent, status FROM messages WHERE id = $1")
             .bind(message_id)
             .fetch_optional(&mut **tx)
             .await?;
-        let Some(row) = row else { return Ok(false) };
+        let Some(row) = row else { return Ok(Next::NoneLeft) };
+        if row.try_get::<Option<String>, _>("current_channel")?.as_deref() != Some(judged) {
+            return Ok(Next::MovedOn);
+        }
         let status: String = row.try_get("status")?;
-        let mut plan = decode_plan(&row.try_get::<String, _>("plan")?);
+        let stored_plan: String = row.try_get("plan")?;
+        let mut plan = decode_plan(&stored_plan);
         if plan.is_empty() || matches!(status.as_str(), "delivered" | "failed" | "dead") {
-            return Ok(false);
+            return Ok(Next::NoneLeft);
         }
         let (kind, address) = plan.remove(0);
         let urgent = row.try_get::<i64, _>("urgent")? != 0;
         let fallback_at = Some(now_ms() + self.fallback_after(urgent));
-        sqlx::query("UPDATE messages SET plan = $2, current_channel = $3, fallback_at_ms = $4, updated_ms = $5 WHERE id = $1")
-            .bind(message_id)
-            .bind(encode_plan(&plan))
-            .bind(kind.as_str())
-            .bind(fallback_at)
-            .bind(now_ms())
-            .execute(&mut **tx)
-            .await?;
+        let moved = sqlx::query(
+            "UPDATE messages SET plan = $2, current_channel = $3, fallback_at_ms = $4, updated_ms = $5 \
+             WHERE id = $1 AND current_channel = $6 AND plan = $7",
+        )
+        .bind(message_id)
+        .bind(encode_plan(&plan))
+        .bind(kind.as_str())
+        .bind(fallback_at)
+        .bind(now_ms())
+        .bind(judged)
+        .bind(&stored_plan)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(Next::MovedOn);
+        }
         let order = Order {
             message_id: message_id.to_owned(),
             channel: kind.as_str().into(),
@@ -518,7 +542,7 @@ impl Router {
             params: row.try_get::<Option<String>, _>("params")?.and_then(|p| serde_json::from_str(&p).ok()),
         };
         enqueue_order(tx, &order, trace).await?;
-        Ok(true)
+        Ok(Next::Sent)
     }
 
     /// Deletes the messages (with their attempts and gateway ids) last
@@ -570,7 +594,7 @@ impl Router {
     pub async fn sweep_fallbacks(&self) -> Result<usize> {
         let now = now_ms();
         let due = sqlx::query(
-            "SELECT id, trace_id FROM messages WHERE fallback_at_ms IS NOT NULL AND fallback_at_ms <= $1 \
+            "SELECT id, trace_id, current_channel FROM messages WHERE fallback_at_ms IS NOT NULL AND fallback_at_ms <= $1 \
              AND status IN ('queued', 'sent') LIMIT 100",
         )
         .bind(now)
@@ -580,6 +604,7 @@ impl Router {
         for row in due {
             let id: String = row.try_get("id")?;
             let trace: String = row.try_get("trace_id")?;
+            let judged: String = row.try_get::<Option<String>, _>("current_channel")?.unwrap_or_default();
             // Claim: only one node moves a message on. A lease, not a clear: if
             // this node fails half-way (an error, a crash while asking the
             // gateway), the message comes up again when the lease ends.
@@ -627,7 +652,7 @@ impl Router {
                 }
             }
             let mut tx = self.db().begin().await?;
-            if !self.next_channel(&mut tx, &id, &trace).await? {
+            if self.next_channel(&mut tx, &id, &judged, &trace).await? == Next::NoneLeft {
                 // Nothing left to try: ask the channel again later, for a day
                 // (a message still queued, its channel retrying, too); then let it be.
                 sqlx::query(
@@ -694,6 +719,17 @@ impl Router {
         }
         Ok(Outcome::Ack)
     }
+}
+
+/// What [`Router::next_channel`] came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// The order for the next channel is in the outbox.
+    Sent,
+    /// No channel is left to try (or the message has settled).
+    NoneLeft,
+    /// The message is no longer on the channel judged: someone else moved it on.
+    MovedOn,
 }
 
 /// Moves a message to `status` if it is in one of `from`; announces the change.
@@ -907,6 +943,38 @@ mod tests {
             assert!(left[0].contains("new"), "{table}: {left:?}");
         }
         assert_eq!(router.sweep_retention(100 * day).await.expect("again"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_channel_judged_twice_moves_the_plan_on_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = civichub_store::Db::connect(&civichub_store::DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let router = Router::new(Bus::local(db.clone()), RouterSettings::default());
+        sqlx::query(
+            "INSERT INTO messages (id, recipient_kind, recipient, channel, text, status, plan, current_channel, trace_id, created_ms, updated_ms) \
+             VALUES ('m', 'user', 'zhangsan', 'auto', 'hi', 'sent', 'sms:13812345678 voice:13812345678', 'dingtalk', 't', 1, 1)",
+        )
+        .execute(db.pool())
+        .await
+        .expect("message");
+        let orders = || async {
+            sqlx::query("SELECT COUNT(*) AS n FROM bus_outbox WHERE subject = $1")
+                .bind(ChannelKind::Sms.subject())
+                .fetch_one(db.pool())
+                .await
+                .expect("count")
+                .get::<i64, _>("n")
+        };
+        // A receipt and the fallback sweep both find DingTalk wanting: the first moves on to SMS...
+        for expected in [Next::Sent, Next::MovedOn] {
+            let mut tx = db.begin().await.expect("begin");
+            assert_eq!(router.next_channel(&mut tx, "m", "dingtalk", "t").await.expect("next"), expected);
+            tx.commit().await.expect("commit");
+        }
+        // ...and the second neither sends a second SMS nor skips it for voice.
+        assert_eq!(orders().await, 1);
+        let row = sqlx::query("SELECT current_channel, plan FROM messages WHERE id = 'm'").fetch_one(db.pool()).await.expect("message");
+        assert_eq!((row.get::<String, _>("current_channel"), row.get::<String, _>("plan")), ("sms".to_owned(), "voice:13812345678".to_owned()));
     }
 
     #[test]
