@@ -2,7 +2,7 @@
 
 use openidconnect::core::CoreJsonWebKeySet;
 use openidconnect::{OAuth2TokenResponse, RefreshToken, TokenResponse};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{Browser, CALLBACK, PASSWORD, TestApp, http, query_param};
 
@@ -313,4 +313,31 @@ crate::both!(
     introspection_needs_a_confidential_client,
     rotated_keys_keep_old_tokens_verifiable,
     es256_clients_get_es256_id_tokens,
+    nul_characters_are_refused_at_the_edge,
 );
+
+/// A NUL character fits no field (PostgreSQL refuses it in any text
+/// parameter): in a query, a form or a JSON body it gets a 400 in RFC 6749's
+/// shape before any route looks anything up, never a 500.
+async fn nul_characters_are_refused_at_the_edge(app: &TestApp) {
+    let token = crate::helpers::service_token(app, &["messages:send"]).await;
+    let mut answers = Vec::new();
+    for path in ["/authorize?client_id=%00&response_type=code", "/login?client=%00", "/login/mfa?key=%00", "/end-session?client_id=%00"] {
+        answers.push((path.to_owned(), http().get(app.url(path)).send().await.unwrap()));
+    }
+    let token_form = http().post(app.url("/token")).form(&[("grant_type", "client_credentials"), ("client_id", "\0"), ("client_secret", "x")]);
+    answers.push(("POST /token".into(), token_form.send().await.unwrap()));
+    let message = http().post(app.url("/api/messages")).bearer_auth(&token).json(&json!({"to": {"user": "a\u{0}"}, "channel": "sms", "text": "hi"}));
+    answers.push(("POST /api/messages".into(), message.send().await.unwrap()));
+    for (what, r) in answers {
+        assert_eq!(r.status(), 400, "{what}\n{}", app.log());
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_request", "{what}: {v}");
+        assert!(v["error_description"].as_str().unwrap_or_default().contains("NUL"), "{what}: {v}");
+    }
+    // Text that only looks like one passes the edge (to be refused here,
+    // further on, only because this hub has no SMS channel).
+    let r = http().post(app.url("/api/messages")).bearer_auth(&token).json(&json!({"to": {"phone": "13812345678"}, "channel": "sms", "text": "C:\\u0000 打折 100%00"})).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("channel sms is not configured") && !text.contains("NUL"), "{text}");
+}

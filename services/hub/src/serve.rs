@@ -90,13 +90,14 @@ pub async fn run(config: Config) -> Result<()> {
     // DingTalk's directory events, when the callback is configured (else a route that never matches).
     let dingtalk_events = crate::directory::event_routes(&config, db.clone())?
         .unwrap_or_else(|| warp::any().and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) }).boxed());
-    let routes = civichub_identity::routes(identity.clone())
+    let routes = civichub_identity::no_nul_in_query()
+        .and(civichub_identity::routes(identity.clone())
         .or(kb_api)
         .or(civichub_kb::pages::routes(kb.clone(), identity.clone()))
         .or(civichub_messaging::api::routes(router.clone(), identity.clone()))
         .or(civichub_hotline::api::routes(tickets.clone(), identity.clone(), config.hotline_rate_limit))
         .or(civichub_hotline::pages::routes(tickets.clone(), identity.clone()))
-        .or(dingtalk_events)
+        .or(dingtalk_events))
         .recover(handle_rejection)
         .with(warp::log("civichub::http"));
     warp::serve(routes).incoming(listener).graceful(shutdown_signal()).run().await;
@@ -162,6 +163,8 @@ async fn handle_rejection(err: Rejection) -> Result<warp::reply::Response, Infal
         (StatusCode::NOT_FOUND, "not_found", "no such endpoint".to_owned())
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() || err.find::<civichub_identity::BodyTooLarge>().is_some() {
         (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large".to_owned())
+    } else if err.find::<civichub_identity::NulInInput>().is_some() {
+        (StatusCode::BAD_REQUEST, "invalid_request", "the request holds a NUL character (%00 or \\u0000), which no field accepts".to_owned())
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
         (StatusCode::LENGTH_REQUIRED, "invalid_request", "Content-Length is required".to_owned())
     } else if err.find::<warp::filters::cors::CorsForbidden>().is_some() {

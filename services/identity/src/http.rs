@@ -66,6 +66,35 @@ pub fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clo
 pub struct BodyTooLarge;
 impl warp::reject::Reject for BodyTooLarge {}
 
+/// A request that carries a NUL character (`%00` in its query or form, a
+/// `\u0000` escape in its JSON): no stored value holds one, and PostgreSQL
+/// refuses it in any text parameter, so it is refused at the edge (400).
+#[derive(Debug)]
+pub struct NulInInput;
+impl warp::reject::Reject for NulInInput {}
+
+/// Whether url-encoded text decodes to a NUL character.
+fn encodes_nul(query: &[u8]) -> bool {
+    query.contains(&0) || query.windows(3).any(|w| w == b"%00")
+}
+
+/// Whether a JSON text holds a NUL character: a `\u0000` escape (a
+/// backslash escaped itself, `\\u0000`, is text) or a raw NUL byte.
+fn json_has_nul(body: &[u8]) -> bool {
+    body.contains(&0)
+        || body.windows(6).enumerate().any(|(i, w)| {
+            w == b"\\u0000" && body[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+        })
+}
+
+/// Refuses a request whose query string decodes to a NUL character, before
+/// any route reads it (see [`NulInInput`]).
+pub fn no_nul_in_query() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    raw_query()
+        .and_then(|q: String| async move { if encodes_nul(q.as_bytes()) { Err(warp::reject::custom(NulInInput)) } else { Ok(()) } })
+        .untuple_one()
+}
+
 /// A url-encoded form body of at most [`MAX_FORM_BYTES`], with or without a
 /// `Content-Length` (an absent body is an empty form).
 pub fn form_body() -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection> + Clone {
@@ -73,15 +102,28 @@ pub fn form_body() -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejec
 }
 
 /// A request body of at most `max` bytes, read whole; over the limit the
-/// request is rejected with [`BodyTooLarge`] (413).
+/// request is rejected with [`BodyTooLarge`] (413), and a body that holds a
+/// NUL character (a NUL byte, a JSON `\u0000`, or, in a body not declared
+/// JSON, a url-encoded `%00`) with [`NulInInput`] (400).
 pub fn limited_body(max: u64) -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(move |len: Option<u64>| async move {
             if len.is_some_and(|l| l > max) { Err(warp::reject::custom(BodyTooLarge)) } else { Ok(()) }
         })
         .untuple_one()
+        .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::stream())
-        .and_then(move |body| collect_limited(body, max))
+        .and_then(move |content_type: Option<String>, body| async move {
+            let body = collect_limited(body, max).await?;
+            let json = content_type.is_some_and(|t| {
+                let t = t.to_ascii_lowercase();
+                t.starts_with("application/json") || t.split(';').next().is_some_and(|m| m.trim_end().ends_with("+json"))
+            });
+            if json_has_nul(&body) || (!json && encodes_nul(&body)) {
+                return Err(warp::reject::custom(NulInInput));
+            }
+            Ok(body)
+        })
 }
 
 async fn collect_limited<S, B>(body: S, max: u64) -> Result<bytes::Bytes, warp::Rejection>
@@ -252,4 +294,18 @@ pub async fn signed_in(id: &Identity, cookie: Option<&str>, return_to: &str) -> 
     };
     let user = id.users.get(&session.user_id).await.map_err(server_error)?;
     Ok((session, user))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nul_characters_are_found_in_queries_forms_and_json() {
+        assert!(super::encodes_nul(b"client_id=%00"));
+        assert!(!super::encodes_nul(b"q=%2500&r=100%25"));
+        assert!(super::json_has_nul(br#"{"to":{"user":"a\u0000"}}"#));
+        assert!(super::json_has_nul(b"{\"a\":\"\0\"}"));
+        assert!(!super::json_has_nul(br#"{"text":"C:\\u0000 is a path"}"#), "an escaped backslash, then text");
+        assert!(super::json_has_nul(br#"{"text":"\\\u0000"}"#), "an escaped backslash, then a NUL");
+        assert!(!super::json_has_nul(br#"{"text":"100%00"}"#));
+    }
 }
