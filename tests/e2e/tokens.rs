@@ -168,11 +168,13 @@ async fn token_endpoint_errors_follow_rfc6749(app: &TestApp) {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], error, "{form:?}: {body}");
     }
+    // Userinfo's challenges as RFC 6750 §3.1 words them.
     let r = http().get(app.url("/userinfo")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"civichub\"", "no error code when no token came");
     let r = http().get(app.url("/userinfo")).bearer_auth("not-a-token").send().await.unwrap();
     assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"civichub\", error=\"invalid_token\"");
 }
 
 async fn revocation(app: &TestApp) {

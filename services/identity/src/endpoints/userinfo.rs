@@ -10,7 +10,7 @@ use warp::{Filter, Rejection};
 
 use crate::http::{self, RequestContext, authorization, context, form_body, with_identity};
 use crate::oauth::{DbAuthorizer, DbIssuer, DbRegistrar, Flow, HubEndpoint, OAuthRequest, Solicitor, StoredGrant};
-use crate::{Identity, oidc};
+use crate::{BearerError, Identity, oidc};
 
 /// `GET /userinfo` and `POST /userinfo` (token in the header, or in the form body).
 pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -24,21 +24,35 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
         .then(handle)
 }
 
-fn invalid_token() -> Response {
-    let mut r = http::oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid");
-    r.headers_mut().insert(
-        warp::http::header::WWW_AUTHENTICATE,
-        warp::http::HeaderValue::from_static("Bearer realm=\"civichub\", error=\"invalid_token\""),
-    );
+/// A refusal as RFC 6750 §3.1 words it: the challenge in `WWW-Authenticate`
+/// (comma-separated, no error code when no token came), the same error in the body.
+fn refused(e: BearerError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let (code, description) = match &e {
+        BearerError::Missing => ("invalid_request", "a bearer access token is required"),
+        BearerError::InvalidToken => ("invalid_token", "the access token is not valid"),
+        BearerError::InsufficientScope(_) => ("insufficient_scope", "the access token lacks scope openid"),
+    };
+    let mut r = http::oauth_error(status, code, description);
+    if let Ok(v) = warp::http::HeaderValue::from_str(&e.challenge()) {
+        r.headers_mut().insert(warp::http::header::WWW_AUTHENTICATE, v);
+    }
     r
 }
 
+fn invalid_token() -> Response {
+    refused(BearerError::InvalidToken)
+}
+
 async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx: RequestContext) -> Response {
-    let Ok(mut req) = OAuthRequest::new("", &body, auth) else { return invalid_token() };
+    let Ok(mut req) = OAuthRequest::new("", &body, auth) else {
+        return http::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the request body is not a url-encoded form");
+    };
     if req.auth().is_none()
         && let Some(token) = req.body_param("access_token") {
             req.set_auth(Some(format!("Bearer {token}")));
         }
+    let sent = req.auth().is_some();
     let openid: Scope = match "openid".parse() {
         Ok(s) => s,
         Err(_) => return http::server_error_json("scope"),
@@ -57,8 +71,17 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
     };
     let grant = match flow.execute(req).await {
         Ok(grant) => grant,
-        // oxide-auth's 401 with its `WWW-Authenticate: Bearer …` challenge.
-        Err(Ok(response)) => return response.into_reply(),
+        // oxide-auth's own challenge joins its parameters with spaces and
+        // calls an unknown token `invalid_request`: answer as RFC 6750 says.
+        Err(Ok(response)) => {
+            return refused(if response.status() == StatusCode::FORBIDDEN {
+                BearerError::InsufficientScope("openid".into())
+            } else if sent {
+                BearerError::InvalidToken
+            } else {
+                BearerError::Missing
+            });
+        }
         Err(Err(e)) => return http::server_error_json(format!("{e:?}")),
     };
     let stored = match StoredGrant::from_grant(&grant) {
