@@ -168,6 +168,16 @@ async fn token_endpoint_errors_follow_rfc6749(app: &TestApp) {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], error, "{form:?}: {body}");
     }
+    // An authentication scheme's name is matched without regard to case (RFC 7235 §2.1).
+    use base64::Engine as _;
+    let basic = format!("basic {}", base64::engine::general_purpose::STANDARD.encode(format!("records:{secret}")));
+    let r = http().post(app.url("/revoke")).header("authorization", basic).form(&[("token", "unknown")]).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a lower-case basic scheme authenticates");
+    // error_description never echoes the request (RFC 6749 §5.2 allows printable ASCII without quotes or backslashes).
+    let r = http().post(app.url("/token")).basic_auth("records", Some(&secret)).form(&[("grant_type", "\"\\\n中")]).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(description.chars().all(|c| matches!(c, ' '..='~') && c != '"' && c != '\\'), "{body}");
     // Userinfo's challenges as RFC 6750 §3.1 words them.
     let r = http().get(app.url("/userinfo")).send().await.unwrap();
     assert_eq!(r.status(), 401);

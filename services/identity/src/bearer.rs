@@ -59,7 +59,7 @@ impl Identity {
     /// The caller behind an `Authorization: Bearer …` header, if it names a
     /// live access token.
     pub async fn principal(&self, authorization: Option<&str>) -> Result<Option<Principal>> {
-        let Some(token) = authorization.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))) else {
+        let Some(token) = authorization.and_then(|h| crate::http::credentials_of(h, "Bearer")) else {
             return Ok(None);
         };
         let row = sqlx::query(

@@ -149,6 +149,13 @@ where
     Ok(out.freeze())
 }
 
+/// The credentials of an `Authorization` header in `scheme`, whose name is
+/// matched without regard to case (RFC 7235 §2.1): `basic`, `BEARER` too.
+pub(crate) fn credentials_of<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (name, rest) = header.split_once(' ')?;
+    name.eq_ignore_ascii_case(scheme).then(|| rest.trim_start())
+}
+
 /// The `Authorization` header.
 pub fn authorization() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
     warp::header::optional::<String>("authorization")
@@ -298,6 +305,15 @@ pub async fn signed_in(id: &Identity, cookie: Option<&str>, return_to: &str) -> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn auth_schemes_match_without_case() {
+        assert_eq!(super::credentials_of("Basic abc", "Basic"), Some("abc"));
+        assert_eq!(super::credentials_of("basic abc", "Basic"), Some("abc"));
+        assert_eq!(super::credentials_of("BEARER  t", "Bearer"), Some("t"));
+        assert_eq!(super::credentials_of("Bearerx t", "Bearer"), None);
+        assert_eq!(super::credentials_of("Basic", "Basic"), None);
+    }
+
     #[test]
     fn nul_characters_are_found_in_queries_forms_and_json() {
         assert!(super::encodes_nul(b"client_id=%00"));

@@ -28,7 +28,7 @@ fn percent_decode(s: &str) -> Option<String> {
 /// The `(client_id, secret)` a request presents, from the Basic header or the body.
 pub fn credentials(req: &OAuthRequest) -> Option<(String, Option<String>)> {
     if let Some(header) = req.auth() {
-        let encoded = header.strip_prefix("Basic ")?;
+        let encoded = crate::http::credentials_of(header, "Basic")?;
         let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
         let (id, secret) = decoded.split_once(':')?;
         return Some((percent_decode(id)?, Some(percent_decode(secret)?)));

@@ -106,11 +106,9 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
             flow.allow_refresh_token(false);
             finish(flow.execute(req).await)
         }
-        Some(other) => http::oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            &format!("grant_type {other} is not supported"),
-        ),
+        // The value is not echoed: error_description takes printable ASCII
+        // without quotes or backslashes only (RFC 6749 §5.2).
+        Some(_) => http::oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "this grant_type is not supported"),
         None => http::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
     }
 }
