@@ -208,8 +208,13 @@ impl EntryStore {
     }
 }
 
+/// An entry read in a write transaction, locked on PostgreSQL until it ends,
+/// so what the transaction writes back from it (a publish writes every
+/// field) cannot undo an edit committed in between. (On SQLite writers take
+/// turns.)
 async fn get_in(tx: &mut Tx, id: &str) -> Result<Option<Entry>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM kb_entries WHERE id = $1")))
+    let lock = if civichub_store::Backend::of(tx) == civichub_store::Backend::Postgres { " FOR UPDATE" } else { "" };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM kb_entries WHERE id = $1{lock}")))
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?;

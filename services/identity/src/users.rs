@@ -157,6 +157,20 @@ impl Users {
         Ok(())
     }
 
+    /// Replaces a password hash with a stronger one of the same password,
+    /// unless the password changed since `old` was read: a login's rehash
+    /// must not put back a password just replaced. True when it was replaced.
+    pub async fn rehash_password(&self, id: &str, old: &str, hash: &str) -> Result<bool> {
+        let n = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+            .bind(hash)
+            .bind(id)
+            .bind(old)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
     /// Every user, by login name.
     pub async fn list(&self) -> Result<Vec<User>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users ORDER BY username")))
@@ -224,4 +238,27 @@ pub(crate) async fn link_in(tx: &mut civichub_store::Tx, user_id: &str, provider
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rehash_never_puts_back_a_password_changed_meanwhile() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&civichub_store::DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let users = Users::new(db);
+        let name: Username = "zhang".parse().expect("username");
+        let user = users.add(&name, Password::attempt("old-password-1".into()), NewUser::default()).await.expect("add");
+        let hash_of = |users: Users, name: Username| async move { users.credentials(&name).await.expect("read").and_then(|(_, h)| h).expect("hash") };
+        let read = hash_of(users.clone(), name.clone()).await;
+        // The password changes while a login with the old one is being verified...
+        users.set_password_hash(&user.id, "$argon2id$changed").await.expect("change");
+        // ...so that login's rehash of the old one is not stored.
+        assert!(!users.rehash_password(&user.id, &read, "$argon2id$old-again").await.expect("rehash"));
+        assert_eq!(hash_of(users.clone(), name.clone()).await, "$argon2id$changed");
+        assert!(users.rehash_password(&user.id, "$argon2id$changed", "$argon2id$stronger").await.expect("rehash"));
+        assert_eq!(hash_of(users, name).await, "$argon2id$stronger");
+    }
 }

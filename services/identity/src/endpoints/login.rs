@@ -174,6 +174,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         _ => (None, None),
     };
     let attempt = Password::attempt(pw);
+    let read_hash = stored.clone();
     let verdict = password::verify(stored, attempt.clone()).await;
     let (user, rehash) = match (user, verdict) {
         (Some(user), Verdict::Match { rehash }) => (user, rehash),
@@ -191,10 +192,10 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
             return page(&id, &ctx, StatusCode::UNAUTHORIZED, &view, username.as_str(), Some("用户名或密码错误。")).await;
         }
     };
-    if rehash {
+    if let (true, Some(read_hash)) = (rehash, read_hash) {
         match password::hash(attempt).await {
             Ok(h) => {
-                if let Err(e) = id.users.set_password_hash(&user.id, &h).await {
+                if let Err(e) = id.users.rehash_password(&user.id, &read_hash, &h).await {
                     tracing::warn!("storing rehashed password: {e}");
                 }
             }
