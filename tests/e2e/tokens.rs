@@ -326,7 +326,23 @@ crate::both!(
     rotated_keys_keep_old_tokens_verifiable,
     es256_clients_get_es256_id_tokens,
     nul_characters_are_refused_at_the_edge,
+    a_body_broken_on_the_wire_is_a_bad_request,
 );
+
+/// A chunked body whose chunk size is not hexadecimal is the client's fault:
+/// 400, not 413 ("too large") nor a 500.
+async fn a_body_broken_on_the_wire_is_a_bad_request(app: &TestApp) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = reqwest::Url::parse(&app.url("/token")).unwrap();
+    let mut stream = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap())).await.unwrap();
+    let request = "POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                   Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\ngrant\r\nzz\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
 
 /// A NUL character fits no field (PostgreSQL refuses it in any text
 /// parameter): in a query, a form or a JSON body it gets a 400 in RFC 6749's

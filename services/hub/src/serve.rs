@@ -163,6 +163,8 @@ async fn handle_rejection(err: Rejection) -> Result<warp::reply::Response, Infal
         (StatusCode::NOT_FOUND, "not_found", "no such endpoint".to_owned())
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() || err.find::<civichub_identity::BodyTooLarge>().is_some() {
         (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large".to_owned())
+    } else if err.find::<civichub_identity::BodyUnreadable>().is_some() {
+        (StatusCode::BAD_REQUEST, "invalid_request", "the request body could not be read".to_owned())
     } else if err.find::<civichub_identity::NulInInput>().is_some() {
         (StatusCode::BAD_REQUEST, "invalid_request", "the request holds a NUL character (%00 or \\u0000), which no field accepts".to_owned())
     } else if err.find::<warp::reject::LengthRequired>().is_some() {

@@ -66,6 +66,12 @@ pub fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clo
 pub struct BodyTooLarge;
 impl warp::reject::Reject for BodyTooLarge {}
 
+/// A request body that broke off or was malformed on the wire (a bad
+/// chunked encoding, a client gone mid-upload): 400.
+#[derive(Debug)]
+pub struct BodyUnreadable;
+impl warp::reject::Reject for BodyUnreadable {}
+
 /// A request that carries a NUL character (`%00` in its query or form, a
 /// `\u0000` escape in its JSON): no stored value holds one, and PostgreSQL
 /// refuses it in any text parameter, so it is refused at the edge (400).
@@ -135,7 +141,7 @@ where
     let mut body = std::pin::pin!(body);
     let mut out = bytes::BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|_| warp::reject::custom(BodyTooLarge))?;
+        let mut chunk = chunk.map_err(|_| warp::reject::custom(BodyUnreadable))?;
         if out.len() as u64 + chunk.remaining() as u64 > max {
             return Err(warp::reject::custom(BodyTooLarge));
         }

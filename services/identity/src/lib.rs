@@ -42,7 +42,7 @@ pub use endpoints::admin_clients::ADMIN_CLIENTS_SCOPE;
 pub use directory::{Directory, DirectoryChange, HeldDepartment, OrgDepartment, OrgPerson, OrgSnapshot};
 pub use error::{Error, Result};
 pub use federation::{Contact, ExternalIdentity, Federation, Flow, PendingLink, Upstream, UpstreamError, UpstreamLogout};
-pub use http::{BodyTooLarge, NulInInput, limited_body, no_nul_in_query};
+pub use http::{BodyTooLarge, BodyUnreadable, NulInInput, limited_body, no_nul_in_query};
 pub use janitor::{GRACE_SECS, Swept};
 pub use keys::{Keys, RETIRED_KEY_PUBLISHED_SECS};
 pub use mfa::{Mfa, Pending, Proof, RECOVERY_CODES, STEP_SECS, base32, hotp};
