@@ -474,9 +474,13 @@ impl Router {
             None => Next::NoneLeft,
         };
         if next == Next::NoneLeft {
-            // Another channel may still deliver (an urgent call): only settle when none is pending.
+            // Another channel may still deliver (an urgent call, or the plan's
+            // current channel, whose order may not even be taken yet when this
+            // failure is of a channel already left): only settle when none is pending.
             let open: i64 = sqlx::query(
-                "SELECT COUNT(*) AS n FROM message_attempts WHERE message_id = $1 AND state IN ('sending', 'retrying', 'sent', 'delivered')",
+                "SELECT (SELECT COUNT(*) FROM message_attempts WHERE message_id = $1 AND state IN ('sending', 'retrying', 'sent', 'delivered')) \
+                 + (SELECT COUNT(*) FROM messages m WHERE m.id = $1 AND m.current_channel IS NOT NULL AND NOT EXISTS \
+                    (SELECT 1 FROM message_attempts a WHERE a.message_id = m.id AND a.channel = m.current_channel)) AS n",
             )
             .bind(message_id)
             .fetch_one(&mut *tx)
@@ -975,6 +979,37 @@ mod tests {
         assert_eq!(orders().await, 1);
         let row = sqlx::query("SELECT current_channel, plan FROM messages WHERE id = 'm'").fetch_one(db.pool()).await.expect("message");
         assert_eq!((row.get::<String, _>("current_channel"), row.get::<String, _>("plan")), ("sms".to_owned(), "voice:13812345678".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_failure_of_a_channel_already_left_waits_for_the_current_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = civichub_store::Db::connect(&civichub_store::DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let router = Router::new(Bus::local(db.clone()), RouterSettings::default());
+        // The sweep moved the message on from DingTalk to SMS; the SMS order is not taken yet.
+        sqlx::query(
+            "INSERT INTO messages (id, recipient_kind, recipient, channel, text, status, plan, current_channel, trace_id, created_ms, updated_ms) \
+             VALUES ('m', 'user', 'zhangsan', 'auto', 'hi', 'sent', '', 'sms', 't', 1, 1)",
+        )
+        .execute(db.pool())
+        .await
+        .expect("message");
+        let attempt = |id: &'static str, channel: &'static str, state: &'static str| {
+            sqlx::query("INSERT INTO message_attempts (id, message_id, channel, address, state, started_ms) VALUES ($1, 'm', $2, 'x', $3, 1)")
+                .bind(id)
+                .bind(channel)
+                .bind(state)
+                .execute(db.pool())
+        };
+        attempt("dt", "dingtalk", "sent").await.expect("dingtalk attempt");
+        let status = || async { sqlx::query("SELECT status FROM messages WHERE id = 'm'").fetch_one(db.pool()).await.expect("status").get::<String, _>("status") };
+        // DingTalk's late failure report settles nothing while the SMS is on its way...
+        router.attempt_failed("dt", "m", "failed", "late report", "t").await.expect("failed");
+        assert_eq!(status().await, "sent");
+        // ...but once the SMS has failed too, the message has.
+        attempt("sms", "sms", "failed").await.expect("sms attempt");
+        router.attempt_failed("dt", "m", "failed", "late report", "t").await.expect("failed");
+        assert_eq!(status().await, "failed");
     }
 
     #[test]
