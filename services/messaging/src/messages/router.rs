@@ -903,11 +903,30 @@ pub async fn publish_incoming_sms(bus: &Bus, from: &str, to: &str, text: &str, g
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn retention_deletes_old_messages_with_their_attempts_and_old_dead_letters() {
+    /// A router on a fresh SQLite database, kept in the returned directory.
+    async fn router() -> (tempfile::TempDir, civichub_store::Db, Router) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = civichub_store::Db::connect(&civichub_store::DbUrl::sqlite_in(dir.path())).await.expect("db");
         let router = Router::new(Bus::local(db.clone()), RouterSettings::default());
+        (dir, db, router)
+    }
+
+    /// Stores message `m`, on `current` with `plan` left, as sent.
+    async fn sent_message(db: &civichub_store::Db, current: &str, plan: &str) {
+        sqlx::query(
+            "INSERT INTO messages (id, recipient_kind, recipient, channel, text, status, plan, current_channel, trace_id, created_ms, updated_ms) \
+             VALUES ('m', 'user', 'zhangsan', 'auto', 'hi', 'sent', $1, $2, 't', 1, 1)",
+        )
+        .bind(plan)
+        .bind(current)
+        .execute(db.pool())
+        .await
+        .expect("message");
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_messages_with_their_attempts_and_old_dead_letters() {
+        let (_dir, db, router) = router().await;
         let day = 86_400_000;
         for (id, updated) in [("old", 10 * day), ("new", 200 * day)] {
             sqlx::query(
@@ -951,16 +970,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_channel_judged_twice_moves_the_plan_on_once() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = civichub_store::Db::connect(&civichub_store::DbUrl::sqlite_in(dir.path())).await.expect("db");
-        let router = Router::new(Bus::local(db.clone()), RouterSettings::default());
-        sqlx::query(
-            "INSERT INTO messages (id, recipient_kind, recipient, channel, text, status, plan, current_channel, trace_id, created_ms, updated_ms) \
-             VALUES ('m', 'user', 'zhangsan', 'auto', 'hi', 'sent', 'sms:13812345678 voice:13812345678', 'dingtalk', 't', 1, 1)",
-        )
-        .execute(db.pool())
-        .await
-        .expect("message");
+        let (_dir, db, router) = router().await;
+        sent_message(&db, "dingtalk", "sms:13812345678 voice:13812345678").await;
         let orders = || async {
             sqlx::query("SELECT COUNT(*) AS n FROM bus_outbox WHERE subject = $1")
                 .bind(ChannelKind::Sms.subject())
@@ -983,17 +994,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_of_a_channel_already_left_waits_for_the_current_one() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = civichub_store::Db::connect(&civichub_store::DbUrl::sqlite_in(dir.path())).await.expect("db");
-        let router = Router::new(Bus::local(db.clone()), RouterSettings::default());
+        let (_dir, db, router) = router().await;
         // The sweep moved the message on from DingTalk to SMS; the SMS order is not taken yet.
-        sqlx::query(
-            "INSERT INTO messages (id, recipient_kind, recipient, channel, text, status, plan, current_channel, trace_id, created_ms, updated_ms) \
-             VALUES ('m', 'user', 'zhangsan', 'auto', 'hi', 'sent', '', 'sms', 't', 1, 1)",
-        )
-        .execute(db.pool())
-        .await
-        .expect("message");
+        sent_message(&db, "sms", "").await;
         let attempt = |id: &'static str, channel: &'static str, state: &'static str| {
             sqlx::query("INSERT INTO message_attempts (id, message_id, channel, address, state, started_ms) VALUES ($1, 'm', $2, 'x', $3, 1)")
                 .bind(id)
