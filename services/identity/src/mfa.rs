@@ -119,13 +119,23 @@ impl Mfa {
         let mut secret = [0u8; 20];
         aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut secret).map_err(|_| Error::Invalid("no randomness".into()))?;
         let encoded = base32(&secret);
-        sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1").bind(user_id).execute(self.db.pool()).await?;
-        sqlx::query("INSERT INTO mfa_totp (user_id, secret, confirmed, last_step, created_at) VALUES ($1, $2, 0, -1, $3)")
-            .bind(user_id)
-            .bind(&encoded)
-            .bind(now())
-            .execute(self.db.pool())
-            .await?;
+        // Only a pending secret is replaced: an app confirmed since the check
+        // above stays, and this enrolment is refused.
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1 AND confirmed = 0").bind(user_id).execute(&mut *tx).await?;
+        let added = sqlx::query(
+            "INSERT INTO mfa_totp (user_id, secret, confirmed, last_step, created_at) VALUES ($1, $2, 0, -1, $3) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(&encoded)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if added == 0 {
+            return Err(Error::Conflict("an authenticator app is already enrolled".into()));
+        }
         Ok(encoded)
     }
 
@@ -138,12 +148,16 @@ impl Mfa {
     /// Confirms the pending secret with a code from the app; returns the
     /// recovery codes (shown once, kept hashed), or none for a wrong code.
     pub async fn confirm(&self, user_id: &str, code: &str, at: i64) -> Result<Option<Vec<String>>> {
-        let Some(secret) = self.pending_secret(user_id).await?.and_then(|s| unbase32(&s)) else { return Ok(None) };
+        let Some(encoded) = self.pending_secret(user_id).await? else { return Ok(None) };
+        let Some(secret) = unbase32(&encoded) else { return Ok(None) };
         let Some(step) = matching_step(&secret, code, at) else { return Ok(None) };
         let mut tx = self.db.begin().await?;
-        let confirmed = sqlx::query("UPDATE mfa_totp SET confirmed = 1, last_step = $2 WHERE user_id = $1 AND confirmed = 0")
+        // The secret the code was checked against, not one a second
+        // enrolment put in its place meanwhile (never shown to this app).
+        let confirmed = sqlx::query("UPDATE mfa_totp SET confirmed = 1, last_step = $2 WHERE user_id = $1 AND confirmed = 0 AND secret = $3")
             .bind(user_id)
             .bind(step)
+            .bind(&encoded)
             .execute(&mut *tx)
             .await?
             .rows_affected();
