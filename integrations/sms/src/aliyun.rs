@@ -195,6 +195,9 @@ fn transport_error(e: reqwest::Error) -> Error {
     }
 }
 
+/// The most of an answer read from Alibaba Cloud.
+const MAX_ANSWER: usize = 64 * 1024;
+
 #[async_trait]
 impl SmsGateway for AliyunSms {
     async fn send(&self, sms: &OutgoingSms) -> Result<Submitted> {
@@ -202,9 +205,17 @@ impl SmsGateway for AliyunSms {
         let timestamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let params = self.params(sms, &nonce, &timestamp)?;
         let url = self.signed_url(&params);
-        let resp = self.http.get(url).send().await.map_err(transport_error)?;
+        let mut resp = self.http.get(url).send().await.map_err(transport_error)?;
         let status = resp.status();
-        let body = resp.text().await.map_err(transport_error)?;
+        // An answer is a few hundred bytes: read no more than MAX_ANSWER of one.
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(Error::Protocol(format!("an answer larger than {MAX_ANSWER} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8_lossy(&body);
         let parsed: Option<SendSmsResponse> = serde_json::from_str(&body).ok();
         match parsed.as_ref().and_then(|p| p.code.as_deref()) {
             Some("OK") => {
