@@ -182,5 +182,32 @@ crate::both!(
     login_hint_fills_the_username,
     consent_is_asked_once_then_remembered,
     repeated_failures_lock_the_account,
+    parallel_guesses_cannot_outrun_the_lock,
     login_form_is_csrf_protected,
 );
+
+/// Wrong passwords sent all at once, before any has been checked, still get
+/// only the account's five tries; the others are refused unchecked, and the
+/// account is locked. A right password among the first tries still works.
+async fn parallel_guesses_cannot_outrun_the_lock(app: &TestApp) {
+    two_clients(app);
+    let browser = Browser::new();
+    let login_url = url::Url::parse(&app.url("/login")).unwrap();
+    let (_, body) = browser.visit(&app.url("/login")).await.page();
+    // Four wrong, then the right one: it signs in, and the count starts again.
+    for _ in 0..4 {
+        let (status, _) = browser.submit(&login_url, &body, &[("username", "zhaoliu"), ("password", "wrong-password")]).await.page();
+        assert_eq!(status, 401);
+    }
+    let (status, page) = browser.submit(&login_url, &body, &[("username", "zhaoliu"), ("password", PASSWORD)]).await.page();
+    assert_eq!(status, 200, "the right fifth try signs in: {page}");
+    assert!(!page.contains("name=\"password\""), "not the login form again: {page}");
+    let guesser = Browser::new();
+    let (_, body) = guesser.visit(&app.url("/login")).await.page();
+    let guesses = (0..12).map(|_| guesser.submit(&login_url, &body, &[("username", "zhaoliu"), ("password", "wrong-password")]));
+    let mut statuses: Vec<u16> = futures_util::future::join_all(guesses).await.into_iter().map(|l| l.page().0).collect();
+    statuses.sort();
+    assert_eq!(statuses, [vec![401; 5], vec![429; 7]].concat(), "five tries checked, the rest refused");
+    let (status, _) = guesser.submit(&login_url, &body, &[("username", "zhaoliu"), ("password", PASSWORD)]).await.page();
+    assert_eq!(status, 429, "locked");
+}

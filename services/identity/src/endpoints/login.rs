@@ -152,8 +152,11 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     let s = &id.settings;
     let user_key = user_key(username.as_str());
     let ip_key = ip_key(ctx.ip.as_deref());
-    let counted = match id.throttle.check(&[&user_key, &ip_key]).await {
-        Ok((Some(until), _)) => {
+    // The try is counted before the password is checked, so tries sent in
+    // parallel cannot get past the limit; a right password hands it back.
+    let limits = [(user_key.as_str(), s.max_failures_per_account), (ip_key.as_str(), s.max_failures_per_address)];
+    let throttled = match id.throttle.attempt(&limits, s).await {
+        Ok(Err(until)) => {
             let _ = id
                 .audit
                 .record("login.throttled", Actor { ip: ctx.ip.as_deref(), ..Default::default() }, json!({ "username": username.as_str() }))
@@ -162,7 +165,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
             let msg = format!("登录失败次数过多，账号或来源地址已被暂时锁定，请 {wait} 分钟后再试。");
             return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &view, username.as_str(), Some(&msg)).await;
         }
-        Ok((None, counted)) => counted,
+        Ok(Ok(throttled)) => throttled,
         Err(e) => return http::server_error(e),
     };
     let found = match id.users.credentials(&username).await {
@@ -179,13 +182,10 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     let (user, rehash) = match (user, verdict) {
         (Some(user), Verdict::Match { rehash }) => (user, rehash),
         _ => {
-            let failed = async {
-                id.throttle.fail(&user_key, s.max_failures_per_account, s).await?;
-                id.throttle.fail(&ip_key, s.max_failures_per_address, s).await?;
-                id.audit
-                    .record("login.failed", Actor { ip: ctx.ip.as_deref(), ..Default::default() }, json!({ "username": username.as_str() }))
-                    .await
-            };
+            // The try stays counted.
+            let failed = id
+                .audit
+                .record("login.failed", Actor { ip: ctx.ip.as_deref(), ..Default::default() }, json!({ "username": username.as_str() }));
             if let Err(e) = failed.await {
                 return http::server_error(e);
             }
@@ -205,36 +205,40 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     // An enrolled second factor is asked for before the session starts; until
     // it is given, the account's failure count stands and no upstream
     // account is linked.
-    match id.has_second_factor(&user.id).await {
-        Ok(true) => {
-            let pending = crate::Pending {
-                user_id: user.id.clone(),
-                amr: vec!["pwd".into()],
-                session_id: None,
-                return_to: return_to.clone(),
-                link: form.link.clone(),
-            };
-            return match id.mfa.park(&pending).await {
-                Ok(key) => http::redirect(StatusCode::SEE_OTHER, &format!("/login/mfa?{}", serde_urlencoded::to_string([("key", key)]).unwrap_or_default())),
-                Err(e) => http::server_error(e),
-            };
-        }
-        Ok(false) => {}
+    let second_factor = match id.has_second_factor(&user.id).await {
+        Ok(second) => second,
         Err(e) => return http::server_error(e),
+    };
+    // The right password hands its try back; the account's count starts
+    // again only once every factor is given.
+    let clear: &[&str] = if second_factor { &[] } else { &[user_key.as_str()] };
+    if let Err(e) = id.throttle.succeeded(throttled, clear).await {
+        return http::server_error(e);
     }
-    if let Err(e) = completed(&id, &user, counted.contains(&user_key), form.link.as_deref(), &ctx).await {
+    if second_factor {
+        let pending = crate::Pending {
+            user_id: user.id.clone(),
+            amr: vec!["pwd".into()],
+            session_id: None,
+            return_to: return_to.clone(),
+            link: form.link.clone(),
+        };
+        return match id.mfa.park(&pending).await {
+            Ok(key) => http::redirect(StatusCode::SEE_OTHER, &format!("/login/mfa?{}", serde_urlencoded::to_string([("key", key)]).unwrap_or_default())),
+            Err(e) => http::server_error(e),
+        };
+    }
+    if let Err(e) = completed(&id, &user, form.link.as_deref(), &ctx).await {
         return http::server_error(e);
     }
     establish(&id, &ctx, &user, &["pwd"], ACR_SINGLE_FACTOR, None, &return_to).await
 }
 
-/// A login proved every factor it needs: the account's failure count starts
-/// again (when it was counting) and the upstream account parked under `link`
-/// (if any) is linked (by the password login, says the audit trail).
-pub(crate) async fn completed(id: &Identity, user: &crate::User, counting: bool, link: Option<&str>, ctx: &RequestContext) -> crate::Result<()> {
-    if counting {
-        id.throttle.clear(&user_key(&user.username)).await?;
-    }
+/// A login proved every factor it needs (its failure count already started
+/// again, [`crate::throttle::Throttle::succeeded`]): the upstream account
+/// parked under `link` (if any) is linked (by the password login, says the
+/// audit trail).
+pub(crate) async fn completed(id: &Identity, user: &crate::User, link: Option<&str>, ctx: &RequestContext) -> crate::Result<()> {
     if let Some(key) = link {
         match id.federation.unpark(key, ctx.upstream_cookie.as_deref().unwrap_or_default()).await? {
             Some(p) => id.link_account(&user.id, &p.provider, &p.subject, "password", ctx.ip.as_deref()).await?,

@@ -101,9 +101,13 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     };
     // Codes are throttled like passwords: per account and per address.
     let user_key = user_key(&user.username);
-    let counted = match id.throttle.check(&[&user_key, &ip_key(ctx.ip.as_deref())]).await {
-        Ok((Some(_), _)) => return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &key, &pending, Some("失败次数过多，请稍后再试。")).await,
-        Ok((None, counted)) => counted,
+    // The try is counted before the factor is checked (see the password login).
+    let ip_key = ip_key(ctx.ip.as_deref());
+    let s = &id.settings;
+    let limits = [(user_key.as_str(), s.max_failures_per_account), (ip_key.as_str(), s.max_failures_per_address)];
+    let throttled = match id.throttle.attempt(&limits, s).await {
+        Ok(Err(_)) => return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &key, &pending, Some("失败次数过多，请稍后再试。")).await,
+        Ok(Ok(throttled)) => throttled,
         Err(e) => return http::server_error(e),
     };
     // What proved it, for the audit trail, and its `amr` method.
@@ -119,16 +123,20 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         },
     };
     let Some((factor, method)) = proved else {
-        if let Err(e) = second_factor_failed(&id, &user, ctx.ip.as_deref()).await {
+        // The try stays counted.
+        if let Err(e) = id.audit.record("mfa.failed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await {
             return http::server_error(e);
         }
         let msg = if form.credential.is_some() { "通行密钥验证未通过，请重试或输入验证码。" } else { "验证码不正确、已过期或已使用过。" };
         return page(&id, &ctx, StatusCode::UNAUTHORIZED, &key, &pending, Some(msg)).await;
     };
+    if let Err(e) = id.throttle.succeeded(throttled, &[&user_key]).await {
+        return http::server_error(e);
+    }
     if !matches!(id.mfa.finish(&key).await, Ok(true)) {
         return expired();
     }
-    if let Err(e) = completed(&id, &user, counted.contains(&user_key), pending.link.as_deref(), &ctx).await {
+    if let Err(e) = completed(&id, &user, pending.link.as_deref(), &ctx).await {
         return http::server_error(e);
     }
     let amr = with_second_factor(&pending.amr, method);
