@@ -66,6 +66,11 @@ data="$work/civichub-data"
 mkdir -p "$data"
 printf '%s\n' "$password" | "$CIVICHUB_BIN" user add "$username" --password-stdin \
   --name "Bench User" --email bench@example.test --department Benchmarks --data-dir "$data" >/dev/null
+# One account per worker for password logins (people log in, not one person
+# many times at once: an account's tries in flight count against its lockout).
+for i in $(seq 0 $((concurrency - 1))); do
+  printf '%s\n' "$password" | "$CIVICHUB_BIN" user add "$username-$i" --password-stdin --data-dir "$data" >/dev/null
+done
 secret=$("$CIVICHUB_BIN" client add bench-conf --redirect-uri "$redirect" --first-party \
   --id-token-alg "$alg" --data-dir "$data" 2>/dev/null | sed -n 's/^client_secret: *//p')
 [ -n "$secret" ] || die "civichub client add printed no client_secret"
@@ -85,7 +90,7 @@ common=(--redirect-uri "$redirect" --username "$username" --password "$password"
 echo
 "$load" run --label civichub --issuer "$civichub_url" --pid "$civichub_pid" \
   --client-id bench-conf --client-secret "$secret" "${common[@]}" \
-  --ops discovery,client_credentials,refresh,code_flow,password_login --json "$work/civichub.json"
+  --ops discovery,client_credentials,refresh,code_flow,password_login --login-users yes --json "$work/civichub.json"
 echo
 "$load" run --label oidc-provider --issuer "$oidcp_url" --pid "$oidcp_pid" \
   --client-id bench-conf --client-secret bench-conf-secret-0123456789abcdef "${common[@]}" \

@@ -68,6 +68,15 @@ impl Op {
 pub struct Worker {
     jar: Jar,
     refresh_token: Option<String>,
+    /// The account password_login signs in to, if not the target's.
+    login: Option<String>,
+}
+
+impl Worker {
+    /// A worker whose password logins sign in to `login` (or the target's user).
+    pub fn logging_in_as(login: Option<String>) -> Worker {
+        Worker { login, ..Worker::default() }
+    }
 }
 
 fn random_b64(len: usize) -> String {
@@ -107,13 +116,24 @@ impl Target {
         scope: &str,
         prompt: Option<&str>,
     ) -> Result<(String, String, Vec<Submitted>), String> {
+        self.authorize_as(jar, scope, prompt, &self.username).await
+    }
+
+    /// [`Target::authorize`], signing in as `username`.
+    async fn authorize_as(
+        &self,
+        jar: &mut Jar,
+        scope: &str,
+        prompt: Option<&str>,
+        username: &str,
+    ) -> Result<(String, String, Vec<Submitted>), String> {
         let (url, verifier) = self.authorization_url(scope, prompt);
         let (callback, submitted) = browse(
             &self.client,
             jar,
             url,
             &self.redirect_uri,
-            &self.username,
+            username,
             &self.password,
         )
         .await?;
@@ -228,7 +248,8 @@ impl Target {
             }
             Op::PasswordLogin => {
                 let mut jar = Jar::default();
-                let (_, _, submitted) = self.authorize(&mut jar, "openid", None).await?;
+                let username = w.login.as_deref().unwrap_or(&self.username);
+                let (_, _, submitted) = self.authorize_as(&mut jar, "openid", None, username).await?;
                 if submitted != [Submitted::Login] {
                     return Err(format!("expected one login form, got {submitted:?}"));
                 }

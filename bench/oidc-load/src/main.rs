@@ -2,6 +2,7 @@
 //!
 //!   oidc-load run --issuer URL --client-id ID --client-secret S --redirect-uri URI
 //!                 --username U --password P [--ops client_credentials,refresh,code_flow,password_login]
+//!                 [--login-users yes: password_login as U-0, U-1, … one account per worker]
 //!                 [--concurrency 16] [--duration 10] [--warmup 1] [--max-ops 500000]
 //!                 [--pid PID] [--label NAME] [--json FILE] [--threads 1]
 //!   oidc-load argon2 [--threads N] [--duration 5] [--json FILE]
@@ -185,8 +186,12 @@ fn run(o: Opts) -> Res<()> {
         if let Some(kib) = idle {
             println!("idle RSS: {:.1} MB", kib as f64 / 1024.0);
         }
+        // With --login-users, worker i logs in (password_login) as
+        // USERNAME-i: people log in, not one person N times at once.
+        let per_worker = o.0.contains_key("login-users");
+        let username = target.username.clone();
         let mut workers: Vec<Worker> = (0..settings.concurrency)
-            .map(|_| Worker::default())
+            .map(|i| Worker::logging_in_as(per_worker.then(|| format!("{username}-{i}"))))
             .collect();
         let mut results = Vec::new();
         for op in ops {

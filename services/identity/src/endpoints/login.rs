@@ -152,10 +152,19 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     let s = &id.settings;
     let user_key = user_key(username.as_str());
     let ip_key = ip_key(ctx.ip.as_deref());
-    // The try is counted before the password is checked, so tries sent in
-    // parallel cannot get past the limit; a right password hands it back.
-    let limits = [(user_key.as_str(), s.max_failures_per_account), (ip_key.as_str(), s.max_failures_per_address)];
-    let throttled = match id.throttle.attempt(&limits, s).await {
+    // The account's try is counted before the password is checked, so
+    // guesses at one account sent in parallel cannot get past its limit; a
+    // right password hands it back. An address counts its failures (an
+    // office behind one address logs many people in at once).
+    let locked = match id.throttle.check(&[&ip_key]).await {
+        Ok((until, _)) => until.map(Err),
+        Err(e) => return http::server_error(e),
+    };
+    let tried = match locked {
+        Some(refused) => Ok(refused),
+        None => id.throttle.attempt(&[(user_key.as_str(), s.max_failures_per_account)], s).await,
+    };
+    let throttled = match tried {
         Ok(Err(until)) => {
             let _ = id
                 .audit
@@ -182,10 +191,13 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     let (user, rehash) = match (user, verdict) {
         (Some(user), Verdict::Match { rehash }) => (user, rehash),
         _ => {
-            // The try stays counted.
-            let failed = id
-                .audit
-                .record("login.failed", Actor { ip: ctx.ip.as_deref(), ..Default::default() }, json!({ "username": username.as_str() }));
+            // The account's try stays counted.
+            let failed = async {
+                id.throttle.fail(&ip_key, s.max_failures_per_address, s).await?;
+                id.audit
+                    .record("login.failed", Actor { ip: ctx.ip.as_deref(), ..Default::default() }, json!({ "username": username.as_str() }))
+                    .await
+            };
             if let Err(e) = failed.await {
                 return http::server_error(e);
             }

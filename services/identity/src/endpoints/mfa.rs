@@ -101,11 +101,16 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     };
     // Codes are throttled like passwords: per account and per address.
     let user_key = user_key(&user.username);
-    // The try is counted before the factor is checked (see the password login).
+    // The account's try is counted before the factor is checked, the
+    // address's failures after (see the password login).
     let ip_key = ip_key(ctx.ip.as_deref());
     let s = &id.settings;
-    let limits = [(user_key.as_str(), s.max_failures_per_account), (ip_key.as_str(), s.max_failures_per_address)];
-    let throttled = match id.throttle.attempt(&limits, s).await {
+    let tried = match id.throttle.check(&[&ip_key]).await {
+        Ok((Some(until), _)) => Ok(Err(until)),
+        Ok((None, _)) => id.throttle.attempt(&[(user_key.as_str(), s.max_failures_per_account)], s).await,
+        Err(e) => return http::server_error(e),
+    };
+    let throttled = match tried {
         Ok(Err(_)) => return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &key, &pending, Some("失败次数过多，请稍后再试。")).await,
         Ok(Ok(throttled)) => throttled,
         Err(e) => return http::server_error(e),
@@ -123,8 +128,12 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         },
     };
     let Some((factor, method)) = proved else {
-        // The try stays counted.
-        if let Err(e) = id.audit.record("mfa.failed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await {
+        // The account's try stays counted.
+        let failed = async {
+            id.throttle.fail(&ip_key, s.max_failures_per_address, s).await?;
+            id.audit.record("mfa.failed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await
+        };
+        if let Err(e) = failed.await {
             return http::server_error(e);
         }
         let msg = if form.credential.is_some() { "通行密钥验证未通过，请重试或输入验证码。" } else { "验证码不正确、已过期或已使用过。" };
