@@ -16,12 +16,13 @@ pub(crate) fn ip_key(ip: Option<&str>) -> String {
     format!("ip:{}", ip.unwrap_or("unknown"))
 }
 
-/// A try at a secret, counted before the secret was checked
+/// A try at an account's secret, counted before the secret was checked
 /// ([`Throttle::attempt`]).
 #[derive(Debug)]
 #[must_use = "a right secret hands its try back with Throttle::succeeded"]
 pub struct Attempt {
-    keys: Vec<(String, i64)>,
+    key: String,
+    limit: i64,
 }
 
 /// Counts failures per key (`user:NAME`, `ip:ADDR`).
@@ -58,64 +59,51 @@ impl Throttle {
         Ok((until, counted))
     }
 
-    /// Counts a try at a secret against every key (with its limit) before the
-    /// secret is checked, so tries sent in parallel cannot outrun the count:
-    /// `Err(until)` (nothing counted) when a key is locked or this try would
-    /// be past its limit; the try that reaches a limit locks the key while it
-    /// is checked. A wrong secret leaves the try counted; a right one hands it
-    /// back ([`Throttle::succeeded`]).
-    pub async fn attempt(&self, keys: &[(&str, i64)], settings: &Settings) -> Result<std::result::Result<Attempt, i64>> {
-        let now = now();
-        let mut tx = self.db.begin().await?;
-        let mut refused: Option<i64> = None;
-        for (key, limit) in keys {
-            let row = sqlx::query(
-                "INSERT INTO login_throttle (key, failures, window_start, locked_until) VALUES ($1, 1, $2, 0) \
-                 ON CONFLICT (key) DO UPDATE SET \
-                   failures = CASE WHEN login_throttle.window_start < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
-                   window_start = CASE WHEN login_throttle.window_start < $3 THEN $2 ELSE login_throttle.window_start END \
-                 RETURNING failures, locked_until",
-            )
-            .bind(*key)
-            .bind(now)
-            .bind(now - settings.lockout_secs)
-            .fetch_one(&mut *tx)
-            .await?;
-            let (failures, locked_until): (i64, i64) = (row.try_get("failures")?, row.try_get("locked_until")?);
-            if locked_until > now || failures > *limit {
-                let until = locked_until.max(now + 1);
-                refused = Some(refused.map_or(until, |u| u.max(until)));
-            } else if failures == *limit {
-                sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2").bind(now + settings.lockout_secs).bind(*key).execute(&mut *tx).await?;
-            }
-        }
-        if let Some(until) = refused {
-            // A refused try is not counted.
-            tx.rollback().await?;
+    /// A try at an account's secret from an address, before the secret is
+    /// checked: `Err(until)` when the address is locked (its failures are
+    /// counted as they happen: an office behind one address logs many
+    /// people in at once), or the account is, or this try would be past the
+    /// account's limit. Otherwise the try is counted against the account, so
+    /// guesses at it sent in parallel cannot outrun the count, and the try
+    /// that reaches the limit locks it while it is checked. A wrong secret
+    /// leaves the try counted; a right one hands it back
+    /// ([`Throttle::succeeded`]).
+    pub async fn attempt(&self, account: &str, address: &str, settings: &Settings) -> Result<std::result::Result<Attempt, i64>> {
+        if let (Some(until), _) = self.check(&[address]).await? {
             return Ok(Err(until));
         }
+        let now = now();
+        let limit = settings.max_failures_per_account;
+        let mut tx = self.db.begin().await?;
+        let (failures, locked_until) = count_in(&mut tx, account, now, settings).await?;
+        if locked_until > now || failures > limit {
+            // A refused try is not counted.
+            tx.rollback().await?;
+            return Ok(Err(locked_until.max(now + 1)));
+        }
+        if failures == limit {
+            lock_in(&mut tx, account, now, settings).await?;
+        }
         tx.commit().await?;
-        Ok(Ok(Attempt { keys: keys.iter().map(|(k, l)| ((*k).to_owned(), *l)).collect() }))
+        Ok(Ok(Attempt { key: account.to_owned(), limit }))
     }
 
-    /// The secret of `attempt` was right: its try no longer counts (a lock
-    /// it set is lifted), and the keys in `clear` start again from nothing.
-    pub async fn succeeded(&self, attempt: Attempt, clear: &[&str]) -> Result<()> {
+    /// The secret of `attempt` was right: its try no longer counts (a lock it
+    /// set is lifted), or, with `start_again`, the account's count starts
+    /// again from nothing.
+    pub async fn succeeded(&self, attempt: Attempt, start_again: bool) -> Result<()> {
+        let query = if start_again {
+            sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(attempt.key)
+        } else {
+            sqlx::query(
+                "UPDATE login_throttle SET failures = failures - 1, \
+                 locked_until = CASE WHEN failures - 1 < $2 THEN 0 ELSE locked_until END WHERE key = $1 AND failures > 0",
+            )
+            .bind(attempt.key)
+            .bind(attempt.limit)
+        };
         let mut tx = self.db.begin().await?;
-        for (key, limit) in &attempt.keys {
-            if clear.contains(&key.as_str()) {
-                sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(key).execute(&mut *tx).await?;
-            } else {
-                sqlx::query(
-                    "UPDATE login_throttle SET failures = failures - 1, \
-                     locked_until = CASE WHEN failures - 1 < $2 THEN 0 ELSE locked_until END WHERE key = $1 AND failures > 0",
-                )
-                .bind(key)
-                .bind(*limit)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        query.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -124,26 +112,36 @@ impl Throttle {
     /// within the window.
     pub async fn fail(&self, key: &str, limit: i64, settings: &Settings) -> Result<()> {
         let now = now();
-        let window_start = now - settings.lockout_secs;
         let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "INSERT INTO login_throttle (key, failures, window_start, locked_until) VALUES ($1, 1, $2, 0) \
-             ON CONFLICT (key) DO UPDATE SET \
-               failures = CASE WHEN login_throttle.window_start < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
-               window_start = CASE WHEN login_throttle.window_start < $3 THEN $2 ELSE login_throttle.window_start END",
-        )
-        .bind(key)
-        .bind(now)
-        .bind(window_start)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2 AND failures >= $3")
-            .bind(now + settings.lockout_secs)
-            .bind(key)
-            .bind(limit)
-            .execute(&mut *tx)
-            .await?;
+        let (failures, _) = count_in(&mut tx, key, now, settings).await?;
+        if failures >= limit {
+            lock_in(&mut tx, key, now, settings).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Counts one more try against `key` (the first of a new window if the last
+/// one is over); returns the count and until when the key was locked.
+async fn count_in(tx: &mut civichub_store::Tx, key: &str, now: i64, settings: &Settings) -> Result<(i64, i64)> {
+    let row = sqlx::query(
+        "INSERT INTO login_throttle (key, failures, window_start, locked_until) VALUES ($1, 1, $2, 0) \
+         ON CONFLICT (key) DO UPDATE SET \
+           failures = CASE WHEN login_throttle.window_start < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
+           window_start = CASE WHEN login_throttle.window_start < $3 THEN $2 ELSE login_throttle.window_start END \
+         RETURNING failures, locked_until",
+    )
+    .bind(key)
+    .bind(now)
+    .bind(now - settings.lockout_secs)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((row.try_get("failures")?, row.try_get("locked_until")?))
+}
+
+/// Locks `key` for the lockout time from `now`.
+async fn lock_in(tx: &mut civichub_store::Tx, key: &str, now: i64, settings: &Settings) -> Result<()> {
+    sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2").bind(now + settings.lockout_secs).bind(key).execute(&mut **tx).await?;
+    Ok(())
 }

@@ -152,19 +152,9 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     let s = &id.settings;
     let user_key = user_key(username.as_str());
     let ip_key = ip_key(ctx.ip.as_deref());
-    // The account's try is counted before the password is checked, so
-    // guesses at one account sent in parallel cannot get past its limit; a
-    // right password hands it back. An address counts its failures (an
-    // office behind one address logs many people in at once).
-    let locked = match id.throttle.check(&[&ip_key]).await {
-        Ok((until, _)) => until.map(Err),
-        Err(e) => return http::server_error(e),
-    };
-    let tried = match locked {
-        Some(refused) => Ok(refused),
-        None => id.throttle.attempt(&[(user_key.as_str(), s.max_failures_per_account)], s).await,
-    };
-    let throttled = match tried {
+    // The account's try is counted before the password is checked and handed
+    // back if it is right (`Throttle::attempt`); the address counts failures.
+    let throttled = match id.throttle.attempt(&user_key, &ip_key, s).await {
         Ok(Err(until)) => {
             let _ = id
                 .audit
@@ -223,8 +213,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     };
     // The right password hands its try back; the account's count starts
     // again only once every factor is given.
-    let clear: &[&str] = if second_factor { &[] } else { &[user_key.as_str()] };
-    if let Err(e) = id.throttle.succeeded(throttled, clear).await {
+    if let Err(e) = id.throttle.succeeded(throttled, !second_factor).await {
         return http::server_error(e);
     }
     if second_factor {

@@ -105,12 +105,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     // address's failures after (see the password login).
     let ip_key = ip_key(ctx.ip.as_deref());
     let s = &id.settings;
-    let tried = match id.throttle.check(&[&ip_key]).await {
-        Ok((Some(until), _)) => Ok(Err(until)),
-        Ok((None, _)) => id.throttle.attempt(&[(user_key.as_str(), s.max_failures_per_account)], s).await,
-        Err(e) => return http::server_error(e),
-    };
-    let throttled = match tried {
+    let throttled = match id.throttle.attempt(&user_key, &ip_key, s).await {
         Ok(Err(_)) => return page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &key, &pending, Some("失败次数过多，请稍后再试。")).await,
         Ok(Ok(throttled)) => throttled,
         Err(e) => return http::server_error(e),
@@ -139,7 +134,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
         let msg = if form.credential.is_some() { "通行密钥验证未通过，请重试或输入验证码。" } else { "验证码不正确、已过期或已使用过。" };
         return page(&id, &ctx, StatusCode::UNAUTHORIZED, &key, &pending, Some(msg)).await;
     };
-    if let Err(e) = id.throttle.succeeded(throttled, &[&user_key]).await {
+    if let Err(e) = id.throttle.succeeded(throttled, true).await {
         return http::server_error(e);
     }
     if !matches!(id.mfa.finish(&key).await, Ok(true)) {
