@@ -189,4 +189,69 @@ async fn disabling_someone_logs_them_out_everywhere(app: &TestApp) {
     assert_eq!(c["aud"], "app-a");
 }
 
-crate::both!(logout_ends_sso_and_notifies_every_client, logout_without_hint_asks_to_confirm, disabling_someone_logs_them_out_everywhere);
+/// A logout committing while a code is being redeemed: whichever way the two
+/// meet, the code buys no token that outlives the session. The test holds a
+/// logout's transaction open across the redemption (on PostgreSQL the hub has
+/// then claimed the code and seen the session live before the logout commits;
+/// on SQLite the logout holds the write lock).
+async fn a_code_redeemed_as_its_session_ends_buys_nothing(app: &TestApp) {
+    use sqlx::Row;
+    app.add_user("wujiu", &[]);
+    let secret = app.add_client("app-a", &["--first-party"]).unwrap();
+    let rp = app.rp("app-a", Some(secret)).await;
+    let req = rp.authorize(&[]);
+    let cb = Browser::new().sign_in(req.url.as_str(), "wujiu", PASSWORD).await;
+    let code = query_param(&cb, "code").unwrap();
+
+    let mut db = app.db().await;
+    let user_id: String =
+        sqlx::query("SELECT id FROM users WHERE username = 'wujiu'").fetch_one(&mut db).await.unwrap().try_get("id").unwrap();
+    let begin = if app.backend == crate::helpers::Backend::Sqlite { "BEGIN IMMEDIATE" } else { "BEGIN" };
+    sqlx::query(begin).execute(&mut db).await.unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // What a logout writes: the session ends and its tokens are revoked.
+    sqlx::query("UPDATE sso_sessions SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL")
+        .bind(now)
+        .bind(&user_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(&user_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let client = http();
+    let redeem = rp
+        .client
+        .exchange_code(openidconnect::AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(req.verifier)
+        .request_async(&client);
+    let logout = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        sqlx::query("COMMIT").execute(&mut db).await.unwrap();
+    };
+    let (redeemed, ()) = tokio::join!(redeem, logout);
+    assert!(
+        matches!(&redeemed, Err(openidconnect::RequestTokenError::ServerResponse(e)) if e.error().as_ref() == "invalid_grant"),
+        "{redeemed:?}\n{}",
+        app.log()
+    );
+    let live: i64 = sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(&user_id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    assert_eq!(live, 0, "no live token of the ended session");
+}
+
+crate::both!(
+    logout_ends_sso_and_notifies_every_client,
+    logout_without_hint_asks_to_confirm,
+    disabling_someone_logs_them_out_everywhere,
+    a_code_redeemed_as_its_session_ends_buys_nothing
+);

@@ -1,7 +1,7 @@
 //! SSO sessions: one per browser login, shared by every client the person
 //! then reaches without logging in again.
 
-use civichub_store::{Db, Outbox, Row, Tx, now, random_token, sha256_hex};
+use civichub_store::{Backend, Db, Outbox, Row, Tx, now, random_token, sha256_hex};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -152,11 +152,57 @@ impl Sessions {
     }
 }
 
+/// Whether tokens may still be written for a person's grant from the login
+/// `sid`, asked inside the transaction that writes them: the session is live,
+/// or, when `outlives_session` (a refresh of an `offline_access` grant, which
+/// a logout leaves alone), the person `user_id` is enabled.
+///
+/// On PostgreSQL the row asked about stays locked (`FOR SHARE`) until that
+/// transaction ends. A logout or a disable that has not committed yet holds
+/// the row for update, so this waits for it and then sees it; one that comes
+/// after waits for the new tokens to commit and then revokes them with the
+/// rest. (On SQLite write transactions take turns, which gives the same.)
+pub(crate) async fn may_issue_in(tx: &mut Tx, user_id: &str, sid: &str, outlives_session: bool) -> Result<bool> {
+    let postgres = Backend::of(tx) == Backend::Postgres;
+    let row = if outlives_session {
+        let query = if postgres {
+            "SELECT id FROM users WHERE id = $1 AND disabled = 0 FOR SHARE"
+        } else {
+            "SELECT id FROM users WHERE id = $1 AND disabled = 0"
+        };
+        sqlx::query(query).bind(user_id).fetch_optional(&mut **tx).await?
+    } else {
+        // Only the session row is locked: a disable locks the person first
+        // and the sessions after, and taking both here in another order
+        // could deadlock with it.
+        let query = if postgres {
+            concat!(live_sessions!("AND s.sid = $1 AND s.user_id = $3"), " FOR SHARE OF s")
+        } else {
+            live_sessions!("AND s.sid = $1 AND s.user_id = $3")
+        };
+        sqlx::query(query).bind(sid).bind(now()).bind(user_id).fetch_optional(&mut **tx).await?
+    };
+    Ok(row.is_some())
+}
+
+/// Takes `user_id`'s row for update in `tx` (PostgreSQL; on SQLite the
+/// transaction already excludes every other writer), before what revokes all
+/// of a person's tokens: a token write that checked the person first
+/// ([`may_issue_in`]) then commits before the revocation reads, and one that
+/// checks after sees the outcome.
+async fn lock_user_in(tx: &mut Tx, user_id: &str) -> Result<()> {
+    if Backend::of(tx) == Backend::Postgres {
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE").bind(user_id).fetch_optional(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Ends every live session of `user_id` but `keep` inside `tx`, each as
 /// [`Sessions::end`] does (back-channel logouts queued), and revokes every
 /// token of the person not bound to `keep`, the long-lived `offline_access`
 /// ones included: for a disabled person, or a changed password.
 pub(crate) async fn end_all_in(tx: &mut Tx, user_id: &str, keep: Option<&Session>, ip: Option<&str>) -> Result<()> {
+    lock_user_in(tx, user_id).await?;
     let rows = sqlx::query(live_sessions!("AND s.user_id = $1")).bind(user_id).bind(now()).fetch_all(&mut **tx).await?;
     for row in &rows {
         let session = session_from_row(row)?;

@@ -69,14 +69,15 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
             };
             flow.allow_credentials_in_body(true);
             let result = flow.execute(req).await;
-            // oxide-auth answers invalid_request for a bad code or verifier;
-            // RFC 6749 §5.2 and RFC 7636 §4.6 say invalid_grant.
-            let bad_request = matches!(&result, Ok(r) if r.status() == StatusCode::BAD_REQUEST);
-            if bad_request && rejected.load(std::sync::atomic::Ordering::Relaxed) {
+            // oxide-auth answers invalid_request for a bad code or verifier,
+            // and an error for tokens refused because the code's login ended
+            // meanwhile; RFC 6749 §5.2 and RFC 7636 §4.6 say invalid_grant.
+            let issued = matches!(&result, Ok(r) if r.status().is_success());
+            if !issued && rejected.load(std::sync::atomic::Ordering::Relaxed) {
                 return http::oauth_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_grant",
-                    "the authorization code or PKCE verifier is invalid, expired or already used",
+                    "the authorization code or PKCE verifier is invalid, expired or already used, or its login has ended",
                 );
             }
             finish(result)
@@ -87,9 +88,14 @@ async fn handle(body: bytes::Bytes, auth: Option<String>, id: Arc<Identity>, ctx
             match RefreshFlow::prepare(endpoint) {
                 Ok(mut flow) => {
                     let result = flow.execute(req).await;
-                    // Spent by a concurrent request: RFC 6749 §5.2's invalid_grant, not a server error.
+                    // Spent by a concurrent request, or its login ended meanwhile:
+                    // RFC 6749 §5.2's invalid_grant, not a server error.
                     if rejected.load(std::sync::atomic::Ordering::Relaxed) {
-                        return http::oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token was already used");
+                        return http::oauth_error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_grant",
+                            "the refresh token was already used, or its login has ended",
+                        );
                     }
                     finish(result)
                 }

@@ -18,6 +18,7 @@ use crate::audit::{Actor, Audit};
 use crate::oauth::grant::StoredGrant;
 use crate::oauth::writer::{AuditRow, CodeRow, Rows, TokenRow};
 use crate::oidc::{self, IdTokenInput, LoginContext};
+use crate::sessions::may_issue_in;
 use crate::{Error, Identity, Result};
 
 /// Which kind of grant the registrar negotiates a scope for.
@@ -213,6 +214,28 @@ async fn claim_code(tx: &mut Tx, hash: &str, ip: Option<&str>) -> Result<Option<
     Ok(None)
 }
 
+/// What a person's grant needs still standing to be given tokens; nothing
+/// for a service's.
+#[derive(Clone)]
+struct Standing(Option<(String, String, bool)>);
+
+impl Standing {
+    /// `grant`'s login; `outlives_session` for a refresh of an
+    /// `offline_access` grant, which needs only its person enabled.
+    fn of(grant: &StoredGrant, outlives_session: bool) -> Standing {
+        Standing(grant.login.as_ref().map(|l| (grant.owner_id.clone(), l.sid.clone(), outlives_session)))
+    }
+
+    /// Whether it still stands, asked in the transaction that writes the
+    /// tokens ([`may_issue_in`]).
+    async fn holds_in(&self, tx: &mut Tx) -> Result<bool> {
+        match &self.0 {
+            Some((user_id, sid, outlives_session)) => may_issue_in(tx, user_id, sid, *outlives_session).await,
+            None => Ok(true),
+        }
+    }
+}
+
 /// A new token family's id: time-ordered, so new rows append to the
 /// `tokens_family` index.
 fn new_family() -> String {
@@ -358,12 +381,37 @@ impl DbIssuer {
         Ok((tokens, audit))
     }
 
-    async fn issue_grant(&mut self, grant: Grant) -> Result<IssuedToken> {
+    async fn issue_grant(&mut self, grant: Grant) -> Result<Option<IssuedToken>> {
         let mut stored = StoredGrant::from_grant(&grant)?;
         let minted = self.mint(&mut stored, true).await?;
         let (tokens, audit) = self.rows(&stored, &minted, "token.issued")?;
-        self.id.token_writer.write(Rows { tokens, audit: vec![audit], ..Rows::default() }).await?;
-        Ok(IssuedToken {
+        let standing = Standing::of(&stored, false);
+        let written = self
+            .id
+            .token_writer
+            .transact(move |tx| {
+                Box::pin(async move {
+                    // A code outlives neither its login nor its person, up to
+                    // the commit of what it buys.
+                    if !standing.holds_in(tx).await? {
+                        return Ok(false);
+                    }
+                    Rows { tokens, audit: vec![audit], ..Rows::default() }.defer(tx);
+                    Ok(true)
+                })
+            })
+            .await?;
+        Ok(self.answer(written, minted))
+    }
+
+    /// What the client gets for `minted` if its rows were `written`;
+    /// otherwise nothing, and no ID token either.
+    fn answer(&mut self, written: bool, minted: Minted) -> Option<IssuedToken> {
+        if !written {
+            self.id_token = None;
+            return None;
+        }
+        Some(IssuedToken {
             token: minted.access,
             refresh: minted.refresh,
             until: Utc.timestamp_opt(minted.until, 0).single().unwrap_or_else(Utc::now),
@@ -376,6 +424,7 @@ impl DbIssuer {
         let minted = self.mint(&mut stored, false).await?;
         let (tokens, audit) = self.rows(&stored, &minted, "token.refreshed")?;
         let old = secret_key(old);
+        let standing = Standing::of(&stored, stored.has_scope("offline_access"));
         // In the token writer's group transaction: concurrent refreshes
         // commit together instead of one write transaction each.
         let rotated = self
@@ -383,6 +432,13 @@ impl DbIssuer {
             .token_writer
             .transact(move |tx| {
                 Box::pin(async move {
+                    // Checked (and, on PostgreSQL, locked) before the old
+                    // token is spent: a logout, disable or password change
+                    // committing meanwhile either comes first and is seen,
+                    // or waits and then revokes the new tokens too.
+                    if !standing.holds_in(tx).await? {
+                        return Ok(false);
+                    }
                     let rotated = sqlx::query(
                         "UPDATE tokens SET rotated_at = $1 WHERE token_hash = $2 AND kind = 'refresh' \
                          AND rotated_at IS NULL AND revoked_at IS NULL RETURNING scope",
@@ -411,16 +467,24 @@ impl DbIssuer {
                 })
             })
             .await?;
-        if !rotated {
-            self.id_token = None;
-            return Ok(None);
+        Ok(self.answer(rotated, minted).map(|t| RefreshedToken { token: t.token, refresh: t.refresh, until: t.until, token_type: t.token_type }))
+    }
+
+    /// oxide-auth's answer for what [`issue_grant`](Self::issue_grant) or
+    /// [`rotate`](Self::rotate) did: `None`, a grant refused, is marked for
+    /// the token endpoint's `invalid_grant`; an error is logged.
+    fn settle<T>(&self, outcome: Result<Option<T>>, doing: &str) -> std::result::Result<T, ()> {
+        match outcome {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => {
+                self.rejected.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(())
+            }
+            Err(e) => {
+                tracing::error!("{doing}: {e}");
+                Err(())
+            }
         }
-        Ok(Some(RefreshedToken {
-            token: minted.access,
-            refresh: minted.refresh,
-            until: Utc.timestamp_opt(minted.until, 0).single().unwrap_or_else(Utc::now),
-            token_type: TokenType::Bearer,
-        }))
     }
 
     async fn recover(&self, token: &str, kind: &str) -> Result<Option<Grant>> {
@@ -466,21 +530,13 @@ impl DbIssuer {
 #[async_trait]
 impl Issuer for DbIssuer {
     async fn issue(&mut self, grant: Grant) -> std::result::Result<IssuedToken, ()> {
-        self.issue_grant(grant).await.map_err(|e| tracing::error!("issuing token: {e}"))
+        let issued = self.issue_grant(grant).await;
+        self.settle(issued, "issuing token")
     }
 
     async fn refresh(&mut self, token: &str, grant: Grant) -> std::result::Result<RefreshedToken, ()> {
-        match self.rotate(token, grant).await {
-            Ok(Some(t)) => Ok(t),
-            Ok(None) => {
-                self.rejected.store(true, std::sync::atomic::Ordering::Relaxed);
-                Err(())
-            }
-            Err(e) => {
-                tracing::error!("refreshing token: {e}");
-                Err(())
-            }
-        }
+        let refreshed = self.rotate(token, grant).await;
+        self.settle(refreshed, "refreshing token")
     }
 
     async fn recover_token(&mut self, token: &str) -> std::result::Result<Option<Grant>, ()> {
