@@ -450,11 +450,35 @@ impl Router {
     /// An attempt failed for good (`state` failed or dead): try the next
     /// channel, or settle the message as `state`.
     async fn attempt_failed(&self, attempt_id: &str, message_id: &str, state: &str, reason: &str, trace: &str) -> Result<()> {
+        self.order_failed(attempt_id, message_id, None, state, reason, trace).await
+    }
+
+    /// [`attempt_failed`](Self::attempt_failed) for an order that may never
+    /// have been claimed (it went to the dead letters first: its channel not
+    /// configured on any node that took it, or the database down at every
+    /// delivery): its attempt is recorded now, so the plan still moves on and
+    /// the message does not stay `queued` for ever.
+    async fn order_failed(&self, attempt_id: &str, message_id: &str, unclaimed: Option<&Order>, state: &str, reason: &str, trace: &str) -> Result<()> {
         let mut tx = self.db().begin().await?;
+        let now = now_ms();
+        if let Some(order) = unclaimed {
+            sqlx::query(
+                "INSERT INTO message_attempts (id, message_id, channel, address, state, tries, started_ms) \
+                 VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(attempt_id)
+            .bind(message_id)
+            .bind(&order.channel)
+            .bind(&order.address)
+            .bind(state)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query("UPDATE message_attempts SET state = $2, finished_ms = $3, outcome = $4 WHERE id = $1")
             .bind(attempt_id)
             .bind(state)
-            .bind(now_ms())
+            .bind(now)
             .bind(reason)
             .execute(&mut *tx)
             .await?;
@@ -850,7 +874,7 @@ impl Handler for Sender {
 
     async fn dead(&self, env: &Envelope, reason: &str) {
         let Ok(order) = env.payload::<Order>() else { return };
-        if let Err(e) = self.router.attempt_failed(&env.id, &order.message_id, "dead", reason, &env.trace_id).await {
+        if let Err(e) = self.router.order_failed(&env.id, &order.message_id, Some(&order), "dead", reason, &env.trace_id).await {
             tracing::error!("recording dead order {}: {e}", env.id);
         }
     }
@@ -1013,6 +1037,38 @@ mod tests {
         attempt("sms", "sms", "failed").await.expect("sms attempt");
         router.attempt_failed("dt", "m", "failed", "late report", "t").await.expect("failed");
         assert_eq!(status().await, "failed");
+    }
+
+    #[tokio::test]
+    async fn an_order_dead_before_it_was_claimed_still_moves_the_plan_on() {
+        let (_dir, db, router) = router().await;
+        sent_message(&db, "dingtalk", "sms:13812345678").await;
+        let order = |channel: &str, address: &str| Order {
+            message_id: "m".into(),
+            channel: channel.into(),
+            address: address.into(),
+            text: "hi".into(),
+            template: None,
+            params: None,
+        };
+        let status = || async {
+            let row = sqlx::query("SELECT status, current_channel FROM messages WHERE id = 'm'").fetch_one(db.pool()).await.expect("message");
+            (row.get::<String, _>("status"), row.get::<Option<String>, _>("current_channel"))
+        };
+        // The DingTalk order gave up without ever being taken: the SMS goes instead...
+        router.order_failed("o-dt", "m", Some(&order("dingtalk", "zhangsan")), "dead", "gave up", "t").await.expect("dead");
+        assert_eq!(status().await, ("sent".to_owned(), Some("sms".to_owned())));
+        // ...and when that one dies untaken too, the message is dead, not queued for ever.
+        router.order_failed("o-sms", "m", Some(&order("sms", "13812345678")), "dead", "gave up", "t").await.expect("dead");
+        assert_eq!(status().await.0, "dead");
+        let attempts: Vec<(String, String)> = sqlx::query("SELECT channel, state FROM message_attempts WHERE message_id = 'm' ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .expect("attempts")
+            .iter()
+            .map(|r| (r.get("channel"), r.get("state")))
+            .collect();
+        assert_eq!(attempts, [("dingtalk".to_owned(), "dead".to_owned()), ("sms".to_owned(), "dead".to_owned())]);
     }
 
     #[test]
