@@ -28,10 +28,19 @@ pub use error::{Error, Result};
 pub use index::{Facets, Hit, KbIndex, MAX_QUERY_CHARS, MAX_RESULT_WINDOW, SearchRequest, SearchResponse, Visibility, html_escape};
 pub use store::{EntryStore, REBUILD, Version};
 
-/// How far back the follower re-reads the change stream: on PostgreSQL a
-/// change number can become visible after a higher one (concurrent
-/// transactions), and re-applying a change is harmless.
+/// How many of the last changes a node re-reads when it opens its index: it
+/// does not know which numbers below its last were still missing when it
+/// stopped, and re-applying a change is harmless.
 const LOOKBACK: i64 = 64;
+
+/// How long the follower waits for a missing change number. On PostgreSQL a
+/// transaction takes its number when it inserts the change and shows it when
+/// it commits, after higher numbers may have been applied; a transaction
+/// rolled back leaves its number unused for good.
+const GAP_WAIT: Duration = Duration::from_secs(600);
+
+/// The most missing change numbers the follower watches at once.
+const MAX_GAPS: usize = 10_000;
 
 /// Runs CPU-heavy index work without stalling the other tasks of an
 /// async worker thread (where the runtime allows it).
@@ -55,8 +64,50 @@ pub struct KnowledgeBase {
 
 #[derive(Debug, Default)]
 struct Follower {
+    /// The highest change number applied.
     applied: i64,
-    recent: std::collections::BTreeSet<i64>,
+    /// Numbers below `applied` not seen yet, with when they were found
+    /// missing (see [`GAP_WAIT`]).
+    gaps: std::collections::BTreeMap<i64, std::time::Instant>,
+}
+
+impl Follower {
+    /// A follower whose index holds the changes up to `applied`, the last
+    /// [`LOOKBACK`] of them to be read again.
+    fn at(applied: i64) -> Follower {
+        let now = std::time::Instant::now();
+        Follower { applied, gaps: ((applied - LOOKBACK + 1).max(1)..=applied).map(|seq| (seq, now)).collect() }
+    }
+
+    /// Takes in the changes read (those after `applied`, oldest first, then
+    /// those found for gaps) and returns the ones to apply: every number
+    /// skipped becomes a gap, a gap found is closed, and rebuild requests
+    /// below `applied` are left out (the index there already reflects them).
+    fn take(&mut self, after: Vec<(i64, String)>, found: Vec<(i64, String)>) -> Vec<(i64, String)> {
+        let now = std::time::Instant::now();
+        let mut fresh = Vec::with_capacity(after.len() + found.len());
+        for (seq, id) in found {
+            if self.gaps.remove(&seq).is_some() && id != REBUILD {
+                fresh.push((seq, id));
+            }
+        }
+        let mut next = self.applied + 1;
+        for (seq, id) in after {
+            for missing in next..seq {
+                self.gaps.insert(missing, now);
+            }
+            next = next.max(seq + 1);
+            fresh.push((seq, id));
+        }
+        self.applied = self.applied.max(next - 1);
+        self.gaps.retain(|_, since| now.duration_since(*since) < GAP_WAIT);
+        while self.gaps.len() > MAX_GAPS {
+            if let Some((seq, _)) = self.gaps.pop_first() {
+                tracing::warn!("knowledge base index follower: change {seq} still missing, no longer watched");
+            }
+        }
+        fresh
+    }
 }
 
 impl KnowledgeBase {
@@ -68,7 +119,7 @@ impl KnowledgeBase {
         let kb = Arc::new(KnowledgeBase {
             entries: EntryStore::new(db),
             index,
-            follower: tokio::sync::Mutex::new(Follower { applied, ..Default::default() }),
+            follower: tokio::sync::Mutex::new(Follower::at(applied)),
             wakeup: tokio::sync::Notify::new(),
         });
         let last = kb.entries.last_change().await?;
@@ -87,8 +138,10 @@ impl KnowledgeBase {
         let seq = self.entries.last_change().await?;
         let entries = self.entries.published().await?;
         blocking(|| self.index.rebuild(&entries, seq))?;
-        follower.applied = seq;
-        follower.recent.clear();
+        // What commits later under a lower number is still to come.
+        let gaps = std::mem::take(&mut follower.gaps);
+        *follower = Follower::at(seq);
+        follower.gaps.extend(gaps.into_iter().filter(|(s, _)| *s < seq));
         Ok(entries.len())
     }
 
@@ -97,14 +150,10 @@ impl KnowledgeBase {
         let mut follower = self.follower.lock().await;
         let mut applied_count = 0;
         loop {
-            let changes = self.entries.changes_after(follower.applied - LOOKBACK, 1000).await?;
-            // Within the lookback, re-apply what this process has not seen (a
-            // change can commit after a higher-numbered one), except rebuild
-            // requests: the index at `applied` already reflects those.
-            let fresh: Vec<(i64, String)> = changes
-                .into_iter()
-                .filter(|(seq, id)| *seq > follower.applied || (id != REBUILD && !follower.recent.contains(seq)))
-                .collect();
+            let after = self.entries.changes_after(follower.applied, 1000).await?;
+            let gaps: Vec<i64> = follower.gaps.keys().copied().collect();
+            let found = if gaps.is_empty() { Vec::new() } else { self.entries.changes_numbered(&gaps).await? };
+            let fresh = follower.take(after, found);
             if fresh.is_empty() {
                 return Ok(applied_count);
             }
@@ -113,7 +162,6 @@ impl KnowledgeBase {
                 let rebuilt = self.reindex().await?;
                 tracing::info!("knowledge base index rebuilt on request: {rebuilt} entries");
                 follower = self.follower.lock().await;
-                follower.recent.extend(fresh.iter().map(|(seq, _)| *seq));
                 applied_count += fresh.len();
                 continue;
             }
@@ -121,12 +169,8 @@ impl KnowledgeBase {
             ids.sort();
             ids.dedup();
             let entries = self.entries.get_many(&ids).await?;
-            let top = fresh.iter().map(|(seq, _)| *seq).max().unwrap_or(follower.applied).max(follower.applied);
+            let top = follower.applied;
             blocking(|| self.index.apply(&ids, &entries, top))?;
-            follower.applied = top;
-            follower.recent.extend(fresh.iter().map(|(seq, _)| *seq));
-            let floor = top - LOOKBACK;
-            follower.recent.retain(|s| *s > floor);
             applied_count += fresh.len();
         }
     }

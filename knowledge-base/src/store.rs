@@ -186,6 +186,22 @@ impl EntryStore {
         rows.iter().map(|r| Ok((r.try_get("seq")?, r.try_get("entry_id")?))).collect()
     }
 
+    /// The changes numbered `seqs` that exist, in any order: `(seq, entry id)`.
+    pub async fn changes_numbered(&self, seqs: &[i64]) -> Result<Vec<(i64, String)>> {
+        let mut out = Vec::new();
+        for chunk in seqs.chunks(200) {
+            let sql = format!("SELECT seq, entry_id FROM kb_changes WHERE seq IN {}", civichub_store::row_placeholders(self.db.backend(), 1, 1, chunk.len()));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            for r in query.fetch_all(self.db.pool()).await? {
+                out.push((r.try_get("seq")?, r.try_get("entry_id")?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Asks every node to rebuild its index from the entry table: a change
     /// naming [`REBUILD`] instead of an entry.
     pub async fn request_rebuild(&self) -> Result<()> {

@@ -48,3 +48,28 @@ async fn a_restarted_node_resumes_without_rebuilding_again() {
     kb.catch_up().await.unwrap();
     assert_eq!(kb.index.len(), 201);
 }
+
+/// On PostgreSQL a change can become visible after many higher-numbered
+/// ones have been applied (its transaction took its number first and
+/// committed last). Here such a change is held back by hand: the follower
+/// applies the 100 after it, then the late one when it shows up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_commits_after_many_higher_ones_is_applied() {
+    use sqlx::Row;
+    let data = tempfile::tempdir().unwrap();
+    let db = Db::connect(&DbUrl::sqlite_in(data.path())).await.unwrap();
+    let kb = KnowledgeBase::open(db.clone(), None).await.unwrap();
+    for i in 0..101 {
+        kb.create(entry(&format!("e{i}"), &format!("第{i}条公积金提取问题")), None).await.unwrap();
+    }
+    let row = sqlx::query("SELECT seq, entry_id FROM kb_changes WHERE entry_id = 'e0'").fetch_one(db.pool()).await.unwrap();
+    let (seq, id): (i64, String) = (row.get("seq"), row.get("entry_id"));
+    sqlx::query("DELETE FROM kb_changes WHERE seq = $1").bind(seq).execute(db.pool()).await.unwrap();
+    kb.catch_up().await.unwrap();
+    assert_eq!(kb.index.len(), 100, "the 100 changes after the held-back one");
+
+    sqlx::query("INSERT INTO kb_changes (seq, entry_id, at) VALUES ($1, $2, 0)").bind(seq).bind(&id).execute(db.pool()).await.unwrap();
+    assert_eq!(kb.catch_up().await.unwrap(), 1, "the late change, once");
+    assert_eq!(kb.index.len(), 101);
+    assert_eq!(kb.catch_up().await.unwrap(), 0);
+}
