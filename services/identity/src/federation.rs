@@ -200,19 +200,19 @@ impl Federation {
     /// last way in of a person without a password is kept: removing it would
     /// lock them out.
     pub async fn unlink(&self, user_id: &str, provider: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1").bind(user_id).fetch_optional(self.db.pool()).await?;
-        let has_password = row.map(|r| r.try_get::<Option<String>, _>("password_hash")).transpose()?.flatten().is_some();
         let links = self.links_of(user_id).await?;
-        let logins_left = links.iter().filter(|(p, _)| p != provider && !crate::directory::is_alias_provider(p)).count();
-        if !has_password && logins_left == 0 && links.iter().any(|(p, _)| p == provider) {
-            return Err(crate::Error::Conflict("this is the only way this person signs in: set a password first".into()));
+        if !links.iter().any(|(p, _)| p == provider) {
+            return Ok(false);
         }
+        let mut tx = self.db.begin().await?;
+        crate::users::keep_a_way_in(&mut tx, user_id, crate::users::WayIn::Link(provider)).await?;
         // A member the provider's directory keeps is known to it by this link:
         // without it, the directory would no longer disable them when they leave.
         if crate::directory::keeps(&self.db, provider, user_id, &links).await? {
             return Err(crate::Error::Invalid(format!("this account is kept by the {provider} directory, which knows it by this link")));
         }
-        let n = sqlx::query("DELETE FROM user_links WHERE user_id = $1 AND provider = $2").bind(user_id).bind(provider).execute(self.db.pool()).await?.rows_affected();
+        let n = sqlx::query("DELETE FROM user_links WHERE user_id = $1 AND provider = $2").bind(user_id).bind(provider).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
         Ok(n > 0)
     }
 

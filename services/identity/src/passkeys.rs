@@ -364,11 +364,13 @@ impl Passkeys {
     }
 
     /// Removes the passkey `id` of `user_id` (and the recovery codes, if it
-    /// was the last second factor); its name, if it was there.
+    /// was the last second factor); its name, if it was there. The last way
+    /// a person signs in stays ([`Error::Conflict`](crate::Error::Conflict)).
     pub async fn remove(&self, user_id: &str, id: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT name FROM passkeys WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).fetch_optional(self.db.pool()).await?;
         let Some(row) = row else { return Ok(None) };
         let mut tx = self.db.begin().await?;
+        crate::users::keep_a_way_in(&mut tx, user_id, crate::users::WayIn::Passkey(id)).await?;
         let n = sqlx::query("DELETE FROM passkeys WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).execute(&mut *tx).await?.rows_affected();
         sqlx::query(crate::mfa::ORPHAN_RECOVERY_CODES).bind(user_id).execute(&mut *tx).await?;
         tx.commit().await?;

@@ -240,6 +240,53 @@ pub(crate) async fn link_in(tx: &mut civichub_store::Tx, user_id: &str, provider
     Ok(())
 }
 
+/// A way a person signs in that is about to go.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum WayIn<'a> {
+    /// The link to an outside account at this provider.
+    Link(&'a str),
+    /// The passkey with this id.
+    Passkey(&'a str),
+}
+
+/// Refuses, with [`Error::Conflict`], to let `leaving` go if it is the last
+/// way `user_id` signs in (a password, a link to an outside account, a
+/// passkey; a directory's alias link signs no one in). Takes the person's
+/// row for update first on PostgreSQL (on SQLite write transactions take
+/// turns), so two removals at once cannot each count the other's way as
+/// left and remove both.
+pub(crate) async fn keep_a_way_in(tx: &mut civichub_store::Tx, user_id: &str, leaving: WayIn<'_>) -> Result<()> {
+    let lock = if civichub_store::Backend::of(tx) == civichub_store::Backend::Postgres { " FOR UPDATE" } else { "" };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT password_hash FROM users WHERE id = $1{lock}")))
+        .bind(user_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let has_password = row.map(|r| r.try_get::<Option<String>, _>("password_hash")).transpose()?.flatten().is_some();
+    let (link, passkey) = match leaving {
+        WayIn::Link(provider) => (provider, ""),
+        WayIn::Passkey(id) => ("", id),
+    };
+    let links: Vec<String> = sqlx::query("SELECT provider FROM user_links WHERE user_id = $1 AND provider <> $2")
+        .bind(user_id)
+        .bind(link)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("provider"))
+        .collect::<std::result::Result<_, _>>()?;
+    let links_left = links.iter().filter(|p| !crate::directory::is_alias_provider(p)).count();
+    let passkeys_left: i64 = sqlx::query("SELECT COUNT(*) AS n FROM passkeys WHERE user_id = $1 AND id <> $2")
+        .bind(user_id)
+        .bind(passkey)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("n")?;
+    if !has_password && links_left == 0 && passkeys_left == 0 {
+        return Err(Error::Conflict("this is the only way this person signs in: set a password first".into()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,4 +308,35 @@ mod tests {
         assert!(users.rehash_password(&user.id, "$argon2id$changed", "$argon2id$stronger").await.expect("rehash"));
         assert_eq!(hash_of(users, name).await, "$argon2id$stronger");
     }
+
+    #[tokio::test]
+    async fn the_last_way_in_stays() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&civichub_store::DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let run = |sql: &'static str| sqlx::query(sql).execute(db.pool());
+        // Known only by DingTalk (the directory's alias link signs no one in).
+        run("INSERT INTO users (id, username, created_at, updated_at) VALUES ('u', 'zhao', 0, 0)").await.expect("user");
+        run("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ('dingtalk', 'ding-zhao', 'u', 0)").await.expect("link");
+        run("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ('dingtalk-union', 'staff-9', 'u', 0)").await.expect("alias");
+        let check = |leaving: WayIn<'static>| {
+            let db = db.clone();
+            async move {
+                let mut tx = db.begin().await.expect("begin");
+                let verdict = keep_a_way_in(&mut tx, "u", leaving).await;
+                tx.rollback().await.expect("rollback");
+                verdict
+            }
+        };
+        assert!(matches!(check(WayIn::Link("dingtalk")).await, Err(Error::Conflict(_))), "the only way in");
+        assert!(check(WayIn::Link("upstream")).await.is_ok(), "a link it does not have leaves DingTalk");
+        // With a passkey too, either may go, but not both.
+        run("INSERT INTO passkeys (id, user_id, name, credential, created_at) VALUES ('pk', 'u', '手机', '{}', 0)").await.expect("passkey");
+        assert!(check(WayIn::Link("dingtalk")).await.is_ok());
+        assert!(check(WayIn::Passkey("pk")).await.is_ok());
+        run("DELETE FROM user_links WHERE provider = 'dingtalk'").await.expect("unlink");
+        assert!(matches!(check(WayIn::Passkey("pk")).await, Err(Error::Conflict(_))), "now the passkey is the only way in");
+        run("UPDATE users SET password_hash = '$argon2id$x' WHERE id = 'u'").await.expect("password");
+        assert!(check(WayIn::Passkey("pk")).await.is_ok(), "a password is a way in");
+    }
 }
+

@@ -493,6 +493,9 @@ async fn remove_passkey(passkey: String, body: bytes::Bytes, id: Arc<Identity>, 
     };
     match removed.await {
         Ok(()) => http::redirect(StatusCode::SEE_OTHER, "/account?done=passkey-removed#passkeys"),
+        Err(crate::Error::Conflict(_)) => {
+            page(&id, &ctx, StatusCode::CONFLICT, None, Some("这是您唯一的登录方式：请先设置密码或关联其他账号，再删除这个通行密钥。".into()), None).await
+        }
         Err(e) => http::server_error(e),
     }
 }
