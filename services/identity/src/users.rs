@@ -310,6 +310,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_person_has_one_link_per_provider() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&civichub_store::DbUrl::sqlite_in(dir.path())).await.expect("db");
+        let users = Users::new(db.clone());
+        let user = users.add(&"qian".parse().expect("username"), Password::attempt("password-123".into()), NewUser::default()).await.expect("add");
+        users.link_id(&user.id, "dingtalk", "ding-1").await.expect("link");
+        users.link_id(&user.id, "dingtalk", "ding-2").await.expect("a new link replaces the old");
+        let subjects: Vec<String> =
+            sqlx::query("SELECT subject FROM user_links WHERE user_id = $1").bind(&user.id).fetch_all(db.pool()).await.expect("links").iter().map(|r| r.get("subject")).collect();
+        assert_eq!(subjects, ["ding-2"]);
+        let second = sqlx::query("INSERT INTO user_links (provider, subject, user_id, created_at) VALUES ('dingtalk', 'ding-3', $1, 0)").bind(&user.id).execute(db.pool()).await;
+        assert!(second.is_err(), "the database refuses a second DingTalk account for one person");
+    }
+
+    #[tokio::test]
     async fn the_last_way_in_stays() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::connect(&civichub_store::DbUrl::sqlite_in(dir.path())).await.expect("db");

@@ -357,6 +357,12 @@ impl Db {
                 include_str!("../migrations/sqlite/0016_audit_tx.sql"),
                 include_str!("../migrations/postgres/0016_audit_tx.sql"),
             ),
+            (
+                17,
+                "user_links_one_per_provider",
+                include_str!("../migrations/common/0017_user_links_one_per_provider.sql"),
+                include_str!("../migrations/common/0017_user_links_one_per_provider.sql"),
+            ),
         ];
         let migrations = sources
             .iter()
