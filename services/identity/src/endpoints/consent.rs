@@ -28,9 +28,19 @@ pub async fn covers(id: &Identity, user_id: &str, client_id: &str, requested: &[
     Ok(requested.iter().all(|s| granted.contains(&s.as_str())))
 }
 
+/// Adds `scopes` to what `user_id` has granted `client_id`. The row is made
+/// first and read for update (on PostgreSQL; on SQLite writers take turns),
+/// so two consents given at once both stay.
 async fn remember(id: &Identity, user_id: &str, client_id: &str, scopes: &[String]) -> Result<()> {
     let mut tx = id.db.begin().await?;
-    let row = sqlx::query("SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2")
+    sqlx::query("INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, '', $3) ON CONFLICT (user_id, client_id) DO NOTHING")
+        .bind(user_id)
+        .bind(client_id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+    let lock = if id.db.backend() == civichub_store::Backend::Postgres { " FOR UPDATE" } else { "" };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2{lock}")))
         .bind(user_id)
         .bind(client_id)
         .fetch_optional(&mut *tx)
@@ -44,16 +54,13 @@ async fn remember(id: &Identity, user_id: &str, client_id: &str, scopes: &[Strin
             all.push(s.clone());
         }
     }
-    sqlx::query(
-        "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (user_id, client_id) DO UPDATE SET scope = $3, granted_at = $4",
-    )
-    .bind(user_id)
-    .bind(client_id)
-    .bind(all.join(" "))
-    .bind(now())
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("UPDATE consents SET scope = $3, granted_at = $4 WHERE user_id = $1 AND client_id = $2")
+        .bind(user_id)
+        .bind(client_id)
+        .bind(all.join(" "))
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
