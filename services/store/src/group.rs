@@ -68,6 +68,9 @@ where
 /// callers told it failed).
 const BATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How many batches a writer has in flight at once on PostgreSQL.
+const PARALLEL_BATCHES: usize = 4;
+
 /// Commits the writes of concurrent callers together.
 #[derive(Clone)]
 pub struct GroupWriter {
@@ -150,9 +153,21 @@ impl GroupWriter {
         let (jobs, mut queue) = mpsc::channel::<Box<dyn Job>>(max_batch.max(1) * 4);
         let max_batch = max_batch.max(1);
         let backend = db.backend();
+        // SQLite writes one transaction at a time whatever we do. PostgreSQL
+        // takes several at once, and a batch spends most of its time waiting
+        // for the server's answers and its commit's sync: several batches in
+        // flight keep its connections busy instead of one.
+        let in_flight = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => PARALLEL_BATCHES,
+        };
         let run = async move {
-            let mut stats = Stats::default();
+            let stats = std::sync::Arc::new(std::sync::Mutex::new(Stats::default()));
+            let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
             while let Some(first) = queue.recv().await {
+                // A batch starts when a slot is free; whatever queued while
+                // waiting for one joins it.
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
                 let mut batch = vec![first];
                 while batch.len() < max_batch {
                     match queue.try_recv() {
@@ -182,17 +197,26 @@ impl GroupWriter {
                         }
                     }
                 });
-                let abort = run.abort_handle();
-                match tokio::time::timeout(BATCH_LIMIT, run).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!("{name}: a batch of {n} writes failed: {e}"),
-                    Err(_) => {
-                        abort.abort();
-                        tracing::error!("{name}: a batch of {n} writes took longer than {BATCH_LIMIT:?} and was abandoned");
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    let abort = run.abort_handle();
+                    match tokio::time::timeout(BATCH_LIMIT, run).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!("{name}: a batch of {n} writes failed: {e}"),
+                        Err(_) => {
+                            abort.abort();
+                            tracing::error!("{name}: a batch of {n} writes took longer than {BATCH_LIMIT:?} and was abandoned");
+                        }
                     }
-                }
-                stats.record(name, n, started.elapsed());
+                    if let Ok(mut stats) = stats.lock() {
+                        stats.record(name, n, started.elapsed());
+                    }
+                    drop(slot);
+                });
             }
+            // The queue closed: let the batches in flight finish (on SQLite
+            // the writer's runtime ends with this future, and its tasks with it).
+            let _ = slots.acquire_many(in_flight as u32).await;
         };
         // On SQLite each statement is a hand-off to the connection's own
         // thread and back; on the hub's runtime every such step of the writer
