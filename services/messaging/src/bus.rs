@@ -163,7 +163,14 @@ impl Bus {
 
     async fn relay(self) {
         let mut busy = false;
+        let mut tidied = tokio::time::Instant::now();
         while !self.stopping() {
+            if tidied.elapsed() >= outbox::TIDY_EVERY {
+                tidied = tokio::time::Instant::now();
+                if let Err(e) = outbox::tidy(&self.db).await {
+                    tracing::warn!("bus relay: vacuuming the outbox: {e}");
+                }
+            }
             match self.relay_batch(256, !busy).await {
                 Ok(n) => busy = n > 0,
                 Err(e) => {
