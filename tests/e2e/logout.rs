@@ -99,7 +99,16 @@ async fn logout_ends_sso_and_notifies_every_client(app: &TestApp) {
     assert_eq!(query_param(&silent, "error").as_deref(), Some("login_required"));
     // app-b's session-bound refresh token is revoked; app-a's offline one survives.
     assert!(rp_b.client.exchange_refresh_token(tokens_b.refresh_token().unwrap()).unwrap().request_async(&http()).await.is_err());
-    assert!(rp_a.client.exchange_refresh_token(tokens_a.refresh_token().unwrap()).unwrap().request_async(&http()).await.is_ok());
+    let refreshed = rp_a.client.exchange_refresh_token(tokens_a.refresh_token().unwrap()).unwrap().request_async(&http()).await.unwrap();
+    // Asking for less than it was granted (no offline_access this time) does not make it session-bound.
+    let narrowed = rp_a
+        .client
+        .exchange_refresh_token(refreshed.refresh_token().unwrap())
+        .unwrap()
+        .add_scope(openidconnect::Scope::new("openid".into()))
+        .request_async(&http())
+        .await;
+    assert!(narrowed.is_ok(), "{narrowed:?}");
 
     // Both clients hear of it; the flaky one after a retry.
     let mut got = HashMap::new();

@@ -153,36 +153,48 @@ impl Sessions {
 }
 
 /// Whether tokens may still be written for a person's grant from the login
-/// `sid`, asked inside the transaction that writes them: the session is live,
-/// or, when `outlives_session` (a refresh of an `offline_access` grant, which
-/// a logout leaves alone), the person `user_id` is enabled.
+/// `sid`, asked inside the transaction that writes them: the person
+/// `user_id` is enabled and, unless `outlives_session` (a refresh of an
+/// `offline_access` grant, which a logout leaves alone), the session is live.
 ///
-/// On PostgreSQL the row asked about stays locked (`FOR SHARE`) until that
-/// transaction ends. A logout or a disable that has not committed yet holds
-/// the row for update, so this waits for it and then sees it; one that comes
-/// after waits for the new tokens to commit and then revokes them with the
-/// rest. (On SQLite write transactions take turns, which gives the same.)
+/// On PostgreSQL the rows asked about stay locked (`FOR SHARE`) until that
+/// transaction ends: the person's first, then the session's, the order in
+/// which a disable or a password change takes them for update
+/// ([`end_all_in`]), so a batch of token writes and such a change never wait
+/// for each other in a circle. A logout, a disable or a password change that
+/// has not committed yet holds its row, so this waits for it and then sees
+/// it; one that comes after waits for the new tokens to commit and then
+/// revokes them with the rest. (On SQLite write transactions take turns,
+/// which gives the same.)
 pub(crate) async fn may_issue_in(tx: &mut Tx, user_id: &str, sid: &str, outlives_session: bool) -> Result<bool> {
     let postgres = Backend::of(tx) == Backend::Postgres;
-    let row = if outlives_session {
-        let query = if postgres {
-            "SELECT id FROM users WHERE id = $1 AND disabled = 0 FOR SHARE"
-        } else {
-            "SELECT id FROM users WHERE id = $1 AND disabled = 0"
-        };
-        sqlx::query(query).bind(user_id).fetch_optional(&mut **tx).await?
+    let person = if postgres {
+        "SELECT id FROM users WHERE id = $1 AND disabled = 0 FOR SHARE"
     } else {
-        // Only the session row is locked: a disable locks the person first
-        // and the sessions after, and taking both here in another order
-        // could deadlock with it.
-        let query = if postgres {
-            concat!(live_sessions!("AND s.sid = $1 AND s.user_id = $3"), " FOR SHARE OF s")
-        } else {
-            live_sessions!("AND s.sid = $1 AND s.user_id = $3")
-        };
-        sqlx::query(query).bind(sid).bind(now()).bind(user_id).fetch_optional(&mut **tx).await?
+        "SELECT id FROM users WHERE id = $1 AND disabled = 0"
     };
-    Ok(row.is_some())
+    if sqlx::query(person).bind(user_id).fetch_optional(&mut **tx).await?.is_none() {
+        return Ok(false);
+    }
+    if outlives_session {
+        return Ok(true);
+    }
+    let session = if postgres {
+        concat!(live_sessions!("AND s.sid = $1 AND s.user_id = $3"), " FOR SHARE OF s")
+    } else {
+        live_sessions!("AND s.sid = $1 AND s.user_id = $3")
+    };
+    Ok(sqlx::query(session).bind(sid).bind(now()).bind(user_id).fetch_optional(&mut **tx).await?.is_some())
+}
+
+/// Takes `user_id`'s row as [`may_issue_in`] does, before a write to the
+/// person's tokens that is not an issue (a replayed code revoking its
+/// family), so that it too takes the person first.
+pub(crate) async fn hold_user_in(tx: &mut Tx, user_id: &str) -> Result<()> {
+    if Backend::of(tx) == Backend::Postgres {
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR SHARE").bind(user_id).fetch_optional(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Takes `user_id`'s row for update in `tx` (PostgreSQL; on SQLite the
@@ -269,12 +281,19 @@ async fn end_in(tx: &mut Tx, session: &Session, ip: Option<&str>) -> Result<usiz
 }
 
 impl Sessions {
-    /// Ends every other session of `keep`'s person and revokes every token
-    /// not bound to `keep` (after a password change, what was granted with
-    /// the old password goes, offline tokens included).
-    pub async fn end_others(&self, keep: &Session, ip: Option<&str>) -> Result<()> {
+    /// Sets the password of `keep`'s person to `hash`, and in the same
+    /// transaction ends every other session of the person and revokes every
+    /// token not bound to `keep`: what was granted with the old password
+    /// goes, offline tokens included, or nothing changes.
+    pub async fn change_password(&self, keep: &Session, hash: &str, ip: Option<&str>) -> Result<()> {
         let mut tx = self.db.begin().await?;
         end_all_in(&mut tx, &keep.user_id, Some(keep), ip).await?;
+        sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(hash)
+            .bind(now())
+            .bind(&keep.user_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

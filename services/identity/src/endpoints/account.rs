@@ -319,10 +319,9 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
     }
     let saved = async {
         let hash = password::hash(new).await?;
-        id.users.set_password_hash(&user.id, &hash).await?;
         // Other devices sign in again with the new password, and what they
         // were granted (offline tokens included) stops working.
-        id.sessions.end_others(&session, ctx.ip.as_deref()).await?;
+        id.sessions.change_password(&session, &hash, ctx.ip.as_deref()).await?;
         id.audit.record("password.changed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await
     };
     match saved.await {

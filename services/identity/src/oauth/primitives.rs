@@ -203,6 +203,9 @@ async fn claim_code(tx: &mut Tx, hash: &str, ip: Option<&str>) -> Result<Option<
         return Ok(None);
     };
     let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
+    if stored.login.is_some() {
+        crate::sessions::hold_user_in(tx, &stored.owner_id).await?;
+    }
     let revoked = revoke_family(tx, &row.try_get::<String, _>("family")?).await?;
     Audit::record_in(
         tx,
@@ -302,6 +305,11 @@ pub struct DbIssuer {
     pub(crate) rejected: GrantRejected,
     /// The client the request's registrar read.
     pub(crate) client: SeenClient,
+    /// Whether the refresh token being spent was granted `offline_access`:
+    /// oxide-auth hands [`Issuer::refresh`] the scope the client asked for
+    /// this time, which may leave it out, and the new refresh token stays
+    /// offline all the same (it keeps the old one's scope).
+    offline_refresh: bool,
 }
 
 struct Minted {
@@ -313,13 +321,13 @@ struct Minted {
 impl DbIssuer {
     /// An issuer for a request from `ip`.
     pub fn new(id: Arc<Identity>, ip: Option<String>) -> Self {
-        DbIssuer { id, ip, id_token: None, rejected: GrantRejected::default(), client: SeenClient::default() }
+        DbIssuer { id, ip, id_token: None, rejected: GrantRejected::default(), client: SeenClient::default(), offline_refresh: false }
     }
 
     fn refresh_expiry(&self, grant: &StoredGrant) -> i64 {
         let s = &self.id.settings;
         match &grant.login {
-            Some(_) if grant.has_scope("offline_access") => now() + s.offline_token_ttl,
+            Some(_) if grant.has_scope("offline_access") || self.offline_refresh => now() + s.offline_token_ttl,
             Some(login) => login.auth_time + s.session_ttl,
             None => now(),
         }
@@ -424,7 +432,7 @@ impl DbIssuer {
         let minted = self.mint(&mut stored, false).await?;
         let (tokens, audit) = self.rows(&stored, &minted, "token.refreshed")?;
         let old = secret_key(old);
-        let standing = Standing::of(&stored, stored.has_scope("offline_access"));
+        let standing = Standing::of(&stored, stored.has_scope("offline_access") || self.offline_refresh);
         // In the token writer's group transaction: concurrent refreshes
         // commit together instead of one write transaction each.
         let rotated = self
@@ -487,7 +495,7 @@ impl DbIssuer {
         }
     }
 
-    async fn recover(&self, token: &str, kind: &str) -> Result<Option<Grant>> {
+    async fn recover(&mut self, token: &str, kind: &str) -> Result<Option<Grant>> {
         let row = sqlx::query(
             "SELECT grant_json, family, expires_at, rotated_at, revoked_at, user_id, client_id FROM tokens \
              WHERE token_hash = $1 AND kind = $2",
@@ -523,6 +531,9 @@ impl DbIssuer {
         }
         let mut stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
         stored.until = expires_at;
+        if kind == "refresh" {
+            self.offline_refresh = stored.has_scope("offline_access");
+        }
         Ok(Some(stored.to_grant()?))
     }
 }
