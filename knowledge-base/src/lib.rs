@@ -39,6 +39,10 @@ const LOOKBACK: i64 = 64;
 /// rolled back leaves its number unused for good.
 const GAP_WAIT: Duration = Duration::from_secs(600);
 
+/// How far below the top a rebuild looks for missing change numbers to
+/// watch: a transaction still open then has its number near the top.
+const REBUILD_WATCH: i64 = 1000;
+
 /// The most missing change numbers the follower watches at once.
 const MAX_GAPS: usize = 10_000;
 
@@ -135,17 +139,30 @@ impl KnowledgeBase {
     /// Rebuilds this node's index from the entry table.
     pub async fn reindex(&self) -> Result<usize> {
         let mut follower = self.follower.lock().await;
+        self.rebuild(&mut follower).await
+    }
+
+    /// [`reindex`](Self::reindex) with the follower in hand.
+    async fn rebuild(&self, follower: &mut Follower) -> Result<usize> {
         let seq = self.entries.last_change().await?;
         let entries = self.entries.published().await?;
         blocking(|| self.index.rebuild(&entries, seq))?;
-        // What commits later under a lower number is still to come.
-        let gaps = std::mem::take(&mut follower.gaps);
-        *follower = Follower::at(seq);
-        follower.gaps.extend(gaps.into_iter().filter(|(s, _)| *s < seq));
+        // What commits later under a lower number is still to come: the
+        // numbers missing below the top, and the gaps already watched.
+        let floor = (seq - REBUILD_WATCH).max(0);
+        let present: std::collections::BTreeSet<i64> = self.entries.change_numbers_in(floor, seq).await?.into_iter().collect();
+        let now = std::time::Instant::now();
+        let mut gaps: std::collections::BTreeMap<i64, std::time::Instant> = follower.gaps.iter().filter(|(s, _)| **s < seq).map(|(s, t)| (*s, *t)).collect();
+        for missing in (floor + 1..=seq).filter(|n| !present.contains(n)) {
+            gaps.entry(missing).or_insert(now);
+        }
+        *follower = Follower { applied: seq, gaps };
         Ok(entries.len())
     }
 
     /// Applies every change not yet in this node's index; returns how many.
+    /// The follower moves on only once the index has what it read: a
+    /// failure leaves it where it was, to read the same changes again.
     pub async fn catch_up(&self) -> Result<usize> {
         let mut follower = self.follower.lock().await;
         let mut applied_count = 0;
@@ -153,15 +170,18 @@ impl KnowledgeBase {
             let after = self.entries.changes_after(follower.applied, 1000).await?;
             let gaps: Vec<i64> = follower.gaps.keys().copied().collect();
             let found = if gaps.is_empty() { Vec::new() } else { self.entries.changes_numbered(&gaps).await? };
-            let fresh = follower.take(after, found);
+            let mut next = Follower { applied: follower.applied, gaps: follower.gaps.clone() };
+            let fresh = next.take(after, found);
             if fresh.is_empty() {
+                *follower = next;
                 return Ok(applied_count);
             }
             if fresh.iter().any(|(_, id)| id == REBUILD) {
-                drop(follower);
-                let rebuilt = self.reindex().await?;
+                // The rebuild reads everything committed; the gaps found on the way stay watched.
+                let mut rebuilding = next;
+                let rebuilt = self.rebuild(&mut rebuilding).await?;
+                *follower = rebuilding;
                 tracing::info!("knowledge base index rebuilt on request: {rebuilt} entries");
-                follower = self.follower.lock().await;
                 applied_count += fresh.len();
                 continue;
             }
@@ -169,8 +189,9 @@ impl KnowledgeBase {
             ids.sort();
             ids.dedup();
             let entries = self.entries.get_many(&ids).await?;
-            let top = follower.applied;
+            let top = next.applied;
             blocking(|| self.index.apply(&ids, &entries, top))?;
+            *follower = next;
             applied_count += fresh.len();
         }
     }

@@ -186,6 +186,12 @@ impl EntryStore {
         rows.iter().map(|r| Ok((r.try_get("seq")?, r.try_get("entry_id")?))).collect()
     }
 
+    /// The change numbers in `(after, up_to]`.
+    pub async fn change_numbers_in(&self, after: i64, up_to: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT seq FROM kb_changes WHERE seq > $1 AND seq <= $2").bind(after).bind(up_to).fetch_all(self.db.pool()).await?;
+        rows.iter().map(|r| Ok(r.try_get("seq")?)).collect()
+    }
+
     /// The changes numbered `seqs` that exist, in any order: `(seq, entry id)`.
     pub async fn changes_numbered(&self, seqs: &[i64]) -> Result<Vec<(i64, String)>> {
         let mut out = Vec::new();

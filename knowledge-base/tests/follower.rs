@@ -4,6 +4,8 @@
 // A panic is how a test fails: unwrapping is the point here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+
 use civichub_kb::{EntryInput, KnowledgeBase, Status};
 use civichub_store::{Db, DbUrl};
 
@@ -49,27 +51,57 @@ async fn a_restarted_node_resumes_without_rebuilding_again() {
     assert_eq!(kb.index.len(), 201);
 }
 
-/// On PostgreSQL a change can become visible after many higher-numbered
-/// ones have been applied (its transaction took its number first and
-/// committed last). Here such a change is held back by hand: the follower
-/// applies the 100 after it, then the late one when it shows up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_that_commits_after_many_higher_ones_is_applied() {
+/// A knowledge base of 101 entries (e0 … e100, one change each) whose
+/// first change is held back, as a transaction that took its number first
+/// and has not committed would hold it; returns the change number held back.
+async fn with_first_change_held_back(db: &Db) -> (Arc<KnowledgeBase>, i64) {
     use sqlx::Row;
-    let data = tempfile::tempdir().unwrap();
-    let db = Db::connect(&DbUrl::sqlite_in(data.path())).await.unwrap();
     let kb = KnowledgeBase::open(db.clone(), None).await.unwrap();
     for i in 0..101 {
         kb.create(entry(&format!("e{i}"), &format!("第{i}条公积金提取问题")), None).await.unwrap();
     }
-    let row = sqlx::query("SELECT seq, entry_id FROM kb_changes WHERE entry_id = 'e0'").fetch_one(db.pool()).await.unwrap();
-    let (seq, id): (i64, String) = (row.get("seq"), row.get("entry_id"));
+    let seq: i64 = sqlx::query("SELECT seq FROM kb_changes WHERE entry_id = 'e0'").fetch_one(db.pool()).await.unwrap().get("seq");
     sqlx::query("DELETE FROM kb_changes WHERE seq = $1").bind(seq).execute(db.pool()).await.unwrap();
+    (kb, seq)
+}
+
+/// The held-back change commits.
+async fn commit_held_back(db: &Db, seq: i64) {
+    sqlx::query("INSERT INTO kb_changes (seq, entry_id, at) VALUES ($1, 'e0', 0)").bind(seq).execute(db.pool()).await.unwrap();
+}
+
+/// On PostgreSQL a change can become visible after many higher-numbered
+/// ones have been applied (its transaction took its number first and
+/// committed last): the follower applies the 100 after it, then the late
+/// one when it shows up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_commits_after_many_higher_ones_is_applied() {
+    let data = tempfile::tempdir().unwrap();
+    let db = Db::connect(&DbUrl::sqlite_in(data.path())).await.unwrap();
+    let (kb, seq) = with_first_change_held_back(&db).await;
     kb.catch_up().await.unwrap();
     assert_eq!(kb.index.len(), 100, "the 100 changes after the held-back one");
 
-    sqlx::query("INSERT INTO kb_changes (seq, entry_id, at) VALUES ($1, $2, 0)").bind(seq).bind(&id).execute(db.pool()).await.unwrap();
+    commit_held_back(&db, seq).await;
     assert_eq!(kb.catch_up().await.unwrap(), 1, "the late change, once");
     assert_eq!(kb.index.len(), 101);
     assert_eq!(kb.catch_up().await.unwrap(), 0);
+}
+
+/// A rebuild reads every entry committed; a change whose transaction is
+/// still open then (its entry not yet published either) is applied when it
+/// commits, however many changes came after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_still_open_during_a_rebuild_is_applied_after() {
+    let data = tempfile::tempdir().unwrap();
+    let db = Db::connect(&DbUrl::sqlite_in(data.path())).await.unwrap();
+    let (kb, seq) = with_first_change_held_back(&db).await;
+    sqlx::query("UPDATE kb_entries SET status = 'draft' WHERE id = 'e0'").execute(db.pool()).await.unwrap();
+    kb.reindex().await.unwrap();
+    assert_eq!(kb.index.len(), 100);
+
+    sqlx::query("UPDATE kb_entries SET status = 'published' WHERE id = 'e0'").execute(db.pool()).await.unwrap();
+    commit_held_back(&db, seq).await;
+    assert_eq!(kb.catch_up().await.unwrap(), 1);
+    assert_eq!(kb.index.len(), 101, "the change committed after the rebuild is applied");
 }
