@@ -475,13 +475,28 @@ impl Router {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE message_attempts SET state = $2, finished_ms = $3, outcome = $4 WHERE id = $1")
-            .bind(attempt_id)
-            .bind(state)
-            .bind(now)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
+        // An order given up elsewhere (a node without its channel) leaves alone
+        // an attempt another node has sent, or is sending and not gone quiet.
+        let settled_elsewhere = if unclaimed.is_some() {
+            " AND state NOT IN ('sent', 'delivered') AND NOT (state = 'sending' AND started_ms >= $5)"
+        } else {
+            ""
+        };
+        let mut update = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE message_attempts SET state = $2, finished_ms = $3, outcome = $4 WHERE id = $1{settled_elsewhere}"
+        )))
+        .bind(attempt_id)
+        .bind(state)
+        .bind(now)
+        .bind(reason);
+        if unclaimed.is_some() {
+            update = update.bind(now - STALE_SENDING_MS);
+        }
+        let failed = update.execute(&mut *tx).await?.rows_affected();
+        if failed == 0 && unclaimed.is_some() {
+            tx.commit().await?;
+            return Ok(());
+        }
         // Only a failure on the plan's current channel moves the plan on: the
         // voice call that goes beside an urgent message's first channel does not.
         let judged: Option<String> = sqlx::query(
@@ -1069,6 +1084,24 @@ mod tests {
             .map(|r| (r.get("channel"), r.get("state")))
             .collect();
         assert_eq!(attempts, [("dingtalk".to_owned(), "dead".to_owned()), ("sms".to_owned(), "dead".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn an_order_given_up_elsewhere_leaves_a_sent_attempt_alone() {
+        let (_dir, db, router) = router().await;
+        sent_message(&db, "sms", "voice:13812345678").await;
+        // One node sent the SMS; a node without the SMS channel gave the same order up.
+        sqlx::query("INSERT INTO message_attempts (id, message_id, channel, address, state, started_ms) VALUES ('o-sms', 'm', 'sms', '13812345678', 'sent', 1)")
+            .execute(db.pool())
+            .await
+            .expect("attempt");
+        let order = Order { message_id: "m".into(), channel: "sms".into(), address: "13812345678".into(), text: "hi".into(), template: None, params: None };
+        router.order_failed("o-sms", "m", Some(&order), "dead", "channel sms is not configured on this node", "t").await.expect("dead");
+        let row = sqlx::query("SELECT a.state, m.current_channel FROM message_attempts a JOIN messages m ON m.id = a.message_id WHERE a.id = 'o-sms'")
+            .fetch_one(db.pool())
+            .await
+            .expect("attempt");
+        assert_eq!((row.get::<String, _>("state"), row.get::<String, _>("current_channel")), ("sent".to_owned(), "sms".to_owned()), "no voice call for a sent SMS");
     }
 
     #[test]
