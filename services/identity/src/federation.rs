@@ -204,11 +204,14 @@ impl Federation {
         if !links.iter().any(|(p, _)| p == provider) {
             return Ok(false);
         }
-        let mut tx = self.db.begin().await?;
-        crate::users::keep_a_way_in(&mut tx, user_id, crate::users::WayIn::Link(provider)).await?;
         // A member the provider's directory keeps is known to it by this link:
         // without it, the directory would no longer disable them when they leave.
-        if crate::directory::keeps(&self.db, provider, user_id, &links).await? {
+        // (Read before the transaction, which on PostgreSQL holds the person's
+        // row: no second connection is taken while it does.)
+        let kept = crate::directory::keeps(&self.db, provider, user_id, &links).await?;
+        let mut tx = self.db.begin().await?;
+        crate::users::keep_a_way_in(&mut tx, user_id, crate::users::WayIn::Link(provider)).await?;
+        if kept {
             return Err(crate::Error::Invalid(format!("this account is kept by the {provider} directory, which knows it by this link")));
         }
         let n = sqlx::query("DELETE FROM user_links WHERE user_id = $1 AND provider = $2").bind(user_id).bind(provider).execute(&mut *tx).await?.rows_affected();

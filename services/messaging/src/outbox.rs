@@ -110,16 +110,16 @@ pub(crate) async fn delete_ids(tx: &mut Tx, table: &'static str, ids: &[String])
 /// How often the relay vacuums the outbox on PostgreSQL.
 pub(crate) const TIDY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Vacuums the outbox on PostgreSQL (elsewhere nothing to do). Every
-/// envelope leaves three dead row versions behind it (written, leased,
-/// deleted) in a table that holds only a few hundred live ones; until a
-/// vacuum clears them, every lease scans past them. Autovacuum would, if the
-/// server runs it and gets to this table often enough, which a queue table
-/// needs more than its default settings give. `SKIP_LOCKED`: when another
-/// node is at it, this one does not wait.
+/// Vacuums the outbox, and the embedded bus's deliveries, on PostgreSQL
+/// (elsewhere nothing to do). Every envelope leaves three dead row versions
+/// behind it (written, leased, deleted) in a table that holds only a few
+/// hundred live ones; until a vacuum clears them, every lease scans past
+/// them. Autovacuum would, if the server runs it and gets to these tables
+/// often enough, which a queue table needs more than its default settings
+/// give. `SKIP_LOCKED`: when another node is at it, this one does not wait.
 pub async fn tidy(db: &Db) -> Result<()> {
     if db.backend() == Backend::Postgres {
-        sqlx::raw_sql("VACUUM (ANALYZE, SKIP_LOCKED) bus_outbox").execute(db.pool()).await?;
+        sqlx::raw_sql("VACUUM (ANALYZE, SKIP_LOCKED) bus_outbox, bus_deliveries").execute(db.pool()).await?;
     }
     Ok(())
 }
