@@ -66,7 +66,7 @@ pub struct KnowledgeBase {
     wakeup: tokio::sync::Notify,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Follower {
     /// The highest change number applied.
     applied: i64,
@@ -152,7 +152,8 @@ impl KnowledgeBase {
         let floor = (seq - REBUILD_WATCH).max(0);
         let present: std::collections::BTreeSet<i64> = self.entries.change_numbers_in(floor, seq).await?.into_iter().collect();
         let now = std::time::Instant::now();
-        let mut gaps: std::collections::BTreeMap<i64, std::time::Instant> = follower.gaps.iter().filter(|(s, _)| **s < seq).map(|(s, t)| (*s, *t)).collect();
+        let mut gaps = std::mem::take(&mut follower.gaps);
+        gaps.retain(|s, _| *s < seq);
         for missing in (floor + 1..=seq).filter(|n| !present.contains(n)) {
             gaps.entry(missing).or_insert(now);
         }
@@ -170,7 +171,7 @@ impl KnowledgeBase {
             let after = self.entries.changes_after(follower.applied, 1000).await?;
             let gaps: Vec<i64> = follower.gaps.keys().copied().collect();
             let found = if gaps.is_empty() { Vec::new() } else { self.entries.changes_numbered(&gaps).await? };
-            let mut next = Follower { applied: follower.applied, gaps: follower.gaps.clone() };
+            let mut next = follower.clone();
             let fresh = next.take(after, found);
             if fresh.is_empty() {
                 *follower = next;

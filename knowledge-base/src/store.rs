@@ -235,7 +235,7 @@ impl EntryStore {
 /// field) cannot undo an edit committed in between. (On SQLite writers take
 /// turns.)
 async fn get_in(tx: &mut Tx, id: &str) -> Result<Option<Entry>> {
-    let lock = if civichub_store::Backend::of(tx) == civichub_store::Backend::Postgres { " FOR UPDATE" } else { "" };
+    let lock = civichub_store::Backend::of(tx).locking(" FOR UPDATE");
     let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM kb_entries WHERE id = $1{lock}")))
         .bind(id)
         .fetch_optional(&mut **tx)

@@ -316,7 +316,7 @@ impl Tickets {
                 .fetch_all(&mut *tx)
                 .await?;
         }
-        let lock = if postgres { " FOR UPDATE" } else { "" };
+        let lock = self.db.backend().locking(" FOR UPDATE");
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT doc, alerts FROM hotline_tickets WHERE number = $1{lock}")))
             .bind(number.to_string())
             .fetch_optional(&mut *tx)

@@ -53,6 +53,15 @@ impl BearerError {
             _ => 401,
         }
     }
+
+    /// `body` (an error reply) sent with this refusal's status and challenge.
+    pub fn refuse(&self, mut body: warp::reply::Response) -> warp::reply::Response {
+        *body.status_mut() = warp::http::StatusCode::from_u16(self.status()).unwrap_or(warp::http::StatusCode::UNAUTHORIZED);
+        if let Ok(v) = warp::http::HeaderValue::from_str(&self.challenge()) {
+            body.headers_mut().insert(warp::http::header::WWW_AUTHENTICATE, v);
+        }
+        body
+    }
 }
 
 impl Identity {
@@ -122,17 +131,12 @@ pub mod reply {
 
     /// 401 or 403 with the RFC 6750 challenge.
     pub fn bearer_failure(e: BearerError) -> Response {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
         let message = match &e {
             BearerError::Missing => "a bearer access token is required".to_owned(),
             BearerError::InvalidToken => "the access token is invalid, expired or revoked".to_owned(),
             BearerError::InsufficientScope(s) => format!("the access token lacks scope {s}"),
         };
-        let mut r = error(status, if e.status() == 403 { "insufficient_scope" } else { "invalid_token" }, &message);
-        if let Ok(v) = warp::http::HeaderValue::from_str(&e.challenge()) {
-            r.headers_mut().insert(warp::http::header::WWW_AUTHENTICATE, v);
-        }
-        r
+        e.refuse(error(StatusCode::UNAUTHORIZED, if e.status() == 403 { "insufficient_scope" } else { "invalid_token" }, &message))
     }
 
     /// The caller behind the `Authorization` header, required to hold `scope`;

@@ -113,14 +113,11 @@ impl Mfa {
     /// A new secret for `user_id` to scan (base32), replacing one not yet
     /// confirmed; refused while a confirmed one exists.
     pub async fn begin(&self, user_id: &str) -> Result<String> {
-        if self.enrolled(user_id).await? {
-            return Err(Error::Conflict("an authenticator app is already enrolled".into()));
-        }
         let mut secret = [0u8; 20];
         aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut secret).map_err(|_| Error::Invalid("no randomness".into()))?;
         let encoded = base32(&secret);
-        // Only a pending secret is replaced: an app confirmed since the check
-        // above stays, and this enrolment is refused.
+        // Only a pending secret is replaced: a confirmed app stays, and this
+        // enrolment is refused.
         let mut tx = self.db.begin().await?;
         sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1 AND confirmed = 0").bind(user_id).execute(&mut *tx).await?;
         let added = sqlx::query(

@@ -167,46 +167,26 @@ impl Sessions {
 /// revokes them with the rest. (On SQLite write transactions take turns,
 /// which gives the same.)
 pub(crate) async fn may_issue_in(tx: &mut Tx, user_id: &str, sid: &str, outlives_session: bool) -> Result<bool> {
-    let postgres = Backend::of(tx) == Backend::Postgres;
-    let person = if postgres {
-        "SELECT id FROM users WHERE id = $1 AND disabled = 0 FOR SHARE"
-    } else {
-        "SELECT id FROM users WHERE id = $1 AND disabled = 0"
-    };
-    if sqlx::query(person).bind(user_id).fetch_optional(&mut **tx).await?.is_none() {
+    if !take_person_in(tx, user_id, " FOR SHARE").await? {
         return Ok(false);
     }
     if outlives_session {
         return Ok(true);
     }
-    let session = if postgres {
-        concat!(live_sessions!("AND s.sid = $1 AND s.user_id = $3"), " FOR SHARE OF s")
-    } else {
-        live_sessions!("AND s.sid = $1 AND s.user_id = $3")
-    };
-    Ok(sqlx::query(session).bind(sid).bind(now()).bind(user_id).fetch_optional(&mut **tx).await?.is_some())
+    let session = format!("{}{}", live_sessions!("AND s.sid = $1 AND s.user_id = $3"), Backend::of(tx).locking(" FOR SHARE OF s"));
+    Ok(sqlx::query(sqlx::AssertSqlSafe(session)).bind(sid).bind(now()).bind(user_id).fetch_optional(&mut **tx).await?.is_some())
 }
 
-/// Takes `user_id`'s row as [`may_issue_in`] does, before a write to the
-/// person's tokens that is not an issue (a replayed code revoking its
-/// family), so that it too takes the person first.
-pub(crate) async fn hold_user_in(tx: &mut Tx, user_id: &str) -> Result<()> {
-    if Backend::of(tx) == Backend::Postgres {
-        sqlx::query("SELECT id FROM users WHERE id = $1 FOR SHARE").bind(user_id).fetch_optional(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Takes `user_id`'s row for update in `tx` (PostgreSQL; on SQLite the
-/// transaction already excludes every other writer), before what revokes all
-/// of a person's tokens: a token write that checked the person first
-/// ([`may_issue_in`]) then commits before the revocation reads, and one that
-/// checks after sees the outcome.
-async fn lock_user_in(tx: &mut Tx, user_id: &str) -> Result<()> {
-    if Backend::of(tx) == Backend::Postgres {
-        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE").bind(user_id).fetch_optional(&mut **tx).await?;
-    }
-    Ok(())
+/// Whether `user_id` is enabled, its row taken in `tx` with `lock` on
+/// PostgreSQL: `FOR SHARE` before writing the person's tokens (an issue, a
+/// replayed code revoking its family), `FOR UPDATE` before revoking all of
+/// them ([`end_all_in`]). Every such write takes the person first: a token
+/// write that did then commits before the revocation reads, and one that
+/// comes after sees its outcome.
+pub(crate) async fn take_person_in(tx: &mut Tx, user_id: &str, lock: &'static str) -> Result<bool> {
+    let query = format!("SELECT disabled FROM users WHERE id = $1{}", Backend::of(tx).locking(lock));
+    let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(user_id).fetch_optional(&mut **tx).await?;
+    Ok(row.map(|r| r.try_get::<i64, _>("disabled")).transpose()? == Some(0))
 }
 
 /// Ends every live session of `user_id` but `keep` inside `tx`, each as
@@ -214,7 +194,7 @@ async fn lock_user_in(tx: &mut Tx, user_id: &str) -> Result<()> {
 /// token of the person not bound to `keep`, the long-lived `offline_access`
 /// ones included: for a disabled person, or a changed password.
 pub(crate) async fn end_all_in(tx: &mut Tx, user_id: &str, keep: Option<&Session>, ip: Option<&str>) -> Result<()> {
-    lock_user_in(tx, user_id).await?;
+    take_person_in(tx, user_id, " FOR UPDATE").await?;
     let rows = sqlx::query(live_sessions!("AND s.user_id = $1")).bind(user_id).bind(now()).fetch_all(&mut **tx).await?;
     for row in &rows {
         let session = session_from_row(row)?;

@@ -37,26 +37,23 @@ impl Throttle {
         Throttle { db }
     }
 
-    /// Until when (Unix seconds) any of `keys` is locked, if it is, and
-    /// which of them have failures counted.
-    pub async fn check(&self, keys: &[&str]) -> Result<(Option<i64>, Vec<String>)> {
+    /// Until when (Unix seconds) any of `keys` is locked, if it is.
+    pub async fn check(&self, keys: &[&str]) -> Result<Option<i64>> {
         let now = now();
         let mut until = None;
-        let mut counted = Vec::new();
         for key in keys {
             let row = sqlx::query("SELECT locked_until FROM login_throttle WHERE key = $1")
                 .bind(*key)
                 .fetch_optional(self.db.pool())
                 .await?;
             if let Some(row) = row {
-                counted.push((*key).to_owned());
                 let t: i64 = row.try_get("locked_until")?;
                 if t > now {
                     until = Some(until.map_or(t, |u: i64| u.max(t)));
                 }
             }
         }
-        Ok((until, counted))
+        Ok(until)
     }
 
     /// A try at an account's secret from an address, before the secret is
@@ -69,7 +66,7 @@ impl Throttle {
     /// leaves the try counted; a right one hands it back
     /// ([`Throttle::succeeded`]).
     pub async fn attempt(&self, account: &str, address: &str, settings: &Settings) -> Result<std::result::Result<Attempt, i64>> {
-        if let (Some(until), _) = self.check(&[address]).await? {
+        if let Some(until) = self.check(&[address]).await? {
             return Ok(Err(until));
         }
         let now = now();

@@ -147,16 +147,6 @@ impl Users {
         }
     }
 
-    /// Replaces a user's password hash (after a rehash or a change).
-    pub async fn set_password_hash(&self, id: &str, hash: &str) -> Result<()> {
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(hash)
-            .bind(id)
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
-    }
-
     /// Replaces a password hash with a stronger one of the same password,
     /// unless the password changed since `old` was read: a login's rehash
     /// must not put back a password just replaced. True when it was replaced.
@@ -256,7 +246,7 @@ pub(crate) enum WayIn<'a> {
 /// turns), so two removals at once cannot each count the other's way as
 /// left and remove both.
 pub(crate) async fn keep_a_way_in(tx: &mut civichub_store::Tx, user_id: &str, leaving: WayIn<'_>) -> Result<()> {
-    let lock = if civichub_store::Backend::of(tx) == civichub_store::Backend::Postgres { " FOR UPDATE" } else { "" };
+    let lock = civichub_store::Backend::of(tx).locking(" FOR UPDATE");
     let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT password_hash FROM users WHERE id = $1{lock}")))
         .bind(user_id)
         .fetch_optional(&mut **tx)
@@ -301,7 +291,7 @@ mod tests {
         let hash_of = |users: Users, name: Username| async move { users.credentials(&name).await.expect("read").and_then(|(_, h)| h).expect("hash") };
         let read = hash_of(users.clone(), name.clone()).await;
         // The password changes while a login with the old one is being verified...
-        users.set_password_hash(&user.id, "$argon2id$changed").await.expect("change");
+        sqlx::query("UPDATE users SET password_hash = '$argon2id$changed' WHERE id = $1").bind(&user.id).execute(users.db.pool()).await.expect("change");
         // ...so that login's rehash of the old one is not stored.
         assert!(!users.rehash_password(&user.id, &read, "$argon2id$old-again").await.expect("rehash"));
         assert_eq!(hash_of(users.clone(), name.clone()).await, "$argon2id$changed");

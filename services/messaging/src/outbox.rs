@@ -35,10 +35,7 @@ pub fn enqueue(tx: &mut Tx, subject: &str, envelope: &Envelope) -> Result<()> {
 /// `FOR UPDATE SKIP LOCKED` where the engine has it, so relays on several
 /// nodes take disjoint batches.
 pub(crate) fn skip_locked(db: &Db) -> &'static str {
-    match db.backend() {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    }
+    db.backend().locking(" FOR UPDATE SKIP LOCKED")
 }
 
 /// Leases up to `limit` due envelopes for `lease_ms`; one that is not

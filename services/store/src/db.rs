@@ -86,6 +86,16 @@ impl Backend {
     pub fn of(conn: &sqlx::AnyConnection) -> Backend {
         if conn.backend_name() == "SQLite" { Backend::Sqlite } else { Backend::Postgres }
     }
+
+    /// A row-lock clause such as `" FOR UPDATE"` (with its leading space)
+    /// on PostgreSQL; nothing on SQLite, whose write transactions take turns
+    /// and so already hold what they read.
+    pub fn locking(self, clause: &'static str) -> &'static str {
+        match self {
+            Backend::Postgres => clause,
+            Backend::Sqlite => "",
+        }
+    }
 }
 
 /// A database URL, parsed at the edge. Its `Debug` and `Display` hide any

@@ -303,7 +303,7 @@ async fn change_password(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestCont
     if let Some(stored) = stored {
         let key = user_key(username.as_str());
         match id.throttle.check(&[&key]).await {
-            Ok((Some(_), _)) => return refuse(StatusCode::TOO_MANY_REQUESTS, "失败次数过多，请稍后再试。").await,
+            Ok(Some(_)) => return refuse(StatusCode::TOO_MANY_REQUESTS, "失败次数过多，请稍后再试。").await,
             Ok(_) => {}
             Err(e) => return http::server_error(e),
         }
@@ -416,12 +416,12 @@ async fn totp(step: String, body: bytes::Bytes, id: Arc<Identity>, ctx: RequestC
     }
 }
 
-/// Checks a code from the authenticator app (or a recovery code) as the
-/// second-factor page does: wrong ones count against the account and the
+/// Checks a code from the authenticator app (or a recovery code): wrong
+/// ones count, after they are checked, against the account and the
 /// address, and too many lock both for a while (`Err`: the page saying so).
 async fn throttled_verify(id: &Identity, user: &crate::User, code: &str, ctx: &RequestContext) -> Result<crate::Result<Option<crate::Proof>>, Response> {
     match id.throttle.check(&[&user_key(&user.username), &ip_key(ctx.ip.as_deref())]).await {
-        Ok((Some(_), _)) => return Err(page(id, ctx, StatusCode::TOO_MANY_REQUESTS, None, Some("失败次数过多，请稍后再试。".into()), None).await),
+        Ok(Some(_)) => return Err(page(id, ctx, StatusCode::TOO_MANY_REQUESTS, None, Some("失败次数过多，请稍后再试。".into()), None).await),
         Ok(_) => {}
         Err(e) => return Ok(Err(e)),
     }

@@ -39,7 +39,7 @@ async fn remember(id: &Identity, user_id: &str, client_id: &str, scopes: &[Strin
         .bind(now())
         .execute(&mut *tx)
         .await?;
-    let lock = if id.db.backend() == civichub_store::Backend::Postgres { " FOR UPDATE" } else { "" };
+    let lock = id.db.backend().locking(" FOR UPDATE");
     let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2{lock}")))
         .bind(user_id)
         .bind(client_id)

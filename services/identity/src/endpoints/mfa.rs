@@ -61,6 +61,13 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
 pub(crate) async fn second_factor_failed(id: &Identity, user: &crate::User, ip: Option<&str>) -> crate::Result<()> {
     let s = &id.settings;
     id.throttle.fail(&user_key(&user.username), s.max_failures_per_account, s).await?;
+    address_failed(id, user, ip).await
+}
+
+/// Counts a wrong second factor against the address only (the account's
+/// try was counted before it was checked), and records it in the audit trail.
+async fn address_failed(id: &Identity, user: &crate::User, ip: Option<&str>) -> crate::Result<()> {
+    let s = &id.settings;
     id.throttle.fail(&ip_key(ip), s.max_failures_per_address, s).await?;
     id.audit.record("mfa.failed", Actor { user_id: Some(&user.id), client_id: None, ip }, json!({})).await
 }
@@ -124,11 +131,7 @@ async fn submit(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext) -> R
     };
     let Some((factor, method)) = proved else {
         // The account's try stays counted.
-        let failed = async {
-            id.throttle.fail(&ip_key, s.max_failures_per_address, s).await?;
-            id.audit.record("mfa.failed", Actor { user_id: Some(&user.id), client_id: None, ip: ctx.ip.as_deref() }, json!({})).await
-        };
-        if let Err(e) = failed.await {
+        if let Err(e) = address_failed(&id, &user, ctx.ip.as_deref()).await {
             return http::server_error(e);
         }
         let msg = if form.credential.is_some() { "通行密钥验证未通过，请重试或输入验证码。" } else { "验证码不正确、已过期或已使用过。" };

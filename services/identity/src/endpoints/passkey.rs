@@ -200,7 +200,7 @@ async fn finish_login(body: bytes::Bytes, id: Arc<Identity>, ctx: RequestContext
     }
     let ip_key = crate::throttle::ip_key(ctx.ip.as_deref());
     match id.throttle.check(&[&ip_key]).await {
-        Ok((Some(_), _)) => return login::page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &view, "", Some("失败次数过多，请稍后再试。")).await,
+        Ok(Some(_)) => return login::page(&id, &ctx, StatusCode::TOO_MANY_REQUESTS, &view, "", Some("失败次数过多，请稍后再试。")).await,
         Ok(_) => {}
         Err(e) => return http::server_error(e),
     }

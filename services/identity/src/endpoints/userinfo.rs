@@ -27,17 +27,12 @@ pub fn filter(id: Arc<Identity>) -> impl Filter<Extract = (Response,), Error = R
 /// A refusal as RFC 6750 §3.1 words it: the challenge in `WWW-Authenticate`
 /// (comma-separated, no error code when no token came), the same error in the body.
 fn refused(e: BearerError) -> Response {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
     let (code, description) = match &e {
         BearerError::Missing => ("invalid_request", "a bearer access token is required"),
         BearerError::InvalidToken => ("invalid_token", "the access token is not valid"),
         BearerError::InsufficientScope(_) => ("insufficient_scope", "the access token lacks scope openid"),
     };
-    let mut r = http::oauth_error(status, code, description);
-    if let Ok(v) = warp::http::HeaderValue::from_str(&e.challenge()) {
-        r.headers_mut().insert(warp::http::header::WWW_AUTHENTICATE, v);
-    }
-    r
+    e.refuse(http::oauth_error(StatusCode::UNAUTHORIZED, code, description))
 }
 
 fn invalid_token() -> Response {

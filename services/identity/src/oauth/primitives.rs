@@ -204,7 +204,7 @@ async fn claim_code(tx: &mut Tx, hash: &str, ip: Option<&str>) -> Result<Option<
     };
     let stored: StoredGrant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
     if stored.login.is_some() {
-        crate::sessions::hold_user_in(tx, &stored.owner_id).await?;
+        crate::sessions::take_person_in(tx, &stored.owner_id, " FOR SHARE").await?;
     }
     let revoked = revoke_family(tx, &row.try_get::<String, _>("family")?).await?;
     Audit::record_in(
